@@ -1,0 +1,185 @@
+"""The `ldmseg` command: parses arguments and calls library functions, nothing else.
+
+Imports are done inside the handlers so that light commands (evaluate, visualize) never
+load torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ldmseg.errors import LDMSegError
+
+
+def _cmd_data_synth(a: argparse.Namespace) -> None:
+    from ldmseg.data.synthetic import SceneConfig, write_dataset
+
+    path = write_dataset(a.out, a.num, SceneConfig.preset(a.preset, a.size), seed=a.seed)
+    print(f"wrote {a.num} scenes to {path}")
+
+
+def _cmd_evaluate(a: argparse.Namespace) -> None:
+    from ldmseg.data.formats import write_json
+    from ldmseg.metrics.panoptic import evaluate_files, format_table
+
+    results = evaluate_files(a.gt_json, a.gt_dir, a.pred_json, a.pred_dir, a.class_agnostic, a.workers)
+    print(format_table(results))
+    if a.output:
+        write_json(a.output, results)
+
+
+def _cmd_visualize(a: argparse.Namespace) -> None:
+    from ldmseg.visualize import visualize_sets
+
+    n = visualize_sets(a.images, a.gt_json, a.gt_dir, a.out, a.pred_json, a.pred_dir, a.limit)
+    print(f"wrote {n} pictures to {a.out}")
+
+
+def _cmd_demo(a: argparse.Namespace) -> None:
+    from ldmseg.demo import run_demo
+
+    run_demo(Path(a.out), num=a.num, seed=a.seed)
+
+
+def _cmd_train_ae(a: argparse.Namespace) -> None:
+    from ldmseg.training.autoencoder import train_autoencoder
+    from ldmseg.training.config import AutoencoderConfig, dataclass_from_args
+
+    train_autoencoder(dataclass_from_args(AutoencoderConfig, a))
+
+
+def _cmd_reconstruct(a: argparse.Namespace) -> None:
+    from ldmseg.reconstruct import reconstruct_set
+
+    reconstruct_set(a.ae, a.images, a.panoptic_json, a.panoptic_dir, a.out, a.size, a.batch_size,
+                    latent_noise=a.latent_noise, min_area_at_512=a.min_area, seed=a.seed)
+
+
+def _cmd_train(a: argparse.Namespace) -> None:
+    from ldmseg.training.config import DiffusionConfig, dataclass_from_args
+    from ldmseg.training.diffusion import train_diffusion
+
+    train_diffusion(dataclass_from_args(DiffusionConfig, a))
+
+
+def _cmd_predict(a: argparse.Namespace) -> None:
+    from ldmseg.predict import predict_folder
+
+    out = predict_folder(a.model, a.images, a.out, a.panoptic_json, a.steps, a.scheduler, a.seed, a.batch_size,
+                         a.resolution)
+    print(f"wrote predictions to {out}")
+
+
+def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
+    from ldmseg.training.config import AutoencoderConfig, DiffusionConfig, add_dataclass_arguments
+
+    p = argparse.ArgumentParser(prog="ldmseg", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
+    s = data.add_parser("synth", help="write synthetic scenes in COCO-panoptic layout")
+    s.add_argument("--out", required=True)
+    s.add_argument("--num", type=int, default=100)
+    s.add_argument("--size", type=int, default=128)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--preset", default="default", choices=["default", "easy", "dense"])
+    s.set_defaults(func=_cmd_data_synth)
+
+    e = sub.add_parser("evaluate", help="PQ/SQ/RQ of COCO-panoptic predictions (panopticapi rules)")
+    e.add_argument("--gt-json", required=True)
+    e.add_argument("--gt-dir", required=True)
+    e.add_argument("--pred-json", required=True)
+    e.add_argument("--pred-dir", required=True)
+    e.add_argument("--class-agnostic", action="store_true", help="all categories as one thing class (Table 1)")
+    e.add_argument("--output", help="write pq_compute-shaped results JSON here")
+    e.add_argument("--workers", type=int, default=1)
+    e.set_defaults(func=_cmd_evaluate)
+
+    v = sub.add_parser("visualize", help="colour overlays and image / GT / prediction grids")
+    v.add_argument("--images", required=True)
+    v.add_argument("--gt-json", required=True)
+    v.add_argument("--gt-dir", required=True)
+    v.add_argument("--pred-json")
+    v.add_argument("--pred-dir")
+    v.add_argument("--out", required=True)
+    v.add_argument("--limit", type=int, default=None)
+    v.set_defaults(func=_cmd_visualize)
+
+    d = sub.add_parser("demo", help="the main job on the embedded default: synthetic scenes end to end")
+    d.add_argument("--out", default="ldmseg-demo")
+    d.add_argument("--num", type=int, default=50)
+    d.add_argument("--seed", type=int, default=12345)
+    d.set_defaults(func=_cmd_demo)
+
+    t = sub.add_parser("train-ae", help="train the stage-1 mask autoencoder")
+    add_dataclass_arguments(t, AutoencoderConfig)
+    t.set_defaults(func=_cmd_train_ae)
+
+    tr = sub.add_parser("train", help="train the stage-2 diffusion model (--config FILE.json for presets)")
+    tr.add_argument("--config", help="JSON with DiffusionConfig fields, e.g. configs/coco_paper.json")
+    add_dataclass_arguments(tr, DiffusionConfig)
+    if train_defaults:
+        tr.set_defaults(**train_defaults)
+    tr.set_defaults(func=_cmd_train)
+
+    pr = sub.add_parser("predict", help="segment a folder of images; COCO-panoptic output + overlays")
+    pr.add_argument("--model", default="demo", help="pipeline directory, hub id, or 'demo'")
+    pr.add_argument("--images", required=True)
+    pr.add_argument("--panoptic-json", help="keep this set's image_id / file_name (scorable by evaluate)")
+    pr.add_argument("--out", required=True)
+    pr.add_argument("--steps", type=int, default=None)
+    pr.add_argument("--scheduler", default=None, help="ddim | dpm++ | unipc | euler | ddpm")
+    pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--batch-size", type=int, default=4)
+    pr.add_argument("--resolution", type=int, default=None, help="processing resolution (default: the model's)")
+    pr.set_defaults(func=_cmd_predict)
+
+    r = sub.add_parser("reconstruct", help="encode + decode GT masks with a mask AE; write COCO-panoptic")
+    r.add_argument("--ae", required=True, help="model directory or 'demo'")
+    r.add_argument("--images", required=True)
+    r.add_argument("--panoptic-json", required=True)
+    r.add_argument("--panoptic-dir", required=True)
+    r.add_argument("--out", required=True)
+    r.add_argument("--size", type=int, default=512, help="square processing size (paper: 512)")
+    r.add_argument("--batch-size", type=int, default=8)
+    r.add_argument("--latent-noise", type=float, default=0.0, help="Gaussian noise x latent std (robustness)")
+    r.add_argument("--min-area", type=float, default=0.0,
+                   help="segments smaller than this many px at 512^2 (scaled to the image) become VOID")
+    r.add_argument("--seed", type=int, default=0, help="seed of the random id reassignment")
+    r.set_defaults(func=_cmd_reconstruct)
+    return p
+
+
+def _config_defaults(argv: Sequence[str] | None) -> dict | None:
+    """`--config FILE.json` supplies defaults that explicit flags still override."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    known, _ = pre.parse_known_args(argv)
+    if not known.config:
+        return None
+    from ldmseg.data.formats import read_json
+
+    data = read_json(known.config)
+    if not isinstance(data, dict):
+        raise LDMSegError(f"{known.config}: expected a JSON object of config fields")
+    return data
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser(_config_defaults(argv)).parse_args(argv)
+        args.func(args)
+    except LDMSegError as e:
+        print(f"ldmseg: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ldmseg: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

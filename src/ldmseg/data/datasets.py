@@ -1,0 +1,157 @@
+"""Torch datasets over COCO-panoptic sets (ours included), ADE20K and on-the-fly synthetic scenes.
+
+Every item is a dict of tensors: `image` [3, H, W] in [-1, 1], `ids` [H, W] int64 (randomly
+reassigned into 1..N-1 when `reassign` is on, 0 = VOID), optional `semantic` / `depth`.
+An item can be asked for as `ds[i]` (seeded by i) or `ds[(i, seed)]` so that a training run
+draws the same random flips and ids whatever worker loads it — the basis of exact resume.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ldmseg.data import formats, transforms
+from ldmseg.data.synthetic import SceneConfig, generate_scene
+from ldmseg.errors import LDMSegError
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """How a sample is prepared for a model."""
+
+    size: int = 128
+    resize_mode: str = "squash"  # 'squash' (paper) or 'pad' (keep aspect, pad bottom/right with VOID)
+    num_ids: int = 128  # N: ids live in 1..N-1
+    reassign: bool = True
+    hflip: bool = False
+    crowd_to_void: bool = True
+    min_area: int = 0  # segments smaller than this (at the original size) become VOID
+
+
+def _key(key: int | tuple[int, int]) -> tuple[int, int]:
+    return key if isinstance(key, tuple) else (int(key), int(key))
+
+
+def prepare_sample(image: np.ndarray, ids: np.ndarray, segments: list[dict], cfg: SampleConfig,
+                   rng: np.random.Generator, semantic: np.ndarray | None = None,
+                   depth: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+    """Apply the VOID rules, resize, flip and id reassignment; convert to tensors."""
+    ids = transforms.void_segments(ids.astype(np.int64), segments, cfg.min_area, cfg.crowd_to_void)
+    target = transforms.fit_size(ids.shape, cfg.size, cfg.resize_mode)
+    image = transforms.resize_image(image, target)
+    ids = transforms.resize_labels(ids, target)
+    extras = {}
+    if semantic is not None:
+        extras["semantic"] = transforms.resize_labels(semantic, target).astype(np.int64)
+    if depth is not None:
+        extras["depth"] = transforms.resize_float(depth, target)
+    if cfg.resize_mode == "pad":
+        image = transforms.pad_to(image, cfg.size, 0)
+        ids = transforms.pad_to(ids, cfg.size, formats.VOID)
+        extras = {k: transforms.pad_to(v, cfg.size, 255 if k == "semantic" else 0) for k, v in extras.items()}
+    if cfg.hflip and rng.random() < 0.5:
+        image, ids, *rest = transforms.hflip(image, ids, *extras.values())
+        extras = dict(zip(extras, rest, strict=True))
+    ids = transforms.keep_largest(ids, cfg.num_ids - 1)
+    if cfg.reassign:
+        ids = transforms.reassign_ids(ids, cfg.num_ids, rng)
+    out = {"image": torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 127.5 - 1,
+           "ids": torch.from_numpy(np.ascontiguousarray(ids)).long()}
+    out.update({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in extras.items()})
+    return out
+
+
+class SyntheticDataset(Dataset):
+    """Scenes generated on the fly: item i is scene seed (seed, i). `length=None` means unbounded."""
+
+    def __init__(self, scene: SceneConfig, sample: SampleConfig, seed: int = 0, length: int | None = None):
+        self.scene, self.sample, self.seed, self.length = scene, sample, seed, length
+
+    def __len__(self) -> int:
+        return self.length if self.length is not None else 2**62
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        index, sample_seed = _key(key)
+        s = generate_scene([self.seed, index], self.scene)
+        rng = np.random.default_rng([self.seed, sample_seed, 1])
+        return prepare_sample(s.image, s.ids, s.segments, self.sample, rng, s.semantic, s.depth)
+
+
+class PanopticDataset(Dataset):
+    """A COCO-panoptic set: image folder + panoptic JSON + PNG folder (COCO, or `ldmseg data synth`)."""
+
+    def __init__(self, image_dir: str | Path, panoptic_json: str | Path, panoptic_dir: str | Path,
+                 sample: SampleConfig, seed: int = 0):
+        self.image_dir, self.panoptic_dir = Path(image_dir), Path(panoptic_dir)
+        self.set = formats.load_panoptic_json(panoptic_json)
+        self.sample, self.seed = sample, seed
+        if not self.set.records:
+            raise LDMSegError(f"{panoptic_json}: no annotations")
+
+    def __len__(self) -> int:
+        return len(self.set.records)
+
+    def image_path(self, index: int) -> Path:
+        rec = self.set.records[index]
+        name = rec.image_file or Path(rec.png_file).with_suffix(".jpg").name
+        return self.image_dir / name
+
+    def load_raw(self, index: int) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+        """Image, id map and segments_info at the original size."""
+        rec = self.set.records[index]
+        image = formats.read_rgb(self.image_path(index))
+        png = self.panoptic_dir / rec.png_file
+        ids = formats.read_panoptic_png(png)
+        if ids.shape != image.shape[:2]:
+            raise LDMSegError(f"{png}: size {ids.shape[::-1]} differs from its image {image.shape[1::-1]}")
+        return image, ids, rec.segments
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        index, sample_seed = _key(key)
+        index %= len(self)
+        image, ids, segments = self.load_raw(index)
+        rng = np.random.default_rng([self.seed, sample_seed, 2])
+        return prepare_sample(image, ids, segments, self.sample, rng)
+
+
+class ADE20KDataset(Dataset):
+    """ADE20K semantic (ADEChallengeData2016 layout): `semantic` has classes 0..149, 255 = ignore.
+
+    The PNGs store 0 = ignore and classes 1..150; "reduce zero label" is applied here, once.
+    """
+
+    def __init__(self, root: str | Path, split: str = "validation", sample: SampleConfig = SampleConfig(),
+                 seed: int = 0):
+        root = Path(root)
+        self.image_dir, self.ann_dir = root / "images" / split, root / "annotations" / split
+        if not self.ann_dir.is_dir():
+            raise LDMSegError(f"{self.ann_dir}: annotation folder not found")
+        self.files = sorted(p.stem for p in self.ann_dir.glob("*.png"))
+        if not self.files:
+            raise LDMSegError(f"{self.ann_dir}: no PNG annotations")
+        self.sample, self.seed = sample, seed
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        index, sample_seed = _key(key)
+        name = self.files[index % len(self)]
+        image = formats.read_rgb(self.image_dir / f"{name}.jpg")
+        raw = formats.read_label_png(self.ann_dir / f"{name}.png")
+        semantic = reduce_zero_label(raw)
+        cfg = SampleConfig(**{**self.sample.__dict__, "reassign": False})
+        rng = np.random.default_rng([self.seed, sample_seed, 3])
+        out = prepare_sample(image, np.zeros(raw.shape, np.int64), [], cfg, rng, semantic=semantic)
+        return {"image": out["image"], "semantic": out["semantic"]}
+
+
+def reduce_zero_label(labels: np.ndarray) -> np.ndarray:
+    """ADE20K's label shift: 0 (ignore) -> 255, k -> k-1."""
+    labels = labels.astype(np.int64)
+    return np.where(labels == 0, 255, labels - 1)

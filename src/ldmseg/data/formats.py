@@ -1,0 +1,189 @@
+"""COCO-panoptic and ADE20K file formats: reading, validating and atomic writing.
+
+Kept free of torch so that `ldmseg evaluate` starts fast.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ldmseg.errors import LDMSegError
+
+VOID = 0
+
+
+def rgb2id(rgb: np.ndarray) -> np.ndarray:
+    """COCO-panoptic colour -> segment id (id = R + 256 G + 256^2 B)."""
+    rgb = rgb.astype(np.uint32)
+    return rgb[..., 0] | (rgb[..., 1] << 8) | (rgb[..., 2] << 16)
+
+
+def id2rgb(ids: np.ndarray) -> np.ndarray:
+    """Segment id -> COCO-panoptic colour, uint8 HxWx3."""
+    ids = np.asarray(ids, dtype=np.uint32)
+    return np.stack([ids & 255, (ids >> 8) & 255, (ids >> 16) & 255], axis=-1).astype(np.uint8)
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it into place only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_png(path: str | Path, array: np.ndarray) -> None:
+    """Write uint8 (HxW / HxWx3) or uint16 (HxW) array as PNG, atomically."""
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.getvalue())
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Write JSON atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj))
+
+
+def write_panoptic_png(path: str | Path, ids: np.ndarray) -> None:
+    write_png(path, id2rgb(ids))
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise LDMSegError(f"{path}: file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise LDMSegError(f"{path}: broken JSON ({e})") from None
+
+
+def _open_image(path: Path) -> Image.Image:
+    try:
+        img = Image.open(path)
+        img.load()
+        return img
+    except FileNotFoundError:
+        raise LDMSegError(f"{path}: file not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise LDMSegError(f"{path}: corrupt or unreadable image ({e})") from None
+
+
+def read_panoptic_png(path: str | Path) -> np.ndarray:
+    """RGB-encoded panoptic PNG -> uint32 id map."""
+    img = _open_image(Path(path))
+    if img.mode != "RGB":
+        raise LDMSegError(f"{path}: panoptic PNG must be RGB, got mode {img.mode}")
+    # RGBX bytes read as little-endian uint32 are R + 256 G + 256^2 B + 256^3 X: mask X away.
+    return np.asarray(img.convert("RGBX")).view("<u4")[..., 0] & np.uint32(0xFFFFFF)
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """Any image file -> uint8 HxWx3 RGB (grayscale, RGBA, palette and 16-bit converted)."""
+    img = _open_image(Path(path))
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if arr.max() > 255 else 255.0
+        img = Image.fromarray((arr / top * 255).round().astype(np.uint8))
+    return np.asarray(img.convert("RGB"))
+
+
+def read_label_png(path: str | Path) -> np.ndarray:
+    """Single-channel label PNG (ADE20K semantic, our depth) -> integer array."""
+    img = _open_image(Path(path))
+    arr = np.asarray(img)
+    if arr.ndim != 2:
+        raise LDMSegError(f"{path}: expected a single-channel label PNG, got shape {arr.shape}")
+    return arr
+
+
+@dataclass
+class PanopticRecord:
+    """One image of a COCO-panoptic set."""
+
+    image_id: Any
+    image_file: str | None
+    png_file: str
+    segments: list[dict]
+    width: int | None = None
+    height: int | None = None
+
+
+@dataclass
+class PanopticSet:
+    """A parsed COCO-panoptic JSON: records in file order and categories by id."""
+
+    json_path: Path
+    records: list[PanopticRecord]
+    categories: dict[int, dict]
+
+    @property
+    def by_image_id(self) -> dict[Any, PanopticRecord]:
+        return {r.image_id: r for r in self.records}
+
+
+def _require(cond: bool, path: Path, msg: str) -> None:
+    if not cond:
+        raise LDMSegError(f"{path}: {msg}")
+
+
+def load_panoptic_json(path: str | Path, categories: dict[int, dict] | None = None) -> PanopticSet:
+    """Parse and validate a COCO-panoptic JSON (GT or predictions).
+
+    Predictions may omit `categories`; pass the GT's. Checks duplicate image ids, duplicate
+    segment ids, and category ids unknown to the category list.
+    """
+    path = Path(path)
+    data = read_json(path)
+    _require(isinstance(data, dict), path, "top level must be a JSON object")
+    _require(isinstance(data.get("annotations"), list), path, "missing 'annotations' list")
+    if categories is None:
+        _require(isinstance(data.get("categories"), list), path, "missing 'categories' list")
+        categories = {}
+        for c in data["categories"]:
+            _require(isinstance(c, dict) and "id" in c, path, f"category without id: {c!r}")
+            categories[int(c["id"])] = c
+    images = {}
+    for im in data.get("images", []) or []:
+        if isinstance(im, dict) and "id" in im:
+            images[im["id"]] = im
+    records, seen = [], set()
+    for ann in data["annotations"]:
+        _require(isinstance(ann, dict), path, f"annotation is not an object: {ann!r}")
+        for key in ("image_id", "file_name", "segments_info"):
+            _require(key in ann, path, f"annotation without '{key}': {str(ann)[:80]}")
+        image_id = ann["image_id"]
+        _require(image_id not in seen, path, f"duplicate image_id {image_id!r}")
+        seen.add(image_id)
+        seg_ids = set()
+        for s in ann["segments_info"]:
+            _require(isinstance(s, dict) and "id" in s and "category_id" in s, path,
+                     f"image {image_id!r}: segment without id/category_id: {s!r}")
+            _require(s["id"] not in seg_ids, path, f"image {image_id!r}: duplicate segment id {s['id']}")
+            seg_ids.add(s["id"])
+            _require(int(s["category_id"]) in categories, path,
+                     f"image {image_id!r}: segment {s['id']} has unknown category_id {s['category_id']}")
+        im = images.get(image_id, {})
+        records.append(PanopticRecord(image_id, im.get("file_name"), ann["file_name"], ann["segments_info"],
+                                      im.get("width"), im.get("height")))
+    return PanopticSet(path, records, categories)

@@ -1,0 +1,84 @@
+"""Decoded id logits -> panoptic id maps + segments_info (the authors' code defaults).
+
+Pixels whose top softmax probability is below `threshold` become VOID, segments smaller than
+`min_area` pixels become VOID, the rest are renumbered 1..K with a score (mean confidence).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def scaled_min_area(min_area_at_512: float, height: int, width: int) -> int:
+    """512 px at 512^2 is the research code's rule; keep the same fraction of the image elsewhere."""
+    return int(round(min_area_at_512 * height * width / 512**2))
+
+
+def logits_to_panoptic(logits: torch.Tensor, threshold: float = 0.5, min_area: int = 0
+                       ) -> list[tuple[np.ndarray, list[dict]]]:
+    """[B, N, H, W] logits -> per image (int32 ids, segments_info with id / area / score / bbox)."""
+    probs = logits.float().softmax(1)
+    conf, ids = probs.max(1)
+    ids = torch.where(conf < threshold, torch.zeros_like(ids), ids)
+    results = []
+    for img_ids, img_conf in zip(ids.cpu().numpy(), conf.cpu().numpy(), strict=True):
+        results.append(renumber(img_ids, img_conf, min_area))
+    return results
+
+
+def renumber(ids: np.ndarray, conf: np.ndarray | None, min_area: int) -> tuple[np.ndarray, list[dict]]:
+    """Drop segments below min_area, renumber 1..K (largest first), build segments_info."""
+    flat = ids.ravel()
+    uniq, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
+    keep = (uniq != 0) & (counts >= max(min_area, 1))
+    order = np.argsort(-counts * keep, kind="stable")
+    new = np.zeros(len(uniq), np.int32)
+    kept = [k for k in order if keep[k]]
+    new[kept] = np.arange(1, len(kept) + 1)
+    out = new[inverse].reshape(ids.shape)
+    scores = np.bincount(new[inverse], weights=conf.ravel(), minlength=len(kept) + 1) if conf is not None else None
+    segments = []
+    for k in range(1, len(kept) + 1):
+        area = int(counts[kept[k - 1]])
+        seg = {"id": k, "category_id": 1, "iscrowd": 0, "area": area}
+        if scores is not None:
+            seg["score"] = float(scores[k] / area)
+        segments.append(seg)
+    _add_bboxes(out, segments)
+    return out, segments
+
+
+def _add_bboxes(ids: np.ndarray, segments: list[dict]) -> None:
+    if not segments:
+        return
+    ys, xs = np.nonzero(ids)
+    lab = ids[ys, xs]
+    n = len(segments) + 1
+    big = np.iinfo(np.int64).max
+    x0 = np.full(n, big)
+    y0 = np.full(n, big)
+    x1 = np.full(n, -1)
+    y1 = np.full(n, -1)
+    np.minimum.at(x0, lab, xs)
+    np.minimum.at(y0, lab, ys)
+    np.maximum.at(x1, lab, xs)
+    np.maximum.at(y1, lab, ys)
+    for s in segments:
+        k = s["id"]
+        s["bbox"] = [int(x0[k]), int(y0[k]), int(x1[k] - x0[k] + 1), int(y1[k] - y0[k] + 1)]
+
+
+def majority_categories(pred_ids: np.ndarray, segments: list[dict], gt_ids: np.ndarray,
+                        gt_segments: list[dict]) -> None:
+    """Give each predicted segment the category of the GT segment it overlaps most (for recon output)."""
+    cat_of = {s["id"]: s["category_id"] for s in gt_segments}
+    default = gt_segments[0]["category_id"] if gt_segments else 1
+    for s in segments:
+        under = gt_ids[pred_ids == s["id"]]
+        under = under[under != 0]
+        if under.size:
+            vals, cnt = np.unique(under, return_counts=True)
+            s["category_id"] = cat_of.get(int(vals[np.argmax(cnt)]), default)
+        else:
+            s["category_id"] = default

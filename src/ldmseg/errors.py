@@ -1,0 +1,5 @@
+"""One exception type for every user-facing problem, so the CLI can print one line and exit 2."""
+
+
+class LDMSegError(Exception):
+    """Bad input or configuration; the message names the file and the problem."""

@@ -1,0 +1,92 @@
+"""h: the denoising UNet (diffusers `UNet2DConditionModel`) and its task embeddings.
+
+Input channels are [noisy mask latent, image latent, (self-conditioning x0)]. From SD weights,
+conv_in is widened: the mask-latent channels keep the pretrained kernels, the new ones start
+at zero, so at step 0 the model computes exactly what the pretrained UNet computed.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import UNet2DConditionModel
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.attention import BasicTransformerBlock
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+PRESETS: dict[str, dict] = {
+    "tiny": {"block_out_channels": (32, 64, 64), "layers_per_block": 1, "cross_attention_dim": 32,
+             "attention_head_dim": 8, "norm_num_groups": 8},
+    "small": {"block_out_channels": (64, 128, 192), "layers_per_block": 2, "cross_attention_dim": 128,
+              "attention_head_dim": 16, "norm_num_groups": 16},
+    "sd15": {"block_out_channels": (320, 640, 1280, 1280), "layers_per_block": 2, "cross_attention_dim": 768,
+             "attention_head_dim": 8, "norm_num_groups": 32},
+}
+
+
+def build_unet(preset: str, in_channels: int, out_channels: int, sample_size: int) -> UNet2DConditionModel:
+    """A randomly initialised UNet of a preset shape ('sd15' is Stable Diffusion 1.5's)."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown UNet preset {preset!r}; choose from {sorted(PRESETS)}")
+    cfg = dict(PRESETS[preset])
+    depth = len(cfg["block_out_channels"])
+    down = ["CrossAttnDownBlock2D"] * (depth - 1) + ["DownBlock2D"]
+    up = ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * (depth - 1)
+    if preset != "sd15":  # small models: no attention at the highest resolution
+        down[0], up[-1] = "DownBlock2D", "UpBlock2D"
+    return UNet2DConditionModel(sample_size=sample_size, in_channels=in_channels, out_channels=out_channels,
+                                down_block_types=tuple(down), up_block_types=tuple(up), **cfg)
+
+
+def widen_conv_in(unet: UNet2DConditionModel, in_channels: int) -> UNet2DConditionModel:
+    """Give conv_in `in_channels` inputs: old kernels for the first channels, zeros for the new."""
+    old = unet.conv_in
+    if in_channels < old.in_channels:
+        raise ValueError(f"cannot narrow conv_in from {old.in_channels} to {in_channels} channels")
+    new = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, old.stride, old.padding)
+    with torch.no_grad():
+        new.weight.zero_()
+        new.weight[:, : old.in_channels] = old.weight
+        new.bias.copy_(old.bias)
+    unet.conv_in = new
+    unet.register_to_config(in_channels=in_channels)
+    return unet
+
+
+def load_pretrained_unet(pretrained: str, in_channels: int) -> UNet2DConditionModel:
+    """An SD UNet (UNet directory, SD pipeline directory or hub id), conv_in widened to `in_channels`."""
+    from ldmseg.models.image_encoder import sd_subfolder
+
+    unet = UNet2DConditionModel.from_pretrained(pretrained, subfolder=sd_subfolder(pretrained, "unet"))
+    return widen_conv_in(unet, in_channels)
+
+
+def bypass_cross_attention(unet: UNet2DConditionModel) -> None:
+    """Class-agnostic mode of the authors' code: cross-attention contributes nothing.
+
+    The output projection of every attn2 is zeroed and frozen, which is exactly a bypass
+    (the block adds attn2's output to a residual) and still saves and loads as a plain UNet.
+    """
+    for module in unet.modules():
+        if isinstance(module, BasicTransformerBlock) and module.attn2 is not None:
+            proj = module.attn2.to_out[0]
+            with torch.no_grad():
+                proj.weight.zero_()
+                if proj.bias is not None:
+                    proj.bias.zero_()
+            module.attn2.requires_grad_(False)
+
+
+class TaskEmbeddings(ModelMixin, ConfigMixin):
+    """One learnable sequence of tokens per task, fed to the UNet's cross-attention."""
+
+    @register_to_config
+    def __init__(self, tasks: tuple[str, ...] = ("panoptic",), num_tokens: int = 1, dim: int = 32):
+        super().__init__()
+        self.embeddings = nn.Parameter(torch.randn(len(tasks), num_tokens, dim) * 0.02)
+
+    def forward(self, task: str, batch_size: int) -> torch.Tensor:
+        tasks = list(self.config.tasks)
+        if task not in tasks:
+            raise ValueError(f"unknown task {task!r}; this model knows {tasks}")
+        return self.embeddings[tasks.index(task)].unsqueeze(0).expand(batch_size, -1, -1)

@@ -1,0 +1,166 @@
+"""Stage 1: the shallow mask autoencoder (f_t, g) of LDMSeg §3.1.
+
+f_t: bit planes -> a few stride-2 3x3 convs with SiLU -> D latent channels (no quantisation).
+g:   latents -> conv to width -> (transposed conv 2x2 stride 2, channel LayerNorm, SiLU) x k
+     -> norm -> 1x1 conv to N logits at H/2; bilinear x2 to full size at inference only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.utils import BaseOutput
+from torch import nn
+
+from ldmseg.data.bits import ids_to_bits
+
+
+@dataclass
+class AutoencoderOutput(BaseOutput):
+    logits: torch.Tensor
+    mean: torch.Tensor
+    logvar: torch.Tensor | None = None
+
+    def kl(self) -> torch.Tensor:
+        if self.logvar is None:
+            return self.mean.sum() * 0
+        return 0.5 * (self.mean.pow(2) + self.logvar.exp() - 1 - self.logvar).flatten(1).sum(1).mean()
+
+
+def add_latent_noise(latents: torch.Tensor, max_scale: float, generator: torch.Generator | None = None,
+                     per_sample_random: bool = True) -> torch.Tensor:
+    """Add N(0, (u * max_scale * std)^2): u ~ U(0, 1) per sample in training (robust decoder), u = 1 to probe."""
+    if max_scale <= 0:
+        return latents
+    std = latents.detach().flatten(1).std(1).view(-1, 1, 1, 1)
+    u = torch.rand(latents.shape[0], 1, 1, 1, generator=generator) if per_sample_random else torch.ones(1)
+    noise = torch.randn(latents.shape, generator=generator, dtype=latents.dtype)
+    return latents + noise.to(latents.device) * u.to(latents.device) * max_scale * std
+
+
+def autoencode(ae: nn.Module, bits: torch.Tensor, latent_noise: float) -> AutoencoderOutput:
+    """Shared training pass of both mask AEs."""
+    mean, logvar = ae.encode_distribution(bits)
+    latents = mean if logvar is None else mean + torch.randn_like(mean) * (0.5 * logvar).exp()
+    return AutoencoderOutput(ae.decode(add_latent_noise(latents, latent_noise)), mean, logvar)
+
+
+class LayerNorm2d(nn.Module):
+    """LayerNorm over channels at every pixel (as in SAM / the authors' decoder)."""
+
+    def __init__(self, channels: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight, self.bias = nn.Parameter(torch.ones(channels)), nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(1, keepdim=True)
+        var = (x - mean).pow(2).mean(1, keepdim=True)
+        x = (x - mean) / torch.sqrt(var + self.eps)
+        return x * self.weight[:, None, None] + self.bias[:, None, None]
+
+
+class ResBlock(nn.Module):
+    """Two 3x3 convs with a skip, at latent resolution: gives the decoder context to undo blending."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.net = nn.Sequential(LayerNorm2d(channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1),
+                                 LayerNorm2d(channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.net(x)
+
+
+class MaskAutoencoder(ModelMixin, ConfigMixin):
+    """Bit-encoded panoptic masks <-> continuous latents at 1/f resolution."""
+
+    @register_to_config
+    def __init__(self, num_bits: int = 7, latent_channels: int = 4, downsample_factor: int = 8,
+                 encoder_channels: tuple[int, ...] = (32, 64, 128, 256), decoder_channels: int = 256,
+                 decoder_blocks: int = 1, gaussian: bool = False, latent_mean: float = 0.0,
+                 latent_std: float = 1.0):
+        super().__init__()
+        stages = int(math.log2(downsample_factor))
+        if 2**stages != downsample_factor or stages < 1:
+            raise ValueError(f"downsample_factor must be a power of two >= 2, got {downsample_factor}")
+        if len(encoder_channels) != stages + 1:
+            raise ValueError(f"encoder_channels needs {stages + 1} widths for f={downsample_factor}")
+        enc: list[nn.Module] = [nn.Conv2d(num_bits, encoder_channels[0], 3, padding=1), nn.SiLU()]
+        for c_in, c_out in zip(encoder_channels[:-1], encoder_channels[1:], strict=True):
+            enc += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.SiLU(),
+                    nn.Conv2d(c_out, c_out, 3, padding=1), nn.SiLU()]
+        enc += [nn.GroupNorm(min(32, encoder_channels[-1]), encoder_channels[-1]), nn.SiLU(),
+                nn.Conv2d(encoder_channels[-1], latent_channels * (2 if gaussian else 1), 3, padding=1)]
+        self.encoder = nn.Sequential(*enc)
+
+        dec: list[nn.Module] = [nn.Conv2d(latent_channels, decoder_channels, 3, padding=1)]
+        dec += [ResBlock(decoder_channels) for _ in range(decoder_blocks)]
+        width = decoder_channels
+        for _ in range(stages - 1):
+            dec += [nn.ConvTranspose2d(width, width // 2, 2, stride=2), LayerNorm2d(width // 2), nn.SiLU()]
+            width //= 2
+        dec += [LayerNorm2d(width), nn.Conv2d(width, 2**num_bits, 1)]
+        self.decoder = nn.Sequential(*dec)
+
+    @property
+    def num_ids(self) -> int:
+        return 2**self.config.num_bits
+
+    def encode_distribution(self, bits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Posterior mean and log-variance (None for the deterministic AE)."""
+        h = self.encoder(bits)
+        if not self.config.gaussian:
+            return h, None
+        mean, logvar = h.chunk(2, dim=1)
+        return mean, logvar.clamp(-30, 20)
+
+    def encode(self, bits: torch.Tensor) -> torch.Tensor:
+        """[B, log2 N, H, W] bits in {-1, 0, 1} -> [B, D, H/f, W/f] latents (posterior mean)."""
+        return self.encode_distribution(bits)[0]
+
+    def encode_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.encode(ids_to_bits(ids, self.config.num_bits))
+
+    def decode(self, latents: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """Latents -> N logits at H/2, or bilinearly resized to `size` (inference)."""
+        logits = self.decoder(latents)
+        if size is not None and tuple(logits.shape[-2:]) != tuple(size):
+            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        return logits
+
+    def forward(self, bits: torch.Tensor, latent_noise: float = 0.0) -> AutoencoderOutput:
+        """Training pass: posterior sample (Gaussian AE) + optional latent noise -> logits at H/2."""
+        return autoencode(self, bits, latent_noise)
+
+    @torch.no_grad()
+    def reconstruct(self, ids: torch.Tensor) -> torch.Tensor:
+        """[B, H, W] ids -> [B, H, W] ids by argmax of the decoded logits (no post-processing)."""
+        logits = self.decode(self.encode_ids(ids), size=tuple(ids.shape[-2:]))
+        return logits.argmax(1)
+
+
+def load_mask_autoencoder(path) -> torch.nn.Module:
+    """Either mask AE from a save_pretrained directory, by the class name in its config."""
+    import json
+    from pathlib import Path
+
+    from ldmseg.errors import LDMSegError
+
+    config = Path(path) / "config.json"
+    try:
+        name = json.loads(config.read_text()).get("_class_name")
+    except (OSError, json.JSONDecodeError) as e:
+        raise LDMSegError(f"{config}: cannot read the model config ({e})") from None
+    if name == "VAEMaskAutoencoder":
+        from ldmseg.models.vae_mask_autoencoder import VAEMaskAutoencoder
+
+        return VAEMaskAutoencoder.from_pretrained(path).eval()
+    if name != "MaskAutoencoder":
+        raise LDMSegError(f"{config}: not a mask autoencoder (class {name!r})")
+    return MaskAutoencoder.from_pretrained(path).eval()

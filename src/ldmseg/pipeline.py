@@ -1,0 +1,115 @@
+"""`LDMSegPipeline`: panoptic segmentation by image-conditioned latent diffusion, as a diffusers pipeline.
+
+Components: `unet` (h), `image_encoder` (f_i), `mask_autoencoder` (f_t / g), `scheduler`,
+`task_embeddings`. Image -> f_i latents -> sampling (Algorithm 2) -> g -> upsample to the
+input size -> post-processing -> panoptic ids + segments_info with scores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import DiffusionPipeline
+from diffusers.utils import BaseOutput
+from PIL import Image
+
+from ldmseg.diffusion.postprocess import logits_to_panoptic, scaled_min_area
+from ldmseg.diffusion.sampling import sample_latents
+from ldmseg.diffusion.schedule import make_sampler
+from ldmseg.models import denoiser as _denoiser  # noqa: F401
+from ldmseg.models import image_encoder as _image_encoder  # noqa: F401
+from ldmseg.models import mask_autoencoder as _mask_autoencoder  # noqa: F401
+from ldmseg.models import vae_mask_autoencoder as _vae_mask_autoencoder  # noqa: F401
+
+# diffusers resolves custom components from sys.modules: importing their modules above lets
+# `LDMSegPipeline.from_pretrained` find them.
+
+ImageInput = Image.Image | np.ndarray | torch.Tensor
+
+
+@dataclass
+class LDMSegOutput(BaseOutput):
+    """panoptic: int32 id maps (0 = VOID) at each input's size; segments_info: per map, the
+    segments with id, area, bbox and score (mean confidence); logits: optional [N, H, W] tensors."""
+
+    panoptic: list[np.ndarray]
+    segments_info: list[list[dict]]
+    logits: list[torch.Tensor] | None = None
+
+
+def to_tensor(image: ImageInput) -> torch.Tensor:
+    """PIL / HxWx3 uint8 array / [3, H, W] tensor in [-1, 1] -> [3, H, W] float in [-1, 1]."""
+    if isinstance(image, torch.Tensor):
+        return image.float()
+    if isinstance(image, Image.Image):
+        image = np.asarray(image.convert("RGB"))
+    arr = np.asarray(image)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, -1)
+    if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
+        raise ValueError(f"expected an HxWx3 image, got shape {arr.shape}")
+    return torch.from_numpy(np.array(arr[..., :3])).permute(2, 0, 1).float() / 127.5 - 1
+
+
+class LDMSegPipeline(DiffusionPipeline):
+    model_cpu_offload_seq = "image_encoder->unet->mask_autoencoder"
+
+    def __init__(self, unet, image_encoder, mask_autoencoder, scheduler, task_embeddings,
+                 scale_factor: float = 1.0, self_condition: bool = True, default_num_inference_steps: int = 50,
+                 default_processing_resolution: int = 512, confidence_threshold: float = 0.5,
+                 min_area_at_512: float = 512.0):
+        super().__init__()
+        self.register_modules(unet=unet, image_encoder=image_encoder, mask_autoencoder=mask_autoencoder,
+                              scheduler=scheduler, task_embeddings=task_embeddings)
+        self.register_to_config(scale_factor=scale_factor, self_condition=self_condition,
+                                default_num_inference_steps=default_num_inference_steps,
+                                default_processing_resolution=default_processing_resolution,
+                                confidence_threshold=confidence_threshold, min_area_at_512=min_area_at_512)
+
+    def use_sampler(self, name: str, spacing: str = "trailing") -> None:
+        """Swap the scheduler for another diffusers sampler (ddim, dpm++, unipc, euler, ddpm)."""
+        self.scheduler = make_sampler(name, self.scheduler.config.prediction_type, spacing)
+
+    def _denoise(self, task: str):
+        def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            hidden = self.task_embeddings(task, x.shape[0]).to(x.dtype)
+            return self.unet(x, t, encoder_hidden_states=hidden).sample
+        return denoise
+
+    @torch.no_grad()
+    def __call__(self, image: ImageInput | list[ImageInput], num_inference_steps: int | None = None,
+                 processing_resolution: int | None = None, generator: torch.Generator | None = None,
+                 output_type: str = "np", return_dict: bool = True, output_logits: bool = False,
+                 task: str = "panoptic", min_area: int | None = None, show_progress: bool = False
+                 ) -> LDMSegOutput | tuple:
+        images = image if isinstance(image, list) else [image]
+        steps = num_inference_steps or self.config.default_num_inference_steps
+        res = processing_resolution or self.config.default_processing_resolution
+        tensors = [to_tensor(im) for im in images]
+        sizes = [tuple(t.shape[-2:]) for t in tensors]
+        device = self.unet.device
+        batch = torch.stack([F.interpolate(t[None], size=(res, res), mode="bilinear", align_corners=False,
+                                           antialias=True)[0] for t in tensors]).to(device)
+        z_img = self.image_encoder.encode(batch)
+        z = sample_latents(self._denoise(task), self.scheduler, z_img, self.unet.config.out_channels, steps,
+                           self.config.self_condition, generator=generator, progress=show_progress)
+        logits = self.mask_autoencoder.decode(z / self.config.scale_factor, size=(res, res))
+        panoptic, infos, kept = [], [], []
+        for lg, size in zip(logits, sizes, strict=True):
+            full = F.interpolate(lg[None], size=size, mode="bilinear", align_corners=False)
+            area = min_area if min_area is not None else scaled_min_area(self.config.min_area_at_512, *size)
+            (ids, segs), = logits_to_panoptic(full, self.config.confidence_threshold, area)
+            panoptic.append(ids)
+            infos.append(segs)
+            if output_logits:
+                kept.append(full[0].cpu())
+        if output_type == "pil":
+            from ldmseg.viz import colorize
+
+            panoptic = [Image.fromarray(colorize(p)) for p in panoptic]
+        if not return_dict:
+            return panoptic, infos
+        return LDMSegOutput(panoptic=panoptic, segments_info=infos, logits=kept or None)

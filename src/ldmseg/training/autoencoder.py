@@ -1,0 +1,110 @@
+"""Stage 1 as a task of the shared loop: the mask AE's loss, validation and export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ldmseg.data.bits import ids_to_bits
+from ldmseg.data.datasets import PanopticDataset, SampleConfig, SyntheticDataset
+from ldmseg.data.synthetic import SceneConfig
+from ldmseg.diffusion.postprocess import logits_to_panoptic
+from ldmseg.errors import LDMSegError
+from ldmseg.metrics.panoptic import PanopticEvaluator
+from ldmseg.models.mask_autoencoder import MaskAutoencoder, add_latent_noise
+from ldmseg.models.mask_losses import mask_autoencoder_loss, scaled_num_points
+from ldmseg.training.config import AutoencoderConfig
+from ldmseg.training.loop import LogImage, train
+from ldmseg.viz import colorize, grid
+
+VAL_SEED_OFFSET = 1_000_003  # held-out synthetic scenes never overlap the training stream
+
+
+def mask_dataset(source: str, size: int, num_ids: int, seed: int, preset: str, train: bool,
+                 length: int | None = None) -> Dataset:
+    """Masks for the AE: synthetic scenes (on the fly) or a COCO-panoptic folder. Crowd stays a segment."""
+    sample = SampleConfig(size=size, num_ids=num_ids, hflip=train, crowd_to_void=False)
+    if source == "synthetic":
+        return SyntheticDataset(SceneConfig.preset(preset, size), sample, seed=seed, length=length)
+    root = Path(source)
+    if not (root / "panoptic.json").exists():
+        raise LDMSegError(f"{root}: expected a COCO-panoptic folder with panoptic.json, images/, panoptic/")
+    return PanopticDataset(root / "images", root / "panoptic.json", root / "panoptic", sample, seed=seed)
+
+
+def build_autoencoder(cfg: AutoencoderConfig) -> torch.nn.Module:
+    if cfg.autoencoder == "sd-vae":
+        if not cfg.pretrained_vae:
+            raise LDMSegError("--autoencoder sd-vae needs --pretrained-vae DIR|HUB_ID")
+        from ldmseg.models.vae_mask_autoencoder import VAEMaskAutoencoder
+
+        return VAEMaskAutoencoder.from_sd_vae(cfg.pretrained_vae, cfg.num_bits)
+    if cfg.autoencoder != "shallow":
+        raise LDMSegError(f"unknown --autoencoder {cfg.autoencoder!r} (shallow | sd-vae)")
+    return MaskAutoencoder(num_bits=cfg.num_bits, latent_channels=cfg.latent_channels,
+                           downsample_factor=cfg.downsample_factor, encoder_channels=tuple(cfg.encoder_channels),
+                           decoder_channels=cfg.decoder_channels, decoder_blocks=cfg.decoder_blocks,
+                           gaussian=cfg.gaussian)
+
+
+class AutoencoderTask:
+    """Everything stage 1 adds to the shared loop."""
+
+    def __init__(self, cfg: AutoencoderConfig):
+        self.cfg = cfg
+        self.model = build_autoencoder(cfg)
+        num_ids = 2**cfg.num_bits
+        self.train_dataset = mask_dataset(cfg.data, cfg.size, num_ids, cfg.seed, cfg.preset, train=True)
+        source = cfg.val_data or "synthetic"
+        self.val_dataset = mask_dataset(source, cfg.val_size, num_ids, cfg.seed + VAL_SEED_OFFSET, cfg.preset,
+                                        train=False, length=cfg.val_num)
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        ids = batch["ids"]
+        out = model(ids_to_bits(ids, self.cfg.num_bits), latent_noise=self.cfg.latent_noise)
+        n_points = scaled_num_points(self.cfg.points_at_512, *ids.shape[-2:])
+        loss, logs = mask_autoencoder_loss(out.logits, ids, n_points, self.cfg.oversample, self.cfg.importance_ratio,
+                                           self.cfg.ce_weight, self.cfg.bce_weight, self.cfg.dice_weight)
+        if self.cfg.kl_weight > 0:
+            kl = out.kl()
+            loss = loss + self.cfg.kl_weight * kl
+            logs["kl"] = kl.item()
+        return loss, logs
+
+    def validate(self, model: torch.nn.Module, step: int, log_image: LogImage) -> dict[str, float]:
+        ae: MaskAutoencoder = model
+        return reconstruction_pq(ae, self.val_dataset, step=step, log_image=log_image)
+
+    def save_model(self, model: torch.nn.Module, directory: Path) -> None:
+        model.save_pretrained(directory)
+
+
+@torch.no_grad()
+def reconstruction_pq(ae: MaskAutoencoder, dataset: Dataset, batch_size: int = 16, min_area: int = 0,
+                      latent_noise: float = 0.0, step: int = 0, log_image: LogImage | None = None,
+                      generator: torch.Generator | None = None) -> dict[str, float]:
+    """Class-agnostic PQ of encode -> decode -> argmax on a mask dataset (ids already reassigned)."""
+    ev = PanopticEvaluator([], class_agnostic=True)
+    shown = []
+    for start in range(0, len(dataset), batch_size):
+        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        ids = torch.stack([it["ids"] for it in items])
+        latents = add_latent_noise(ae.encode_ids(ids), latent_noise, generator, per_sample_random=False)
+        preds = logits_to_panoptic(ae.decode(latents, size=tuple(ids.shape[-2:])), min_area=min_area)
+        for gt, (pred, segs) in zip(ids.numpy(), preds, strict=True):
+            gt_segs = [{"id": int(u), "category_id": 1, "iscrowd": 0, "area": int((gt == u).sum())}
+                       for u in np.unique(gt) if u != 0]
+            ev.process(gt, gt_segs, pred, segs)
+            if len(shown) < 4:
+                shown.append(grid([colorize(gt), colorize(pred)]))
+    res = ev.evaluate()["All"]
+    if log_image is not None and shown:
+        log_image("val/reconstruction", np.concatenate(shown, 0), step)
+    return {"pq": 100 * res["pq"], "sq": 100 * res["sq"], "rq": 100 * res["rq"]}
+
+
+def train_autoencoder(cfg: AutoencoderConfig) -> Path:
+    return train(cfg, AutoencoderTask)

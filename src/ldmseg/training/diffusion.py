@@ -1,0 +1,148 @@
+"""Stage 2 as a task of the shared loop: the denoiser's loss (Algorithm 1), validation by
+sampling (Algorithm 2), and export as an `LDMSegPipeline`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ldmseg.data.datasets import PanopticDataset, SampleConfig, SyntheticDataset
+from ldmseg.data.synthetic import SceneConfig
+from ldmseg.diffusion.objective import DiffusionObjective, ObjectiveConfig
+from ldmseg.diffusion.schedule import make_sampler
+from ldmseg.errors import LDMSegError
+from ldmseg.metrics.panoptic import PanopticEvaluator
+from ldmseg.models.denoiser import TaskEmbeddings, build_unet, bypass_cross_attention, load_pretrained_unet
+from ldmseg.models.image_encoder import LearnedImageEncoder, SDVAEImageEncoder
+from ldmseg.models.mask_autoencoder import load_mask_autoencoder
+from ldmseg.pipeline import LDMSegPipeline
+from ldmseg.training.autoencoder import VAL_SEED_OFFSET
+from ldmseg.training.config import DiffusionConfig
+from ldmseg.training.loop import LogImage, train
+from ldmseg.viz import colorize, grid
+from ldmseg.weights import resolve_model_path
+
+
+def image_dataset(source: str, cfg: DiffusionConfig, num_ids: int, seed: int, train: bool,
+                  length: int | None = None):
+    sample = SampleConfig(size=cfg.size, num_ids=num_ids, hflip=train and cfg.hflip, crowd_to_void=True)
+    if source == "synthetic":
+        return SyntheticDataset(SceneConfig.preset(cfg.preset, cfg.size), sample, seed=seed, length=length)
+    root = Path(source)
+    if not (root / "panoptic.json").exists():
+        raise LDMSegError(f"{root}: expected a COCO-panoptic folder with panoptic.json, images/, panoptic/")
+    return PanopticDataset(root / "images", root / "panoptic.json", root / "panoptic", sample, seed=seed)
+
+
+def build_image_encoder(cfg: DiffusionConfig, factor: int) -> nn.Module:
+    if cfg.image_encoder == "sd-vae":
+        if not cfg.pretrained_vae:
+            raise LDMSegError("--image-encoder sd-vae needs --pretrained-vae DIR|HUB_ID")
+        return SDVAEImageEncoder.from_sd_vae(cfg.pretrained_vae)
+    if cfg.image_encoder != "learned":
+        raise LDMSegError(f"unknown --image-encoder {cfg.image_encoder!r} (learned | sd-vae)")
+    return LearnedImageEncoder(cfg.image_channels, factor, tuple(cfg.image_encoder_channels))
+
+
+class Denoiser(nn.Module):
+    """The trainable part of stage 2 (UNet, image encoder, task tokens); forward = the training loss,
+    so that DDP sees one forward per step."""
+
+    def __init__(self, unet: nn.Module, image_encoder: nn.Module, task_embeddings: TaskEmbeddings,
+                 objective: DiffusionObjective):
+        super().__init__()
+        self.unet, self.image_encoder, self.task_embeddings = unet, image_encoder, task_embeddings
+        self.objective = objective
+
+    def forward(self, images: torch.Tensor, z0: torch.Tensor, valid: torch.Tensor, task: str = "panoptic"
+                ) -> tuple[torch.Tensor, dict]:
+        z_img = self.image_encoder.encode(images)
+        hidden = self.task_embeddings(task, images.shape[0])
+        return self.objective(lambda x, t: self.unet(x, t, encoder_hidden_states=hidden).sample, z0, z_img, valid)
+
+
+class DiffusionTask:
+    def __init__(self, cfg: DiffusionConfig):
+        self.cfg = cfg
+        self.ae = load_mask_autoencoder(resolve_model_path(cfg.ae, "mask_autoencoder")).requires_grad_(False)
+        num_ids, d = self.ae.num_ids, self.ae.config.get("latent_channels", 4)
+        factor = self.ae.config.get("downsample_factor", 8)
+        self.train_dataset = image_dataset(cfg.data, cfg, num_ids, cfg.seed, train=True)
+        self.val_dataset = image_dataset(cfg.val_data or "synthetic", cfg, num_ids, cfg.seed + VAL_SEED_OFFSET,
+                                         train=False, length=cfg.val_num)
+        self.scale = cfg.scale_factor or self.latent_scale()
+        objective = DiffusionObjective(ObjectiveConfig(cfg.prediction_type, cfg.loss_weighting, cfg.snr_gamma,
+                                                       cfg.self_condition_prob, cfg.mask_void, cfg.reduction))
+        image_encoder = build_image_encoder(cfg, factor)
+        in_channels = d + image_encoder.out_channels + (d if objective.self_condition else 0)
+        if cfg.pretrained_unet:
+            unet = load_pretrained_unet(cfg.pretrained_unet, in_channels)
+        else:
+            unet = build_unet(cfg.unet, in_channels, d, cfg.size // factor)
+        if unet.config.out_channels != d:
+            raise LDMSegError(f"the UNet predicts {unet.config.out_channels} channels, the mask AE has {d}")
+        if cfg.conditioning == "none":
+            bypass_cross_attention(unet)
+        elif cfg.conditioning != "task-embedding":
+            raise LDMSegError(f"unknown --conditioning {cfg.conditioning!r} (task-embedding | none)")
+        if cfg.gradient_checkpointing:
+            unet.enable_gradient_checkpointing()
+        tasks = TaskEmbeddings(("panoptic",), cfg.task_tokens, unet.config.cross_attention_dim)
+        self.model = Denoiser(unet, image_encoder, tasks, objective)
+
+    @torch.no_grad()
+    def latent_scale(self, num: int = 64) -> float:
+        """1 / std of the mask latents over `num` training masks (the paper's s, set from the data)."""
+        ids = torch.stack([self.train_dataset[(i, i)]["ids"] for i in range(num)])
+        return float(1.0 / self.ae.encode_ids(ids).std())
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        with torch.no_grad():
+            z0 = self.ae.to(batch["ids"].device).encode_ids(batch["ids"]) * self.scale
+        return model(batch["image"], z0, batch["ids"] != 0)
+
+    def pipeline(self, model: Denoiser) -> LDMSegPipeline:
+        cfg = self.cfg
+        return LDMSegPipeline(model.unet, model.image_encoder, self.ae,
+                              make_sampler(cfg.sampler, cfg.prediction_type, cfg.timestep_spacing),
+                              model.task_embeddings, scale_factor=self.scale,
+                              self_condition=model.objective.self_condition,
+                              default_num_inference_steps=cfg.inference_steps, default_processing_resolution=cfg.size)
+
+    def validate(self, model: nn.Module, step: int, log_image: LogImage) -> dict[str, float]:
+        pipe = self.pipeline(model)
+        return sampled_pq(pipe, self.val_dataset, self.cfg.val_steps, step=step, log_image=log_image)
+
+    def save_model(self, model: nn.Module, directory: Path) -> None:
+        self.pipeline(model).save_pretrained(directory)
+
+
+@torch.no_grad()
+def sampled_pq(pipe: LDMSegPipeline, dataset, steps: int, batch_size: int = 8, seed: int = 0, step: int = 0,
+               log_image: LogImage | None = None, min_area: int | None = None) -> dict[str, float]:
+    """Class-agnostic PQ of pipeline samples on a dataset of (image, ids) items."""
+    ev = PanopticEvaluator([], class_agnostic=True)
+    gen = torch.Generator().manual_seed(seed)
+    shown = []
+    for start in range(0, len(dataset), batch_size):
+        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        out = pipe([it["image"] for it in items], num_inference_steps=steps, generator=gen, min_area=min_area)
+        for it, pred, segs in zip(items, out.panoptic, out.segments_info, strict=True):
+            gt = it["ids"].numpy()
+            gt_segs = [{"id": int(u), "category_id": 1, "iscrowd": 0, "area": int((gt == u).sum())}
+                       for u in np.unique(gt) if u != 0]
+            ev.process(gt, gt_segs, pred, segs)
+            if len(shown) < 4:
+                image = ((it["image"].permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8)
+                shown.append(grid([image, colorize(gt), colorize(pred)]))
+    res = ev.evaluate()["All"]
+    if log_image is not None and shown:
+        log_image("val/samples", np.concatenate(shown, 0), step)
+    return {"pq": 100 * res["pq"], "sq": 100 * res["sq"], "rq": 100 * res["rq"]}
+
+
+def train_diffusion(cfg: DiffusionConfig) -> Path:
+    return train(cfg, DiffusionTask)

@@ -1,0 +1,236 @@
+"""The one training loop both stages share: accelerate (DDP / mixed precision / accumulation),
+AdamW + warmup schedule, EMA, TensorBoard, safetensors checkpoints and exact resume.
+
+A stage plugs in as a `Task`: the trainable module, the training dataset, a loss function,
+validation and export. Exact resume rests on three things: the data a step sees is a pure
+function of (seed, step, rank), the torch RNG state is checkpointed per process, and
+validation runs inside `torch.random.fork_rng` so it never shifts the training RNG.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm import tqdm
+
+from ldmseg.errors import LDMSegError
+from ldmseg.training import checkpoint
+from ldmseg.training.config import LoopConfig
+
+LogImage = Callable[[str, np.ndarray, int], None]
+
+
+class Task(Protocol):
+    model: torch.nn.Module
+    train_dataset: Dataset
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]: ...
+
+    def validate(self, model: torch.nn.Module, step: int, log_image: LogImage) -> dict[str, float]: ...
+
+    def save_model(self, model: torch.nn.Module, directory: Path) -> None: ...
+
+
+class StepBatchSampler(Sampler):
+    """Yields micro-batches of (item index, sample seed) keys from micro-batch `start` on.
+
+    Global sample number g = (micro * world + rank) * batch + b; a finite dataset is walked in a
+    fresh seeded permutation per epoch, an unbounded one (synthetic) uses g itself.
+    """
+
+    def __init__(self, length: int | None, batch_size: int, seed: int, start: int, rank: int, world: int):
+        self.length, self.batch_size, self.seed = length, batch_size, seed
+        self.start, self.rank, self.world = start, rank, world
+        self._perm: tuple[int, np.ndarray] | None = None
+
+    def _index(self, g: int) -> int:
+        if self.length is None:
+            return g
+        epoch, pos = divmod(g, self.length)
+        if self._perm is None or self._perm[0] != epoch:
+            self._perm = (epoch, np.random.default_rng([self.seed, epoch]).permutation(self.length))
+        return int(self._perm[1][pos])
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        micro = self.start
+        while True:
+            first = (micro * self.world + self.rank) * self.batch_size
+            yield [(self._index(g), g) for g in range(first, first + self.batch_size)]
+            micro += 1
+
+    def __len__(self) -> int:
+        return 2**62
+
+
+def _dataset_length(ds: Dataset) -> int | None:
+    n = len(ds)
+    return None if n >= 2**62 else n
+
+
+def _save(out: Path, step: int, accelerator: Accelerator, model: torch.nn.Module, optimizer: Any,
+          scheduler: Any, ema: EMAModel | None, cfg: LoopConfig) -> None:
+    root = out / "checkpoints"
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state()
+    rank_dir = root / f"step_{step:08d}.rng"
+    rank_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint.save_tree(rank_dir, f"rng_{accelerator.process_index}", rng)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        parts: dict[str, Any] = {
+            "model": accelerator.unwrap_model(model).state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "state": {"step": step, "scheduler": scheduler.scheduler.state_dict(),
+                      "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None},
+        }
+        if ema is not None:
+            parts["ema"] = ema.state_dict()
+        target = checkpoint.write_checkpoint(root / f"step_{step:08d}", parts)
+        for f in rank_dir.iterdir():
+            f.rename(target / f.name)
+        rank_dir.rmdir()
+        checkpoint.prune_checkpoints(root, cfg.checkpoints_total_limit)
+    accelerator.wait_for_everyone()
+
+
+def _load(path: Path, accelerator: Accelerator, model: torch.nn.Module, optimizer: Any, scheduler: Any,
+          ema: EMAModel | None) -> int:
+    model_tree = checkpoint.load_tree(path, "model")
+    accelerator.unwrap_model(model).load_state_dict(model_tree)
+    optimizer.load_state_dict(checkpoint.load_tree(path, "optimizer"))
+    state = checkpoint.load_tree(path, "state")
+    scheduler.scheduler.load_state_dict(state["scheduler"])
+    if accelerator.scaler is not None and state.get("scaler"):
+        accelerator.scaler.load_state_dict(state["scaler"])
+    if ema is not None:
+        ema.load_state_dict(checkpoint.load_tree(path, "ema"))
+    rng_name = f"rng_{accelerator.process_index}"
+    if not (path / f"{rng_name}.safetensors").exists():
+        raise LDMSegError(f"{path}: no RNG state for process {accelerator.process_index} (was it written "
+                          "by a run with another number of processes?)")
+    rng = checkpoint.load_tree(path, rng_name)
+    torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state(rng["cuda"])
+    return int(state["step"])
+
+
+def _scalar_config(cfg: LoopConfig) -> dict:
+    return {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in dataclasses.asdict(cfg).items()}
+
+
+def train(cfg: LoopConfig, make_task: Callable[[LoopConfig], Task]) -> Path:
+    """Run (or resume) training; returns the directory of the final exported model."""
+    out = Path(cfg.out)
+    # Launched as several processes on a machine without CUDA: run them as gloo DDP on the CPU.
+    cpu_ddp = not torch.cuda.is_available() and "LOCAL_RANK" in os.environ
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
+                              log_with="tensorboard", project_dir=str(out), cpu=cpu_ddp)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    set_seed(cfg.seed)
+    task = make_task(cfg)
+    params = [p for p in task.model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    world = accelerator.num_processes
+    scheduler = get_scheduler(cfg.lr_schedule, optimizer, num_warmup_steps=cfg.warmup_steps * world,
+                              num_training_steps=cfg.max_steps * world)
+    ema = EMAModel(params, decay=cfg.ema_decay) if cfg.ema_decay > 0 else None
+    model, optimizer, scheduler = accelerator.prepare(task.model, optimizer, scheduler)
+
+    step = 0
+    resume_from = checkpoint.resolve_resume(cfg.resume, out / "checkpoints")
+    if world > 1:
+        accelerator.print(f"ddp processes: {world} ({accelerator.distributed_type})")
+    if resume_from is not None:
+        step = _load(resume_from, accelerator, model, optimizer, scheduler, ema)
+        accelerator.print(f"resumed from {resume_from} at step {step}")
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        cfg.save(out / "config.json")
+    accelerator.init_trackers("tensorboard", config=_scalar_config(cfg))
+    writer = accelerator.get_tracker("tensorboard", unwrap=True) if accelerator.is_main_process else None
+
+    def log_image(tag: str, image: np.ndarray, at: int) -> None:
+        if writer is not None:
+            writer.add_image(tag, image, at, dataformats="HWC")
+
+    def validate(at: int) -> None:
+        if not accelerator.is_main_process:
+            return
+        if ema is not None:
+            ema.store(params)
+            ema.copy_to(params)
+        model.eval()
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            metrics = task.validate(accelerator.unwrap_model(model), at, log_image)
+        model.train()
+        if ema is not None:
+            ema.restore(params)
+        if metrics:
+            accelerator.log({f"val/{k}": v for k, v in metrics.items()}, step=at)
+            tqdm.write(f"step {at}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+
+    sampler = StepBatchSampler(_dataset_length(task.train_dataset), cfg.batch_size, cfg.seed,
+                               step * cfg.grad_accum, accelerator.process_index, world)
+    loader = DataLoader(task.train_dataset, batch_sampler=sampler, num_workers=cfg.num_workers,
+                        generator=torch.Generator().manual_seed(cfg.seed))
+    progress = tqdm(total=cfg.max_steps, initial=step, disable=not accelerator.is_main_process,
+                    desc="training", unit="step", dynamic_ncols=True)
+    model.train()
+    running: dict[str, float] = {}
+    batches = iter(loader)
+    while step < cfg.max_steps:
+        batch = {k: v.to(accelerator.device) for k, v in next(batches).items()}
+        with accelerator.accumulate(model):
+            with accelerator.autocast():
+                loss, logs = task.loss(model, batch)
+            if not math.isfinite(loss.item()):
+                raise LDMSegError(f"{out}: loss became {loss.item()} at step {step + 1}; lower --lr, enable "
+                                  "--grad-clip, or check the data (the last checkpoint is intact)")
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and cfg.grad_clip > 0:
+                accelerator.clip_grad_norm_(params, cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        for k, v in {"loss": loss.item(), **logs}.items():
+            running[k] = running.get(k, 0.0) + v / cfg.grad_accum
+        if not accelerator.sync_gradients:
+            continue
+        step += 1
+        if ema is not None:
+            ema.step(params)
+        progress.update(1)
+        progress.set_postfix(loss=f"{running['loss']:.4f}")
+        if step % cfg.log_every == 0 or step == cfg.max_steps:
+            accelerator.log({f"train/{k}": v for k, v in running.items()} | {"lr": scheduler.get_last_lr()[0]},
+                            step=step)
+        running = {}
+        if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
+            _save(out, step, accelerator, model, optimizer, scheduler, ema, cfg)
+        if cfg.val_every and (step % cfg.val_every == 0 or step == cfg.max_steps):
+            validate(step)
+    progress.close()
+    final = out / "model"
+    if accelerator.is_main_process:
+        if ema is not None:
+            ema.copy_to(params)
+        task.save_model(accelerator.unwrap_model(model), final)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return final
+

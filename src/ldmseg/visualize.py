@@ -1,0 +1,44 @@
+"""`ldmseg visualize`: image / ground truth / prediction grids for a COCO-panoptic set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ldmseg.data import formats
+from ldmseg.errors import LDMSegError
+from ldmseg.viz import colorize, grid, overlay
+
+
+def find_image(image_dir: Path, record: formats.PanopticRecord) -> Path:
+    """The image of a record: its `images[].file_name`, else the PNG's stem with a common suffix."""
+    if record.image_file:
+        return image_dir / record.image_file
+    for suffix in (".jpg", ".png", ".jpeg"):
+        path = image_dir / Path(record.png_file).with_suffix(suffix).name
+        if path.exists():
+            return path
+    raise LDMSegError(f"{image_dir}: no image for {record.png_file}")
+
+
+def visualize_sets(images: str, gt_json: str, gt_dir: str, out: str, pred_json: str | None = None,
+                   pred_dir: str | None = None, limit: int | None = None) -> int:
+    """Write one grid PNG per image (image, GT overlay, GT colours[, prediction overlay / colours])."""
+    gt = formats.load_panoptic_json(gt_json)
+    pred = formats.load_panoptic_json(pred_json, gt.categories).by_image_id if pred_json else None
+    if pred is not None and not pred_dir:
+        raise LDMSegError("--pred-dir is needed with --pred-json")
+    records = gt.records[:limit] if limit else gt.records
+    for rec in tqdm(records, desc="visualising", unit="image"):
+        image = formats.read_rgb(find_image(Path(images), rec))
+        gt_ids = formats.read_panoptic_png(Path(gt_dir) / rec.png_file)
+        panels, titles = [image, overlay(image, gt_ids), colorize(gt_ids)], ["image", "GT overlay", "GT"]
+        if pred is not None:
+            if rec.image_id not in pred:
+                raise LDMSegError(f"{pred_json}: no prediction for image_id {rec.image_id!r}")
+            p_ids = formats.read_panoptic_png(Path(pred_dir) / pred[rec.image_id].png_file)
+            panels += [overlay(image, p_ids), colorize(p_ids)]
+            titles += ["prediction overlay", "prediction"]
+        formats.write_png(Path(out) / f"{Path(rec.png_file).stem}.png", grid(panels, titles))
+    return len(records)

@@ -1,0 +1,124 @@
+"""Stage 1: the mask AE, its losses and point sampler, the SD-VAE variant."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from diffusers import AutoencoderKL
+
+from ldmseg.data.bits import ids_to_bits
+from ldmseg.models import mask_losses as L
+from ldmseg.models.mask_autoencoder import MaskAutoencoder, load_mask_autoencoder
+from ldmseg.models.vae_mask_autoencoder import VAEMaskAutoencoder
+
+
+def perfect_logits(ids: torch.Tensor, n: int, scale: float = 30.0) -> torch.Tensor:
+    return torch.nn.functional.one_hot(ids, n).permute(0, 3, 1, 2).float() * 2 * scale - scale
+
+
+def blocks(b: int = 2, size: int = 32) -> torch.Tensor:
+    ids = torch.zeros(b, size, size, dtype=torch.long)
+    ids[:, : size // 2] = 5
+    ids[:, size // 2:, : size // 2] = 9
+    ids[:, size // 2:, size // 2:] = 3
+    ids[:, :4, :4] = 0  # VOID corner
+    return ids
+
+
+def test_shapes_parameters_and_round_trip(tmp_path: Path) -> None:
+    ae = MaskAutoencoder()  # the paper's widths
+    n_params = sum(p.numel() for p in ae.parameters())
+    assert 1.5e6 < n_params < 3e6
+    ids = blocks()
+    z = ae.encode_ids(ids)
+    assert z.shape == (2, 4, 4, 4)
+    assert ae.decode(z).shape == (2, 128, 16, 16)  # logits at H/2
+    assert ae.decode(z, size=(32, 32)).shape == (2, 128, 32, 32)
+    assert ae.reconstruct(ids).shape == ids.shape
+    ae.save_pretrained(tmp_path / "ae")
+    assert (tmp_path / "ae" / "diffusion_pytorch_model.safetensors").exists()
+    again = load_mask_autoencoder(tmp_path / "ae")
+    assert torch.equal(again.encode_ids(ids), z)
+    f16 = MaskAutoencoder(downsample_factor=16, encoder_channels=(8, 8, 8, 8, 8), decoder_channels=16)
+    assert f16.encode_ids(blocks()).shape[-1] == 2 and f16.decode(f16.encode_ids(blocks())).shape[-1] == 16
+    with pytest.raises(ValueError):
+        MaskAutoencoder(downsample_factor=6)
+
+
+def test_gaussian_posterior() -> None:
+    ae = MaskAutoencoder(gaussian=True, encoder_channels=(8, 8, 8, 8), decoder_channels=16)
+    mean, logvar = ae.encode_distribution(ids_to_bits(blocks(), 7))
+    assert mean.shape == logvar.shape == (2, 4, 4, 4)
+    assert torch.equal(ae.encode_ids(blocks()), mean)
+
+
+def test_losses_near_zero_when_perfect_and_grow_with_error() -> None:
+    torch.manual_seed(0)
+    ids = blocks()
+    good = perfect_logits(ids, 16)
+    loss, parts = L.mask_autoencoder_loss(good, ids, num_points=200)
+    assert parts["ce"] < 0.01 and parts["bce"] < 0.01 and parts["dice"] < 0.02  # bilinear blur at borders
+    wrong = ids.clone()
+    wrong[:, 16:, :16] = 5  # one segment predicted as another
+    bad_loss, bad = L.mask_autoencoder_loss(perfect_logits(wrong, 16), ids, num_points=200)
+    assert bad["ce"] > 1 and bad["bce"] > 0.1 and bad["dice"] > 0.2 and bad_loss > loss + 1
+
+
+def test_void_is_ignored_by_ce_and_negative_for_masks() -> None:
+    ids = blocks()
+    pts = torch.rand(2, 300, 2)
+    target = L.sample_ids_at(ids, pts)
+    logits = perfect_logits(ids, 16)
+    garbage = logits.clone()
+    garbage[:, :, :4, :4] = torch.randn(2, 16, 4, 4) * 50  # anything on VOID pixels
+    ce_void = L.id_cross_entropy(L.sample_at(garbage, pts, mode="nearest"), target)
+    assert ce_void < 1e-6  # VOID targets never enter the CE
+    on_void = logits.clone()
+    on_void[:, 5, :4, :4] = 30.0  # segment 5 claims the VOID corner: its mask loss sees a false positive
+    corner = torch.rand(2, 300, 2) * (4 / 32)
+    segs = L.present_ids(ids)
+    bce, _ = L.segment_bce_dice(L.sample_at(on_void, corner, mode="nearest"), L.sample_ids_at(ids, corner), segs)
+    assert bce > 1.0
+
+
+def test_importance_sampler_picks_uncertain_points() -> None:
+    torch.manual_seed(0)
+    logits = torch.zeros(1, 4, 64, 64)
+    logits[:, 0] = 10.0  # confident everywhere ...
+    logits[:, 1, :, 30:34] = 10.0  # ... except a vertical band where two ids tie
+    pts = L.importance_points(L.top2_margin_uncertainty, logits, num_points=100, oversample=20,
+                              importance_ratio=0.75)
+    x = pts[0, :, 0] * 64
+    in_band = ((x > 29) & (x < 35)).float()
+    assert in_band[:75].mean() > 0.9  # importance points sit on the uncertain band
+    assert in_band[75:].mean() < 0.5  # the rest are uniform
+    assert L.scaled_num_points(112 * 112, 512, 512) == 12544 and L.scaled_num_points(112 * 112, 256, 256) == 3136
+
+
+def tiny_sd_vae(path: Path) -> Path:
+    torch.manual_seed(0)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), layers_per_block=1,
+                        latent_channels=4, norm_num_groups=8, sample_size=32)
+    vae.save_pretrained(path)
+    return path
+
+
+def test_sd_vae_variant_loads_widens_and_round_trips(tmp_path: Path) -> None:
+    src = tiny_sd_vae(tmp_path / "sd-vae")
+    ae = VAEMaskAutoencoder.from_sd_vae(str(src), num_bits=4)
+    pretrained = AutoencoderKL.from_pretrained(src)
+    assert torch.equal(ae.vae.encoder.down_blocks[0].resnets[0].conv1.weight,
+                       pretrained.encoder.down_blocks[0].resnets[0].conv1.weight)
+    assert ae.vae.encoder.conv_in.in_channels == 4 and ae.vae.decoder.conv_out.out_channels == 16
+    ids = blocks(1, 16) % 16
+    z = ae.encode_ids(ids)
+    logits = ae.decode(z)
+    assert logits.shape == (1, 16, 16, 16)
+    loss, _ = L.mask_autoencoder_loss(logits, ids, num_points=64)
+    loss.backward()
+    ae.save_pretrained(tmp_path / "ft")
+    again = load_mask_autoencoder(tmp_path / "ft")
+    assert isinstance(again, VAEMaskAutoencoder) and torch.allclose(again.encode_ids(ids), z)

@@ -1,0 +1,117 @@
+"""`ldmseg evaluate` / `visualize` / `data synth` end to end, and every bad input as a one-line error."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ldmseg.cli import main
+from ldmseg.data import formats
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ldmseg", *args], capture_output=True, text=True)
+
+
+def make_pred(synth_set: Path, tmp: Path) -> tuple[Path, Path]:
+    """Predictions = the GT itself (perfect), as a separate set the tests can break."""
+    pred_dir = tmp / "pred"
+    shutil.copytree(synth_set / "panoptic", pred_dir)
+    gt = json.loads((synth_set / "panoptic.json").read_text())
+    pred_json = tmp / "pred.json"
+    pred_json.write_text(json.dumps({"annotations": gt["annotations"]}))
+    return pred_json, pred_dir
+
+
+def evaluate_args(synth_set: Path, pred_json: Path, pred_dir: Path, *extra: str) -> list[str]:
+    return ["evaluate", "--gt-json", str(synth_set / "panoptic.json"), "--gt-dir", str(synth_set / "panoptic"),
+            "--pred-json", str(pred_json), "--pred-dir", str(pred_dir), *extra]
+
+
+def test_perfect_prediction_scores_one(synth_set: Path, tmp_path: Path) -> None:
+    pred_json, pred_dir = make_pred(synth_set, tmp_path)
+    out = tmp_path / "res.json"
+    res = run_cli(*evaluate_args(synth_set, pred_json, pred_dir, "--output", str(out), "--workers", "2"))
+    assert res.returncode == 0, res.stderr
+    assert "All" in res.stdout and "100.00" in res.stdout
+    results = json.loads(out.read_text())
+    assert results["All"]["pq"] == 1.0 and results["Things"]["n"] >= 1 and results["Stuff"]["n"] >= 1
+    assert set(results["per_class"]) == {str(i) for i in range(1, 13)}
+
+
+def test_workers_give_identical_results(synth_set: Path, tmp_path: Path) -> None:
+    pred_json, pred_dir = make_pred(synth_set, tmp_path)
+    for png in pred_dir.glob("*.png"):  # shift predictions so the score is not trivial
+        ids = formats.read_panoptic_png(png)
+        formats.write_panoptic_png(png, np.roll(ids, 3, axis=1))
+    outs = []
+    for workers in ("1", "3"):
+        out = tmp_path / f"r{workers}.json"
+        assert main(evaluate_args(synth_set, pred_json, pred_dir, "--output", str(out), "--workers", workers)) == 0
+        outs.append(json.loads(out.read_text()))
+    for name in ("All", "Things", "Stuff"):  # float sums in another order: equal to rounding
+        assert outs[0][name] == pytest.approx(outs[1][name], abs=1e-12)
+    assert 0 < outs[0]["All"]["pq"] < 1
+
+
+def break_first(pred_json: Path, edit) -> None:
+    data = json.loads(pred_json.read_text())
+    edit(data["annotations"])
+    pred_json.write_text(json.dumps(data))
+
+
+BAD_INPUTS = {
+    "missing png": (lambda pj, pd: (pd / "000000.png").unlink(), "000000.png: file not found"),
+    "corrupt png": (lambda pj, pd: (pd / "000000.png").write_bytes(b"\x89PNG garbage"), "corrupt or unreadable"),
+    "id only in png": (lambda pj, pd: break_first(pj, lambda a: a[0]["segments_info"].pop()),
+                       "in the PNG but not in segments_info"),
+    "id only in json": (lambda pj, pd: break_first(pj, lambda a: a[0]["segments_info"].append(
+        {"id": 4242, "category_id": 1})), "in segments_info but not in the PNG"),
+    "unknown category": (lambda pj, pd: break_first(pj, lambda a: a[0]["segments_info"][0].update(category_id=77)),
+                         "unknown category_id 77"),
+    "size mismatch": (lambda pj, pd: formats.write_panoptic_png(pd / "000000.png",
+                                                                formats.read_panoptic_png(pd / "000000.png")[:-1]),
+                      "differs from GT"),
+    "duplicate image id": (lambda pj, pd: break_first(pj, lambda a: a.append(dict(a[0]))), "duplicate image_id 0"),
+    "broken json": (lambda pj, pd: pj.write_text("{not json"), "broken JSON"),
+    "missing prediction": (lambda pj, pd: break_first(pj, lambda a: a.pop(0)), "no prediction for image_id 0"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_is_one_line_exit_2(case: str, synth_set: Path, tmp_path: Path) -> None:
+    pred_json, pred_dir = make_pred(synth_set, tmp_path)
+    breaker, message = BAD_INPUTS[case]
+    breaker(pred_json, pred_dir)
+    res = run_cli(*evaluate_args(synth_set, pred_json, pred_dir, "--output", str(tmp_path / "r.json")))
+    assert res.returncode == 2
+    assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+    assert message in res.stderr
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_evaluate_does_not_import_torch(synth_set: Path, tmp_path: Path) -> None:
+    pred_json, pred_dir = make_pred(synth_set, tmp_path)
+    args = evaluate_args(synth_set, pred_json, pred_dir)
+    code = f"import sys; from ldmseg.cli import main; main({args!r}); print('torch' in sys.modules)"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.stdout.strip().endswith("False"), res.stdout + res.stderr
+
+
+def test_synth_and_visualize_cli(tmp_path: Path) -> None:
+    assert main(["data", "synth", "--out", str(tmp_path / "s"), "--num", "2", "--size", "48"]) == 0
+    assert len(list((tmp_path / "s" / "images").glob("*.png"))) == 2
+    s = tmp_path / "s"
+    assert main(["visualize", "--images", str(s / "images"), "--gt-json", str(s / "panoptic.json"), "--gt-dir",
+                 str(s / "panoptic"), "--pred-json", str(s / "panoptic.json"), "--pred-dir", str(s / "panoptic"),
+                 "--out", str(tmp_path / "viz")]) == 0
+    pics = sorted((tmp_path / "viz").glob("*.png"))
+    assert len(pics) == 2
+    from PIL import Image
+    assert Image.open(pics[0]).size[0] > 5 * 48

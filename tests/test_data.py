@@ -1,0 +1,164 @@
+"""Formats, synthetic scenes, readers, transforms and bit encoding."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ldmseg.data import formats, transforms
+from ldmseg.data.bits import bits_to_ids, ids_to_bits
+from ldmseg.data.datasets import ADE20KDataset, PanopticDataset, SampleConfig, SyntheticDataset
+from ldmseg.data.synthetic import SceneConfig, categories, generate_scene
+from ldmseg.errors import LDMSegError
+
+
+def test_rgb_id_round_trip() -> None:
+    ids = np.array([[0, 1, 255, 256], [65535, 65536, 2**24 - 1, 12345]], np.uint32)
+    assert (formats.rgb2id(formats.id2rgb(ids)) == ids).all()
+    assert formats.rgb2id(np.array([[[1, 2, 3]]], np.uint8))[0, 0] == 1 + 2 * 256 + 3 * 65536
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path: Path) -> None:
+    target = tmp_path / "x.json"
+    with pytest.raises(RuntimeError), formats.atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_scene_is_deterministic_and_consistent() -> None:
+    cfg = SceneConfig.preset("default", 96)
+    a, b = generate_scene(7, cfg), generate_scene(7, cfg)
+    assert (a.image == b.image).all() and (a.ids == b.ids).all()
+    assert not (generate_scene(8, cfg).image == a.image).all()
+    cats = {c["id"]: c for c in categories()}
+    present = set(np.unique(a.ids)) - {0}
+    assert present == {s["id"] for s in a.segments}
+    for s in a.segments:
+        mask = a.ids == s["id"]
+        assert s["area"] == mask.sum()
+        assert (a.semantic[mask] == s["category_id"]).all()
+        x, y, w, h = s["bbox"]
+        assert mask[y:y + h, x:x + w].sum() == s["area"]
+    assert (a.semantic[a.ids == 0] == 0).all()
+    assert 0.0 <= a.depth.min() and a.depth.max() <= 1.0
+    things = [s for s in a.segments if cats[s["category_id"]]["isthing"]]
+    stuff_depth = a.depth[np.isin(a.ids, [s["id"] for s in a.segments if not cats[s["category_id"]]["isthing"]])]
+    for s in things:  # things are nearer than any stuff (occlusion-consistent depth)
+        assert a.depth[a.ids == s["id"]].max() < stuff_depth.min()
+
+
+def test_scene_knobs_and_dataset_diversity() -> None:
+    counts = [len(generate_scene(i, SceneConfig.preset("dense", 128)).segments) for i in range(8)]
+    easy = [len(generate_scene(i, SceneConfig.preset("easy", 128)).segments) for i in range(8)]
+    assert np.mean(counts) > 3 * np.mean(easy)
+    assert max(counts) > 40
+    cats = {c["id"]: c for c in categories()}
+    assert sum(c["isthing"] for c in cats.values()) >= 4 and sum(1 - c["isthing"] for c in cats.values()) >= 3
+    seen = {s["category_id"] for i in range(20) for s in generate_scene(i, SceneConfig(size=64)).segments}
+    assert len(seen) >= 10
+    crowd = sum(s["iscrowd"] for i in range(40) for s in generate_scene(i, SceneConfig(size=64)).segments)
+    assert crowd > 0
+
+
+def test_synth_writer_and_panoptic_reader(synth_set: Path) -> None:
+    data = json.loads((synth_set / "panoptic.json").read_text())
+    assert len(data["annotations"]) == 6 and data["categories"][0]["isthing"] == 1
+    ann = data["annotations"][0]
+    ids = formats.read_panoptic_png(synth_set / "panoptic" / ann["file_name"])
+    assert {s["id"] for s in ann["segments_info"]} == set(np.unique(ids)) - {0}
+    depth = np.asarray(Image.open(synth_set / "depth" / ann["file_name"]))
+    assert depth.dtype == np.uint16
+    scene = generate_scene([3, 0], SceneConfig.preset("default", 64))
+    assert (ids == scene.ids).all()
+
+    ds = PanopticDataset(synth_set / "images", synth_set / "panoptic.json", synth_set / "panoptic",
+                         SampleConfig(size=32, num_ids=128))
+    item = ds[0]
+    assert item["image"].shape == (3, 32, 32) and item["ids"].shape == (32, 32)
+    assert -1 <= item["image"].min() and item["image"].max() <= 1
+    assert item["ids"].max() < 128
+    assert not torch.equal(ds[(0, 1)]["ids"], ds[(0, 2)]["ids"])  # fresh ids per draw
+    assert torch.equal(ds[(0, 1)]["ids"], ds[(0, 1)]["ids"])  # ... but deterministic
+
+
+def test_coco_reader_with_jpg_and_high_category_ids(tmp_path: Path) -> None:
+    """COCO layout: .jpg images, category ids up to 200, no colour field, crowd -> VOID in training."""
+    (tmp_path / "img").mkdir()
+    (tmp_path / "pan").mkdir()
+    Image.fromarray(np.full((10, 12, 3), 90, np.uint8)).save(tmp_path / "img" / "000000000139.jpg")
+    ids = np.zeros((10, 12), np.uint32)
+    ids[:5] = 5000000
+    ids[5:] = 3
+    formats.write_panoptic_png(tmp_path / "pan" / "000000000139.png", ids)
+    gt = {"images": [{"id": 139, "file_name": "000000000139.jpg", "width": 12, "height": 10}],
+          "annotations": [{"image_id": 139, "file_name": "000000000139.png", "segments_info": [
+              {"id": 5000000, "category_id": 200, "area": 60, "bbox": [0, 0, 12, 5], "iscrowd": 0},
+              {"id": 3, "category_id": 1, "area": 60, "bbox": [0, 5, 12, 5], "iscrowd": 1}]}],
+          "categories": [{"id": 1, "name": "person", "isthing": 1, "supercategory": "person"},
+                         {"id": 200, "name": "rug", "isthing": 0, "supercategory": "floor"}]}
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    ds = PanopticDataset(tmp_path / "img", tmp_path / "gt.json", tmp_path / "pan", SampleConfig(size=8, num_ids=4))
+    item = ds[0]
+    assert (item["ids"][4:] == 0).all()  # crowd became VOID
+    assert len(torch.unique(item["ids"][:4])) == 1 and item["ids"][0, 0] != 0
+
+
+def test_ade20k_reduce_zero_label_applied_once(tmp_path: Path) -> None:
+    for sub in ("images/validation", "annotations/validation"):
+        (tmp_path / sub).mkdir(parents=True)
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "images/validation/a.jpg")
+    label = np.array([[0, 1, 150, 2]] * 4, np.uint8)
+    Image.fromarray(label).save(tmp_path / "annotations/validation/a.png")
+    ds = ADE20KDataset(tmp_path, sample=SampleConfig(size=4))
+    sem = ds[0]["semantic"].numpy()
+    assert (sem[0] == [255, 0, 149, 1]).all()
+    with pytest.raises(LDMSegError, match="annotation folder not found"):
+        ADE20KDataset(tmp_path / "missing")
+
+
+def test_transforms() -> None:
+    ids = np.array([[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 0, 0], [3, 3, 0, 0]])
+    assert (transforms.resize_labels(ids, (2, 2)) == [[1, 2], [3, 0]]).all()
+    assert transforms.fit_size((100, 50), 64, "pad") == (64, 32)
+    assert transforms.fit_size((100, 50), 64, "squash") == (64, 64)
+    segs = [{"id": 1, "area": 4, "iscrowd": 1}, {"id": 2, "area": 4, "iscrowd": 0}, {"id": 3, "area": 2}]
+    out = transforms.void_segments(ids, segs, min_area=3)
+    assert set(np.unique(out)) == {0, 2}
+    flipped, = transforms.hflip(ids)
+    assert (flipped[0] == [2, 2, 1, 1]).all()
+    rng = np.random.default_rng(0)
+    new = transforms.reassign_ids(ids, 8, rng)
+    assert (new == 0).sum() == (ids == 0).sum()
+    assert len(np.unique(new[new > 0])) == 3 and new.max() < 8
+    for k in (1, 2, 3):  # a bijection between old and new ids
+        assert len(np.unique(new[ids == k])) == 1
+
+
+def test_keep_largest_warns_once() -> None:
+    ids = np.repeat(np.arange(1, 6), [5, 4, 3, 2, 1])[None]
+    with pytest.warns(UserWarning, match="more than the 3"):
+        out = transforms.keep_largest(ids, 3)
+    assert set(np.unique(out)) == {0, 1, 2, 3}
+
+
+def test_bits_round_trip_exact() -> None:
+    ids = torch.randint(0, 256, (3, 17, 9))
+    bits = ids_to_bits(ids, 8)
+    assert set(bits.unique().tolist()) <= {-1.0, 0.0, 1.0}
+    assert (bits.permute(0, 2, 3, 1)[ids == 0] == 0).all() and (ids == 0).any()
+    assert torch.equal(bits_to_ids(bits), ids)
+    assert torch.equal(bits[0, :, 0, 0], torch.tensor([(2 * ((int(ids[0, 0, 0]) >> k) & 1) - 1.0) if ids[0, 0, 0]
+                                                       else 0.0 for k in range(8)]))
+    with pytest.raises(ValueError):
+        ids_to_bits(torch.tensor([[[256]]]), 8)
+
+
+def test_synthetic_dataset_matches_written_scene() -> None:
+    ds = SyntheticDataset(SceneConfig.preset("default", 32), SampleConfig(size=32, reassign=False), seed=3)
+    assert (ds[0]["ids"].numpy() == generate_scene([3, 0], SceneConfig.preset("default", 32)).ids).all()

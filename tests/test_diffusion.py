@@ -1,0 +1,185 @@
+"""Stage 2: denoiser loading / widening, objective, samplers, pipeline, training and `ldmseg predict`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from PIL import Image
+
+from ldmseg.cli import main
+from ldmseg.diffusion.objective import DiffusionObjective, ObjectiveConfig
+from ldmseg.diffusion.sampling import sample_latents
+from ldmseg.diffusion.schedule import make_sampler, predicted_x0, target, timestep_weights, training_scheduler
+from ldmseg.models.denoiser import TaskEmbeddings, build_unet, bypass_cross_attention, load_pretrained_unet
+from ldmseg.models.image_encoder import LearnedImageEncoder, SDVAEImageEncoder
+from ldmseg.models.mask_autoencoder import MaskAutoencoder
+from ldmseg.pipeline import LDMSegOutput, LDMSegPipeline
+
+
+def tiny_sd_unet() -> UNet2DConditionModel:
+    torch.manual_seed(0)
+    return UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
+                                block_out_channels=(16, 32), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=16,
+                                attention_head_dim=4, norm_num_groups=8)
+
+
+def test_widened_unet_matches_pretrained_at_step_zero(tmp_path: Path) -> None:
+    sd = tmp_path / "sd"
+    tiny_sd_unet().save_pretrained(sd / "unet")  # an SD pipeline layout: unet/ subfolder
+    original = UNet2DConditionModel.from_pretrained(sd / "unet").eval()
+    widened = load_pretrained_unet(str(sd), in_channels=12).eval()
+    assert widened.config.in_channels == 12 and widened.conv_in.weight[:, 4:].abs().sum() == 0
+    z, extra = torch.randn(2, 4, 8, 8), torch.randn(2, 8, 8, 8)
+    t, hidden = torch.tensor([10, 500]), torch.randn(2, 1, 16)
+    with torch.no_grad():
+        a = original(z, t, encoder_hidden_states=hidden).sample
+        b = widened(torch.cat([z, extra], 1), t, encoder_hidden_states=hidden).sample
+    assert torch.equal(a, b)
+    widened.save_pretrained(tmp_path / "w")
+    assert UNet2DConditionModel.from_pretrained(tmp_path / "w").config.in_channels == 12
+
+
+def test_bypassed_cross_attention_ignores_the_tokens() -> None:
+    unet = tiny_sd_unet().eval()
+    bypass_cross_attention(unet)
+    x, t = torch.randn(1, 4, 8, 8), torch.tensor([3])
+    with torch.no_grad():
+        a = unet(x, t, encoder_hidden_states=torch.randn(1, 1, 16)).sample
+        b = unet(x, t, encoder_hidden_states=torch.randn(1, 1, 16)).sample
+    assert torch.allclose(a, b)
+    unet_attn = tiny_sd_unet().eval()
+    with torch.no_grad():
+        c = unet_attn(x, t, encoder_hidden_states=torch.randn(1, 1, 16)).sample
+        d = unet_attn(x, t, encoder_hidden_states=torch.randn(1, 1, 16)).sample
+    assert not torch.allclose(c, d)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+def test_targets_invert_to_x0(prediction_type: str) -> None:
+    sched = training_scheduler(prediction_type)
+    x0, noise, t = torch.randn(3, 4, 2, 2), torch.randn(3, 4, 2, 2), torch.tensor([0, 400, 999])
+    z_t = sched.add_noise(x0, noise, t)
+    tgt = target(x0, noise, t, sched.alphas_cumprod, prediction_type)
+    assert torch.allclose(predicted_x0(tgt, z_t, t, sched.alphas_cumprod, prediction_type), x0, atol=1e-3)
+
+
+def test_timestep_weights() -> None:
+    ac = training_scheduler("epsilon").alphas_cumprod
+    paper = timestep_weights("paper", ac, "epsilon")
+    assert paper[250:].eq(1).all() and paper[125] == pytest.approx(0.5) and paper[0] > 0
+    snr = ac / (1 - ac)
+    w = timestep_weights("min-snr", ac, "epsilon", gamma=2.0)
+    assert torch.allclose(w, torch.minimum(snr, torch.tensor(2.0)) / snr)
+    assert w[-1] == pytest.approx(1.0) and w[0] < 0.01
+
+
+def test_objective_masks_void_and_self_conditions() -> None:
+    torch.manual_seed(0)
+    obj = DiffusionObjective(ObjectiveConfig(self_condition_prob=1.0, reduction="mean"))
+    calls = []
+
+    def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        calls.append(x.shape[1])
+        return x[:, :4] * 0
+    z0, z_img = torch.randn(2, 4, 4, 4), torch.randn(2, 3, 4, 4)
+    loss, logs = obj(denoise, z0, z_img, valid=torch.ones(2, 32, 32, dtype=torch.bool))
+    assert calls == [11, 11] and torch.isfinite(loss) and logs
+    none_valid = obj(denoise, z0, z_img, valid=torch.zeros(2, 32, 32, dtype=torch.bool))[0]
+    assert none_valid == 0  # every latent pixel VOID: nothing to learn
+
+
+def tiny_pipeline(prediction_type: str = "sample") -> LDMSegPipeline:
+    torch.manual_seed(0)
+    ae = MaskAutoencoder(num_bits=4, encoder_channels=(8, 8, 8, 8), decoder_channels=16)
+    enc = LearnedImageEncoder(out_channels=8, channels=(8, 8, 8, 8))
+    unet = build_unet("tiny", 4 + 8 + 4, 4, 4)
+    return LDMSegPipeline(unet, enc, ae, make_sampler("ddim", prediction_type), TaskEmbeddings(dim=32),
+                          scale_factor=0.5, default_num_inference_steps=3, default_processing_resolution=32)
+
+
+@pytest.mark.parametrize("name", ["ddim", "dpm++", "unipc", "euler"])
+def test_samplers_are_seeded(name: str) -> None:
+    pipe = tiny_pipeline()
+    pipe.use_sampler(name)
+    z_img = torch.randn(2, 8, 4, 4)
+    den = pipe._denoise("panoptic")
+    a = sample_latents(den, pipe.scheduler, z_img, 4, 3, True, torch.Generator().manual_seed(1))
+    b = sample_latents(den, pipe.scheduler, z_img, 4, 3, True, torch.Generator().manual_seed(1))
+    c = sample_latents(den, pipe.scheduler, z_img, 4, 3, True, torch.Generator().manual_seed(2))
+    assert torch.equal(a, b) and not torch.equal(a, c) and torch.isfinite(a).all()
+
+
+def test_trailing_spacing_starts_at_pure_noise() -> None:
+    lead, trail = make_sampler("ddim", "epsilon", "leading"), make_sampler("ddim", "epsilon", "trailing")
+    lead.set_timesteps(1)
+    trail.set_timesteps(1)
+    assert int(trail.timesteps[0]) == 999 and int(lead.timesteps[0]) == 0
+
+
+def test_pipeline_outputs_and_round_trip(tmp_path: Path) -> None:
+    pipe = tiny_pipeline()
+    gray = np.full((20, 30), 100, np.uint8)
+    rgba = Image.fromarray(np.zeros((24, 18, 4), np.uint8), "RGBA")
+    out = pipe([gray, rgba], generator=torch.Generator().manual_seed(0), output_logits=True)
+    assert isinstance(out, LDMSegOutput)
+    assert out.panoptic[0].shape == (20, 30) and out.panoptic[1].shape == (24, 18)
+    assert out.logits[0].shape == (16, 20, 30)
+    for ids, segs in zip(out.panoptic, out.segments_info, strict=True):
+        assert {s["id"] for s in segs} == set(np.unique(ids)) - {0}
+        assert all(0 <= s["score"] <= 1 for s in segs)
+    pipe.save_pretrained(tmp_path / "p")
+    again = LDMSegPipeline.from_pretrained(tmp_path / "p")
+    out2 = again([gray, rgba], generator=torch.Generator().manual_seed(0))
+    assert all(np.array_equal(a, b) for a, b in zip(out.panoptic, out2.panoptic, strict=True))
+    assert again.config.default_num_inference_steps == 3 and again.config.scale_factor == 0.5
+
+
+def test_sd_vae_image_encoder(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    vae = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                        block_out_channels=(8, 16), layers_per_block=1, latent_channels=4, norm_num_groups=8)
+    vae.save_pretrained(tmp_path / "sd" / "vae")
+    enc = SDVAEImageEncoder.from_sd_vae(str(tmp_path / "sd"))
+    x = torch.rand(1, 3, 16, 16) * 2 - 1
+    expected = vae.encode(x).latent_dist.mode() * vae.config.scaling_factor
+    assert torch.allclose(enc.encode(x), expected, atol=1e-6)
+    assert not any(p.requires_grad for p in enc.parameters())
+
+
+@pytest.mark.slow
+def test_train_export_predict_evaluate(tmp_path: Path) -> None:
+    ae_dir = tmp_path / "ae"
+    MaskAutoencoder(encoder_channels=(4, 8, 8, 8), decoder_channels=8).save_pretrained(ae_dir)
+    run = tmp_path / "run"
+    assert main(["train", "--ae", str(ae_dir), "--out", str(run), "--size", "32", "--batch-size", "2",
+                 "--max-steps", "2", "--unet", "tiny", "--image-channels", "8", "--image-encoder-channels", "8", "8",
+                 "8", "8", "--val-every", "2", "--val-num", "2", "--val-steps", "2", "--inference-steps", "2",
+                 "--checkpoint-every", "2", "--threads", "1", "--ema-decay", "0.9"]) == 0
+    assert (run / "model" / "model_index.json").exists()
+    assert main(["data", "synth", "--out", str(tmp_path / "s"), "--num", "2", "--size", "40"]) == 0
+    s = tmp_path / "s"
+    Image.open(s / "images" / "000001.png").convert("L").save(s / "images" / "000001.png")  # grayscale input
+    assert main(["predict", "--model", str(run / "model"), "--images", str(s / "images"), "--panoptic-json",
+                 str(s / "panoptic.json"), "--out", str(tmp_path / "pred"), "--steps", "2", "--scheduler",
+                 "dpm++"]) == 0
+    pred = json.loads((tmp_path / "pred" / "panoptic.json").read_text())
+    assert [a["image_id"] for a in pred["annotations"]] == [0, 1]
+    assert len(list((tmp_path / "pred" / "overlays").glob("*.png"))) == 2
+    assert main(["evaluate", "--gt-json", str(s / "panoptic.json"), "--gt-dir", str(s / "panoptic"), "--pred-json",
+                 str(tmp_path / "pred" / "panoptic.json"), "--pred-dir", str(tmp_path / "pred" / "panoptic"),
+                 "--class-agnostic"]) == 0
+
+
+def test_predict_reports_corrupt_image_by_name(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "imgs" / "bad.jpg").write_bytes(b"not a jpeg")
+    assert main(["predict", "--model", str(tmp_path), "--images", str(tmp_path / "imgs"), "--out",
+                 str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "bad.jpg" in err and "corrupt" in err and not (tmp_path / "o").exists()

@@ -1,0 +1,102 @@
+"""The shared training loop on stage 1: checkpoints, exact resume, NaN guard, 2-process DDP, CLI."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from ldmseg.errors import LDMSegError
+from ldmseg.training import checkpoint
+from ldmseg.training.autoencoder import train_autoencoder
+from ldmseg.training.config import AutoencoderConfig
+
+TINY = ["--size", "32", "--val-size", "32", "--val-num", "4", "--batch-size", "2", "--encoder-channels", "4", "8",
+        "8", "8", "--decoder-channels", "8", "--preset", "default", "--warmup-steps", "2", "--log-every", "1",
+        "--threads", "1"]
+
+
+def tiny_config(out: Path, **kw) -> AutoencoderConfig:
+    base = dict(out=str(out), size=32, val_size=32, val_num=4, batch_size=2, encoder_channels=(4, 8, 8, 8),
+                decoder_channels=8, preset="default", warmup_steps=2, log_every=1, threads=1, max_steps=4,
+                checkpoint_every=2, val_every=0)
+    base.update(kw)
+    return AutoencoderConfig(**base)
+
+
+def logged(run: Path, tag: str) -> dict[int, float]:
+    values = {}
+    for f in run.glob("tensorboard/events.out.tfevents.*"):
+        ea = EventAccumulator(str(f))
+        ea.Reload()
+        if tag in ea.Tags()["scalars"]:
+            values.update({e.step: e.value for e in ea.Scalars(tag)})
+    return values
+
+
+def model_state(run: Path, step: int) -> dict[str, torch.Tensor]:
+    return checkpoint.load_tree(run / "checkpoints" / f"step_{step:08d}", "model")
+
+
+def test_resume_continues_exactly(tmp_path: Path) -> None:
+    full = tmp_path / "full"
+    train_autoencoder(tiny_config(full))
+    part = tmp_path / "part"
+    (part / "checkpoints").mkdir(parents=True)
+    shutil.copytree(full / "checkpoints" / "step_00000002", part / "checkpoints" / "step_00000002")
+    train_autoencoder(tiny_config(part, resume="latest"))
+    a, b = model_state(full, 4), model_state(part, 4)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    la, lb = logged(full, "train/loss"), logged(part, "train/loss")
+    assert la[3] == lb[3] and la[4] == lb[4]
+    assert (part / "model" / "config.json").exists() and (part / "config.json").exists()
+    assert checkpoint.load_tree(part / "checkpoints" / "step_00000004", "state")["step"] == 4
+
+
+def test_checkpoint_limit_and_validation_logs(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train_autoencoder(tiny_config(run, max_steps=6, checkpoint_every=1, checkpoints_total_limit=2, val_every=3))
+    assert [p.name for p in checkpoint.list_checkpoints(run / "checkpoints")] == ["step_00000005", "step_00000006"]
+    assert set(logged(run, "val/pq")) == {3, 6}
+    assert logged(run, "lr")[1] < logged(run, "lr")[3]  # warmup
+
+
+def test_nan_loss_stops_with_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ldmseg.training.autoencoder import AutoencoderTask
+
+    calls = []
+    real = AutoencoderTask.loss
+
+    def poisoned(self, model, batch):
+        calls.append(1)
+        loss, logs = real(self, model, batch)
+        return (loss * float("nan") if len(calls) == 3 else loss), logs
+
+    monkeypatch.setattr(AutoencoderTask, "loss", poisoned)
+    with pytest.raises(LDMSegError, match="loss became nan at step 3"):
+        train_autoencoder(tiny_config(tmp_path / "nan", max_steps=5))
+    assert [p.name for p in checkpoint.list_checkpoints(tmp_path / "nan" / "checkpoints")] == ["step_00000002"]
+
+
+def test_resume_from_missing_checkpoint_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(LDMSegError, match="checkpoint directory not found"):
+        train_autoencoder(tiny_config(tmp_path / "r", resume=str(tmp_path / "nope")))
+
+
+@pytest.mark.slow
+def test_two_process_ddp_cli(tmp_path: Path) -> None:
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
+           "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "ldmseg", "train-ae", "--out", str(out),
+           "--max-steps", "3", "--checkpoint-every", "3", "--val-every", "0", *TINY]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "ddp processes: 2" in res.stdout + res.stderr
+    ckpt = out / "checkpoints" / "step_00000003"
+    assert (ckpt / "rng_0.safetensors").exists() and (ckpt / "rng_1.safetensors").exists()
+    assert (out / "model" / "diffusion_pytorch_model.safetensors").exists()
