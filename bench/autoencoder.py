@@ -7,6 +7,7 @@ latent noise, PQ vs training steps (from the run's TensorBoard log), size and th
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -22,28 +23,24 @@ from ldmseg.weights import resolve_model_path
 BENCH_SEED = 777 + VAL_SEED_OFFSET  # held out: training scenes use seeds (0, i)
 
 
-def curve_from_run(run: Path) -> list[tuple[int, float]]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    points = {}
-    for f in sorted(run.glob("tensorboard/events.out.tfevents.*")):
-        ea = EventAccumulator(str(f))
-        ea.Reload()
-        if "val/pq" in ea.Tags()["scalars"]:
-            points.update({e.step: e.value for e in ea.Scalars("val/pq")})
-    return sorted(points.items())
+def load_curve() -> dict[int, dict]:
+    """Checkpoint PQs recorded by bench/ae_checkpoint_curve.py during training."""
+    path = ROOT / "bench" / "results" / "ae_curve.json"
+    return {int(k): v for k, v in json.loads(path.read_text()).items()} if path.exists() else {}
 
 
-def plot_curve(points: list[tuple[int, float]], seconds_per_step: float | None, path: Path) -> None:
+def plot_curve(curve: dict[int, dict], seconds_per_step: float | None, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.plot([s for s, _ in points], [p for _, p in points], marker="o")
+    for preset in ("default", "dense"):
+        ax.plot(list(curve), [row[preset] for row in curve.values()], marker="o", label=f"{preset} scenes")
     ax.set_xlabel("training step (batch 16, 128x128)")
-    ax.set_ylabel("val recon PQ (class-agnostic)")
+    ax.set_ylabel("recon PQ (class-agnostic)")
+    ax.legend()
     ax.grid(alpha=0.3)
     if seconds_per_step:
         sec = ax.secondary_xaxis("top", functions=(lambda s: s * seconds_per_step / 60,
@@ -67,7 +64,6 @@ def throughput(ae: torch.nn.Module, size: int, batch: int = 4, repeats: int = 3)
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--ae", default="demo")
-    ap.add_argument("--run", default="runs/demo-ae", help="training run whose val curve to plot")
     ap.add_argument("--num", type=int, default=500)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--seconds-per-step", type=float, default=None)
@@ -80,14 +76,14 @@ def main() -> None:
     for preset in ("default", "dense"):
         ds = SyntheticDataset(SceneConfig.preset(preset, args.size), SampleConfig(size=args.size, num_ids=ae.num_ids),
                               seed=BENCH_SEED, length=args.num)
-        for noise in (0.0, 0.1, 0.3):
-            for min_area in (0, 8):
-                gen = torch.Generator().manual_seed(0)
-                r = reconstruction_pq(ae, ds, min_area=min_area, latent_noise=noise, generator=gen)
-                key = f"{preset}/noise{noise}/min_area{min_area}"
-                res[key] = r
-                table.append((preset, noise, min_area, r))
-                print(key, r, flush=True)
+        settings = [(0.0, 0, 0.0), (0.0, 0, 0.5), (0.0, 16, 0.0), (0.1, 0, 0.0), (0.3, 0, 0.0)]
+        for noise, min_area, threshold in settings:
+            gen = torch.Generator().manual_seed(0)
+            r = reconstruction_pq(ae, ds, min_area=min_area, latent_noise=noise, generator=gen, threshold=threshold)
+            key = f"{preset}/noise{noise}/min_area{min_area}/threshold{threshold}"
+            res[key] = r
+            table.append((preset, noise, min_area, threshold, r))
+            print(key, r, flush=True)
     res["masks_per_s_512"] = throughput(ae, 512)
     res["masks_per_s_256"] = throughput(ae, 256)
     lines = ["## Stage 1: mask autoencoder reconstruction", "",
@@ -95,21 +91,23 @@ def main() -> None:
              f"{args.size}x{args.size}, class-agnostic PQ / SQ / RQ (panopticapi rules), ids freshly reassigned. "
              "Noise: Gaussian noise of k x the latent std added to the latents before decoding. "
              f"min area: segments smaller than this (px) become VOID. {machine()}.", "",
-             "| scenes | latent noise | min area | PQ | SQ | RQ |", "|---|---|---|---|---|---|"]
-    for preset, noise, min_area, r in table:
-        lines.append(f"| {preset} | {noise} | {min_area} | {r['pq']:.1f} | {r['sq']:.1f} | {r['rq']:.1f} |")
+             "| scenes | latent noise | min area | confidence threshold | PQ | SQ | RQ |",
+             "|---|---|---|---|---|---|---|"]
+    for preset, noise, min_area, threshold, r in table:
+        scores = f"{r['pq']:.1f} | {r['sq']:.1f} | {r['rq']:.1f}"
+        lines.append(f"| {preset} | {noise} | {min_area} | {threshold} | {scores} |")
     lines += ["", f"Throughput (encode + decode + argmax, batch 4, CPU): {res['masks_per_s_512']:.1f} masks/s at "
               f"512x512, {res['masks_per_s_256']:.1f} masks/s at 256x256."]
-    run = ROOT / args.run
-    curve = curve_from_run(run) if run.exists() else []
+    curve = load_curve()
     if curve:
         res["curve"] = curve
         plot_curve(curve, args.seconds_per_step, ROOT / "docs" / "figures" / "ae_pq_vs_steps.png")
-        lines += ["", "Validation recon PQ during training (48 held-out dense scenes at 128x128, no min area):", "",
+        lines += ["", "Recon PQ of the training checkpoints (48 held-out scenes per preset at 128x128, argmax):", "",
                   "![AE PQ vs steps](figures/ae_pq_vs_steps.png)", "",
-                  "| step | " + " | ".join(str(s) for s, _ in curve) + " |",
-                  "|---" * (len(curve) + 1) + "|",
-                  "| PQ | " + " | ".join(f"{p:.1f}" for _, p in curve) + " |"]
+                  "| step | " + " | ".join(str(s) for s in curve) + " |",
+                  "|---" * (len(curve) + 1) + "|"]
+        for preset in ("default", "dense"):
+            lines.append(f"| {preset} | " + " | ".join(f"{row[preset]:.1f}" for row in curve.values()) + " |")
     save_results("autoencoder", res, "\n".join(lines))
     print("\n".join(lines))
 

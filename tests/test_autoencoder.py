@@ -122,3 +122,32 @@ def test_sd_vae_variant_loads_widens_and_round_trips(tmp_path: Path) -> None:
     ae.save_pretrained(tmp_path / "ft")
     again = load_mask_autoencoder(tmp_path / "ft")
     assert isinstance(again, VAEMaskAutoencoder) and torch.allclose(again.encode_ids(ids), z)
+
+
+def test_reconstruct_cli_writes_scorable_predictions(synth_set: Path, tmp_path: Path) -> None:
+    import json
+
+    from ldmseg.cli import main
+
+    MaskAutoencoder(encoder_channels=(4, 8, 8, 8), decoder_channels=8).save_pretrained(tmp_path / "ae")
+    out = tmp_path / "recon"
+    assert main(["reconstruct", "--ae", str(tmp_path / "ae"), "--images", str(synth_set / "images"),
+                 "--panoptic-json", str(synth_set / "panoptic.json"), "--panoptic-dir", str(synth_set / "panoptic"),
+                 "--out", str(out), "--size", "32", "--latent-noise", "0.1"]) == 0
+    pred = json.loads((out / "panoptic.json").read_text())
+    gt = json.loads((synth_set / "panoptic.json").read_text())
+    assert [(a["image_id"], a["file_name"]) for a in pred["annotations"]] == \
+        [(a["image_id"], a["file_name"]) for a in gt["annotations"]]
+    stats = json.loads((out / "latent_stats.json").read_text())
+    assert len(stats["mean"]) == 4 and stats["std_all"] > 0
+    assert main(["evaluate", "--gt-json", str(synth_set / "panoptic.json"), "--gt-dir", str(synth_set / "panoptic"),
+                 "--pred-json", str(out / "panoptic.json"), "--pred-dir", str(out / "panoptic")]) == 0
+
+
+def test_reconstruct_demo_without_weights_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:
+    import ldmseg.weights as w
+    from ldmseg.cli import main
+
+    monkeypatch.setattr(w, "DEMO_DIR", tmp_path / "nothing")
+    assert main(["reconstruct", "--ae", "demo", "--images", ".", "--panoptic-json", "x", "--panoptic-dir", ".",
+                 "--out", str(tmp_path / "o")]) == 2

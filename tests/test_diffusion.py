@@ -97,7 +97,7 @@ def test_objective_masks_void_and_self_conditions() -> None:
 def tiny_pipeline(prediction_type: str = "sample") -> LDMSegPipeline:
     torch.manual_seed(0)
     ae = MaskAutoencoder(num_bits=4, encoder_channels=(8, 8, 8, 8), decoder_channels=16)
-    enc = LearnedImageEncoder(out_channels=8, channels=(8, 8, 8, 8))
+    enc = LearnedImageEncoder(out_channels=8, channels=(8, 8, 8))
     unet = build_unet("tiny", 4 + 8 + 4, 4, 4)
     return LDMSegPipeline(unet, enc, ae, make_sampler("ddim", prediction_type), TaskEmbeddings(dim=32),
                           scale_factor=0.5, default_num_inference_steps=3, default_processing_resolution=32)
@@ -159,7 +159,7 @@ def test_train_export_predict_evaluate(tmp_path: Path) -> None:
     run = tmp_path / "run"
     assert main(["train", "--ae", str(ae_dir), "--out", str(run), "--size", "32", "--batch-size", "2",
                  "--max-steps", "2", "--unet", "tiny", "--image-channels", "8", "--image-encoder-channels", "8", "8",
-                 "8", "8", "--val-every", "2", "--val-num", "2", "--val-steps", "2", "--inference-steps", "2",
+                 "8", "--val-every", "2", "--val-num", "2", "--val-steps", "2", "--inference-steps", "2",
                  "--checkpoint-every", "2", "--threads", "1", "--ema-decay", "0.9"]) == 0
     assert (run / "model" / "model_index.json").exists()
     assert main(["data", "synth", "--out", str(tmp_path / "s"), "--num", "2", "--size", "40"]) == 0

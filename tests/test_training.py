@@ -100,3 +100,13 @@ def test_two_process_ddp_cli(tmp_path: Path) -> None:
     ckpt = out / "checkpoints" / "step_00000003"
     assert (ckpt / "rng_0.safetensors").exists() and (ckpt / "rng_1.safetensors").exists()
     assert (out / "model" / "diffusion_pytorch_model.safetensors").exists()
+
+
+def test_bf16_mixed_precision_and_accumulation(tmp_path: Path) -> None:
+    run = tmp_path / "bf16"  # own process: accelerate keeps one precision per process
+    cmd = [sys.executable, "-m", "ldmseg", "train-ae", "--out", str(run), "--max-steps", "2", "--checkpoint-every", "2",
+           "--val-every", "0", "--mixed-precision", "bf16", "--grad-accum", "2", "--ema-decay", "0.9", *TINY]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert set(logged(run, "train/loss")) == {1, 2}
+    assert (run / "checkpoints" / "step_00000002" / "ema.safetensors").exists()

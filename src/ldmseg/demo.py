@@ -1,8 +1,9 @@
 """`ldmseg demo`: the main job on the embedded default, end to end in about a minute.
 
-Generates held-out synthetic scenes (COCO-panoptic layout), segments them with the
-non-learned baseline, reconstructs their masks with the packaged demo mask autoencoder,
-scores both with the panopticapi-exact evaluator, and writes overlays + an HTML summary.
+Generates held-out synthetic scenes (COCO-panoptic layout), segments them with the packaged
+LDMSeg demo model (when shipped) and the non-learned baseline, reconstructs their masks with
+the packaged demo mask autoencoder (stage 1's ceiling), scores everything with the
+panopticapi-exact evaluator, and writes overlays + an HTML summary.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ DEMO_SIZE = 128
 
 def _write_predictions(root: Path, name: str, preds: dict) -> tuple[Path, Path]:
     annotations = []
-    for rec, (ids, segs) in preds.items():
+    for rec, ids, segs in preds.values():
         formats.write_panoptic_png(root / name / "panoptic" / rec.png_file, ids)
         annotations.append({"image_id": rec.image_id, "file_name": rec.png_file, "segments_info": segs})
     formats.write_json(root / name / "panoptic.json", {"annotations": annotations})
@@ -46,7 +47,7 @@ def run_demo(out: Path, num: int = 50, seed: int = 12345) -> dict:
     for rec in tqdm(gt.records, desc="baseline", unit="image"):
         ids, segs = colour_components(images[rec.png_file])
         majority_categories(ids, segs, gt_ids[rec.png_file], rec.segments)
-        methods["baseline (colour + components)"][rec] = (ids, segs)
+        methods["baseline (colour + components)"][rec.png_file] = (rec, ids, segs)
 
     from ldmseg.reconstruct import reconstruct_set
 
@@ -58,6 +59,16 @@ def run_demo(out: Path, num: int = 50, seed: int = 12345) -> dict:
         pj, pd = _write_predictions(out, "baseline", preds)
         results[name], pred_dirs[name] = evaluate_files(data / "panoptic.json", data / "panoptic", pj, pd, True), pd
     ae_name = "mask AE reconstruction (stage 1)"
+    from ldmseg.weights import DEMO_DIR
+
+    if (DEMO_DIR / "model_index.json").exists():  # the stage-2 demo model, when this installation ships one
+        from ldmseg.predict import predict_folder
+
+        pred = predict_folder("demo", str(data / "images"), str(out / "ldmseg"), str(data / "panoptic.json"))
+        name = "LDMSeg (latent diffusion)"
+        results[name] = evaluate_files(data / "panoptic.json", data / "panoptic", pred / "panoptic.json",
+                                       pred / "panoptic", True)
+        pred_dirs[name] = pred / "panoptic"
     recon = out / "ae_reconstruction"
     results[ae_name] = evaluate_files(data / "panoptic.json", data / "panoptic", recon / "panoptic.json",
                                       recon / "panoptic", True)

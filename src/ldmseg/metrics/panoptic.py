@@ -30,6 +30,13 @@ def class_agnostic(segments: list[dict]) -> list[dict]:
     return [{**s, "category_id": 1} for s in segments]
 
 
+def segments_from_ids(ids: np.ndarray, category_id: int = 1) -> list[dict]:
+    """segments_info for an id map whose ids are its segments (0 = VOID), areas from the map."""
+    uniq, counts = np.unique(ids[ids != formats.VOID], return_counts=True)
+    return [{"id": int(u), "category_id": category_id, "iscrowd": 0, "area": int(c)}
+            for u, c in zip(uniq, counts, strict=True)]
+
+
 def _hash_size(seg_ids: np.ndarray) -> int:
     """Smallest modulus >= 2 * len(seg_ids) under which all ids differ (found in a few tries)."""
     m = max(2 * len(seg_ids), 1)

@@ -26,22 +26,24 @@ def sd_subfolder(pretrained: str, component: str) -> str | None:
 
 
 class LearnedImageEncoder(ModelMixin, ConfigMixin):
-    """Strided conv stack (3x3, GroupNorm, SiLU) with a residual conv per scale; C output channels."""
+    """Strided conv stack (3x3, GroupNorm, SiLU), one stride-2 conv + one conv per scale; C outputs.
+
+    The first conv already has stride 2: full-resolution convs would dominate a CPU step.
+    """
 
     @register_to_config
-    def __init__(self, out_channels: int = 64, downsample_factor: int = 8,
-                 channels: tuple[int, ...] = (32, 64, 96, 128)):
+    def __init__(self, out_channels: int = 64, downsample_factor: int = 8, channels: tuple[int, ...] = (32, 64, 128)):
         super().__init__()
         stages = int(math.log2(downsample_factor))
-        if len(channels) != stages + 1:
-            raise ValueError(f"channels needs {stages + 1} widths for f={downsample_factor}")
+        if len(channels) != stages:
+            raise ValueError(f"channels needs {stages} widths for f={downsample_factor}")
 
         def block(c_in: int, c_out: int, stride: int) -> nn.Module:
             return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1),
                                  nn.GroupNorm(min(8, c_out), c_out), nn.SiLU())
 
-        layers: list[nn.Module] = [block(3, channels[0], 1), block(channels[0], channels[0], 1)]
-        for c_in, c_out in zip(channels[:-1], channels[1:], strict=True):
+        layers: list[nn.Module] = []
+        for c_in, c_out in zip((3, *channels[:-1]), channels, strict=True):
             layers += [block(c_in, c_out, 2), block(c_out, c_out, 1)]
         layers.append(nn.Conv2d(channels[-1], out_channels, 1))
         self.net = nn.Sequential(*layers)

@@ -8,28 +8,21 @@ g:   latents -> conv to width -> (transposed conv 2x2 stride 2, channel LayerNor
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
-from diffusers.utils import BaseOutput
 from torch import nn
 
 from ldmseg.data.bits import ids_to_bits
 
 
-@dataclass
-class AutoencoderOutput(BaseOutput):
-    logits: torch.Tensor
-    mean: torch.Tensor
-    logvar: torch.Tensor | None = None
-
-    def kl(self) -> torch.Tensor:
-        if self.logvar is None:
-            return self.mean.sum() * 0
-        return 0.5 * (self.mean.pow(2) + self.logvar.exp() - 1 - self.logvar).flatten(1).sum(1).mean()
+def kl_divergence(mean: torch.Tensor, logvar: torch.Tensor | None) -> torch.Tensor:
+    """KL(q(z|y) || N(0, I)) per sample, averaged; 0 for the deterministic AE."""
+    if logvar is None:
+        return mean.sum() * 0
+    return 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).flatten(1).sum(1).mean()
 
 
 def add_latent_noise(latents: torch.Tensor, max_scale: float, generator: torch.Generator | None = None,
@@ -43,11 +36,15 @@ def add_latent_noise(latents: torch.Tensor, max_scale: float, generator: torch.G
     return latents + noise.to(latents.device) * u.to(latents.device) * max_scale * std
 
 
-def autoencode(ae: nn.Module, bits: torch.Tensor, latent_noise: float) -> AutoencoderOutput:
-    """Shared training pass of both mask AEs."""
+def autoencode(ae: nn.Module, bits: torch.Tensor, latent_noise: float
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Shared training pass of both mask AEs: (logits, posterior mean, log-variance or None).
+
+    A plain tuple, so that accelerate's mixed-precision output casting can rebuild it.
+    """
     mean, logvar = ae.encode_distribution(bits)
     latents = mean if logvar is None else mean + torch.randn_like(mean) * (0.5 * logvar).exp()
-    return AutoencoderOutput(ae.decode(add_latent_noise(latents, latent_noise)), mean, logvar)
+    return ae.decode(add_latent_noise(latents, latent_noise)), mean, logvar
 
 
 class LayerNorm2d(nn.Module):
@@ -134,7 +131,7 @@ class MaskAutoencoder(ModelMixin, ConfigMixin):
             logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
         return logits
 
-    def forward(self, bits: torch.Tensor, latent_noise: float = 0.0) -> AutoencoderOutput:
+    def forward(self, bits: torch.Tensor, latent_noise: float = 0.0) -> tuple:
         """Training pass: posterior sample (Gaussian AE) + optional latent noise -> logits at H/2."""
         return autoencode(self, bits, latent_noise)
 

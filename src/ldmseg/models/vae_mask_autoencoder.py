@@ -15,7 +15,7 @@ from diffusers.models.modeling_utils import ModelMixin
 
 from ldmseg.data.bits import ids_to_bits
 from ldmseg.models.image_encoder import sd_subfolder
-from ldmseg.models.mask_autoencoder import AutoencoderOutput, autoencode
+from ldmseg.models.mask_autoencoder import autoencode
 
 
 class VAEMaskAutoencoder(ModelMixin, ConfigMixin):
@@ -60,5 +60,5 @@ class VAEMaskAutoencoder(ModelMixin, ConfigMixin):
             logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
         return logits
 
-    def forward(self, bits: torch.Tensor, latent_noise: float = 0.0) -> AutoencoderOutput:
+    def forward(self, bits: torch.Tensor, latent_noise: float = 0.0) -> tuple:
         return autoencode(self, bits, latent_noise)

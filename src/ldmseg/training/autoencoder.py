@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -13,12 +12,11 @@ from ldmseg.data.datasets import PanopticDataset, SampleConfig, SyntheticDataset
 from ldmseg.data.synthetic import SceneConfig
 from ldmseg.diffusion.postprocess import logits_to_panoptic
 from ldmseg.errors import LDMSegError
-from ldmseg.metrics.panoptic import PanopticEvaluator
-from ldmseg.models.mask_autoencoder import MaskAutoencoder, add_latent_noise
+from ldmseg.models.mask_autoencoder import MaskAutoencoder, add_latent_noise, kl_divergence
 from ldmseg.models.mask_losses import mask_autoencoder_loss, scaled_num_points
 from ldmseg.training.config import AutoencoderConfig
-from ldmseg.training.loop import LogImage, train
-from ldmseg.viz import colorize, grid
+from ldmseg.training.loop import train
+from ldmseg.training.validation import LogImage, agnostic_pq
 
 VAL_SEED_OFFSET = 1_000_003  # held-out synthetic scenes never overlap the training stream
 
@@ -64,12 +62,12 @@ class AutoencoderTask:
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
         ids = batch["ids"]
-        out = model(ids_to_bits(ids, self.cfg.num_bits), latent_noise=self.cfg.latent_noise)
+        logits, mean, logvar = model(ids_to_bits(ids, self.cfg.num_bits), latent_noise=self.cfg.latent_noise)
         n_points = scaled_num_points(self.cfg.points_at_512, *ids.shape[-2:])
-        loss, logs = mask_autoencoder_loss(out.logits, ids, n_points, self.cfg.oversample, self.cfg.importance_ratio,
+        loss, logs = mask_autoencoder_loss(logits, ids, n_points, self.cfg.oversample, self.cfg.importance_ratio,
                                            self.cfg.ce_weight, self.cfg.bce_weight, self.cfg.dice_weight)
         if self.cfg.kl_weight > 0:
-            kl = out.kl()
+            kl = kl_divergence(mean, logvar)
             loss = loss + self.cfg.kl_weight * kl
             logs["kl"] = kl.item()
         return loss, logs
@@ -82,28 +80,19 @@ class AutoencoderTask:
         model.save_pretrained(directory)
 
 
-@torch.no_grad()
 def reconstruction_pq(ae: MaskAutoencoder, dataset: Dataset, batch_size: int = 16, min_area: int = 0,
                       latent_noise: float = 0.0, step: int = 0, log_image: LogImage | None = None,
-                      generator: torch.Generator | None = None) -> dict[str, float]:
-    """Class-agnostic PQ of encode -> decode -> argmax on a mask dataset (ids already reassigned)."""
-    ev = PanopticEvaluator([], class_agnostic=True)
-    shown = []
-    for start in range(0, len(dataset), batch_size):
-        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+                      generator: torch.Generator | None = None, threshold: float = 0.0) -> dict[str, float]:
+    """Class-agnostic PQ of encode -> (noise) -> decode -> post-process on a mask dataset.
+
+    threshold 0 = plain argmax (reconstruction); 0.5 = the prediction rule of the research code.
+    """
+    def predict(items: list[dict]) -> list:
         ids = torch.stack([it["ids"] for it in items])
         latents = add_latent_noise(ae.encode_ids(ids), latent_noise, generator, per_sample_random=False)
-        preds = logits_to_panoptic(ae.decode(latents, size=tuple(ids.shape[-2:])), min_area=min_area)
-        for gt, (pred, segs) in zip(ids.numpy(), preds, strict=True):
-            gt_segs = [{"id": int(u), "category_id": 1, "iscrowd": 0, "area": int((gt == u).sum())}
-                       for u in np.unique(gt) if u != 0]
-            ev.process(gt, gt_segs, pred, segs)
-            if len(shown) < 4:
-                shown.append(grid([colorize(gt), colorize(pred)]))
-    res = ev.evaluate()["All"]
-    if log_image is not None and shown:
-        log_image("val/reconstruction", np.concatenate(shown, 0), step)
-    return {"pq": 100 * res["pq"], "sq": 100 * res["sq"], "rq": 100 * res["rq"]}
+        return logits_to_panoptic(ae.decode(latents, size=tuple(ids.shape[-2:])), threshold, min_area)
+
+    return agnostic_pq(dataset, predict, batch_size, tag="val/reconstruction", step=step, log_image=log_image)
 
 
 def train_autoencoder(cfg: AutoencoderConfig) -> Path:

@@ -122,8 +122,8 @@ class DiffusionConfig(LoopConfig):
     image_encoder: str = "learned"  # 'learned' (trained jointly) or 'sd-vae' (frozen SD VAE encoder)
     pretrained_vae: str = ""  # for 'sd-vae': an AutoencoderKL directory or hub id
     image_channels: int = 64  # learned encoder output channels
-    image_encoder_channels: tuple[int, ...] = (32, 64, 96, 128)
-    unet: str = "small"  # preset: tiny | small | sd15
+    image_encoder_channels: tuple[int, ...] = (32, 64, 128)
+    unet: str = "tiny"  # preset: tiny | small | sd15
     pretrained_unet: str = ""  # an SD directory / hub id (its 'unet' subfolder) to start from
     conditioning: str = "task-embedding"  # 'task-embedding' (cross-attention tokens) or 'none' (bypassed)
     task_tokens: int = 1

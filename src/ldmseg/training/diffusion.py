@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -14,15 +13,14 @@ from ldmseg.data.synthetic import SceneConfig
 from ldmseg.diffusion.objective import DiffusionObjective, ObjectiveConfig
 from ldmseg.diffusion.schedule import make_sampler
 from ldmseg.errors import LDMSegError
-from ldmseg.metrics.panoptic import PanopticEvaluator
 from ldmseg.models.denoiser import TaskEmbeddings, build_unet, bypass_cross_attention, load_pretrained_unet
 from ldmseg.models.image_encoder import LearnedImageEncoder, SDVAEImageEncoder
 from ldmseg.models.mask_autoencoder import load_mask_autoencoder
 from ldmseg.pipeline import LDMSegPipeline
 from ldmseg.training.autoencoder import VAL_SEED_OFFSET
 from ldmseg.training.config import DiffusionConfig
-from ldmseg.training.loop import LogImage, train
-from ldmseg.viz import colorize, grid
+from ldmseg.training.loop import train
+from ldmseg.training.validation import LogImage, agnostic_pq
 from ldmseg.weights import resolve_model_path
 
 
@@ -120,28 +118,17 @@ class DiffusionTask:
         self.pipeline(model).save_pretrained(directory)
 
 
-@torch.no_grad()
 def sampled_pq(pipe: LDMSegPipeline, dataset, steps: int, batch_size: int = 8, seed: int = 0, step: int = 0,
                log_image: LogImage | None = None, min_area: int | None = None) -> dict[str, float]:
     """Class-agnostic PQ of pipeline samples on a dataset of (image, ids) items."""
-    ev = PanopticEvaluator([], class_agnostic=True)
     gen = torch.Generator().manual_seed(seed)
-    shown = []
-    for start in range(0, len(dataset), batch_size):
-        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+
+    def predict(items: list[dict]) -> list:
         out = pipe([it["image"] for it in items], num_inference_steps=steps, generator=gen, min_area=min_area)
-        for it, pred, segs in zip(items, out.panoptic, out.segments_info, strict=True):
-            gt = it["ids"].numpy()
-            gt_segs = [{"id": int(u), "category_id": 1, "iscrowd": 0, "area": int((gt == u).sum())}
-                       for u in np.unique(gt) if u != 0]
-            ev.process(gt, gt_segs, pred, segs)
-            if len(shown) < 4:
-                image = ((it["image"].permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8)
-                shown.append(grid([image, colorize(gt), colorize(pred)]))
-    res = ev.evaluate()["All"]
-    if log_image is not None and shown:
-        log_image("val/samples", np.concatenate(shown, 0), step)
-    return {"pq": 100 * res["pq"], "sq": 100 * res["sq"], "rq": 100 * res["rq"]}
+        return list(zip(out.panoptic, out.segments_info, strict=True))
+
+    return agnostic_pq(dataset, predict, batch_size, show_image=True, tag="val/samples", step=step,
+                       log_image=log_image)
 
 
 def train_diffusion(cfg: DiffusionConfig) -> Path:

@@ -28,8 +28,7 @@ from tqdm import tqdm
 from ldmseg.errors import LDMSegError
 from ldmseg.training import checkpoint
 from ldmseg.training.config import LoopConfig
-
-LogImage = Callable[[str, np.ndarray, int], None]
+from ldmseg.training.validation import LogImage
 
 
 class Task(Protocol):

@@ -1,0 +1,40 @@
+"""Validation shared by both stages: class-agnostic PQ of some predictor over a dataset, with a picture."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ldmseg.metrics.panoptic import PanopticEvaluator, segments_from_ids
+from ldmseg.viz import colorize, grid
+
+Prediction = tuple[np.ndarray, list[dict]]
+LogImage = Callable[[str, np.ndarray, int], None]
+
+
+def item_image(item: dict[str, torch.Tensor]) -> np.ndarray:
+    return ((item["image"].permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8)
+
+
+@torch.no_grad()
+def agnostic_pq(dataset: Dataset, predict: Callable[[list[dict]], list[Prediction]], batch_size: int = 16,
+                show_image: bool = False, tag: str = "val/predictions", step: int = 0,
+                log_image: LogImage | None = None) -> dict[str, float]:
+    """Run `predict` over the dataset in batches; PQ/SQ/RQ x100 against each item's `ids`."""
+    ev = PanopticEvaluator([], class_agnostic=True)
+    shown = []
+    for start in range(0, len(dataset), batch_size):
+        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        for item, (pred, segs) in zip(items, predict(items), strict=True):
+            gt = item["ids"].numpy()
+            ev.process(gt, segments_from_ids(gt), pred, segs)
+            if len(shown) < 4:
+                panels = [item_image(item)] if show_image else []
+                shown.append(grid([*panels, colorize(gt), colorize(pred)]))
+    res = ev.evaluate()["All"]
+    if log_image is not None and shown:
+        log_image(tag, np.concatenate(shown, 0), step)
+    return {"pq": 100 * res["pq"], "sq": 100 * res["sq"], "rq": 100 * res["rq"]}
