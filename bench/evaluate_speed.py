@@ -20,14 +20,15 @@ import numpy as np
 from common import machine, save_results
 
 from ldmseg.data import formats
-from ldmseg.data.synthetic import SceneConfig, categories, generate_scene
-from ldmseg.diffusion.postprocess import renumber
 from ldmseg.metrics.panoptic import PanopticEvaluator, pq_image
 from ldmseg.metrics.panoptic_loop import pq_image_loop
 
 
 def make_sets(root: Path, n: int) -> None:
     """GT: 640x480 crops of synthetic scenes with ~30 segments; predictions: shifted, merged, noisy GT."""
+    from ldmseg.data.synthetic import SceneConfig, categories, generate_scene
+    from ldmseg.diffusion.postprocess import renumber  # imports torch: only here, not in the timed runs
+
     cfg = SceneConfig(size=640, num_objects=(26, 34), object_scale=(0.03, 0.2))
     rng = np.random.default_rng(0)
     gt_ann, pred_ann = [], []
