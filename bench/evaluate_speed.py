@@ -159,7 +159,7 @@ def main() -> None:
         make_sets(root, args.images)
         runs = {
             "ldmseg evaluate, 1 worker": run_cli(root, 1),
-            "ldmseg evaluate, 2 workers": run_cli(root, 2),
+            "ldmseg evaluate, default (2 workers = all cores)": run_cli(root, 2),
             "panopticapi-style, single process": run_process(root, "panopticapi-style"),
             "per-segment loop, single process": run_process(root, "per-segment-loop"),
             "vectorised pq_image, single process": run_process(root, "vectorised"),

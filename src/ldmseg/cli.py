@@ -7,6 +7,7 @@ load torch.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -95,7 +96,8 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     e.add_argument("--pred-dir", required=True)
     e.add_argument("--class-agnostic", action="store_true", help="all categories as one thing class (Table 1)")
     e.add_argument("--output", help="write pq_compute-shaped results JSON here")
-    e.add_argument("--workers", type=int, default=1)
+    e.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="processes to spread images over (default: all cores, like panopticapi)")
     e.set_defaults(func=_cmd_evaluate)
 
     v = sub.add_parser("visualize", help="colour overlays and image / GT / prediction grids")
