@@ -71,7 +71,8 @@ def write_checkpoint(directory: Path, parts: dict[str, Any]) -> Path:
 
 
 def list_checkpoints(root: Path) -> list[Path]:
-    return sorted(p for p in root.glob("step_*") if p.is_dir() and not p.name.endswith(".tmp"))
+    """Complete checkpoints only (step_<digits>), oldest first; half-written .tmp / .rng folders are skipped."""
+    return sorted(p for p in root.glob("step_*") if p.is_dir() and p.name[5:].isdigit())
 
 
 def prune_checkpoints(root: Path, keep: int) -> None:
