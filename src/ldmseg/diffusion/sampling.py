@@ -29,14 +29,14 @@ def sample_latents(denoise: Denoise, scheduler, z_img: torch.Tensor, latent_chan
     prediction_type = scheduler.config.prediction_type
     alphas_cumprod = scheduler.alphas_cumprod
     x0_self = None
+    step_kwargs = {"generator": generator} if _takes_generator(scheduler) else {}
     for t in tqdm(scheduler.timesteps, desc="sampling", disable=not progress, leave=False):
         tt = t.expand(b) if t.ndim == 0 else t
         z_in = scheduler.scale_model_input(z, t)
         out = denoise(denoiser_input(z_in, z_img, x0_self, self_condition), tt)
         if self_condition:
             x0_self = predicted_x0(out, z_in, tt, alphas_cumprod, prediction_type)
-        z = scheduler.step(out, t, z, generator=generator).prev_sample if _takes_generator(scheduler) else \
-            scheduler.step(out, t, z).prev_sample
+        z = scheduler.step(out, t, z, **step_kwargs).prev_sample
     return z
 
 

@@ -80,8 +80,7 @@ class MaskAutoencoder(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, num_bits: int = 7, latent_channels: int = 4, downsample_factor: int = 8,
                  encoder_channels: tuple[int, ...] = (32, 64, 128, 256), decoder_channels: int = 256,
-                 decoder_blocks: int = 1, gaussian: bool = False, latent_mean: float = 0.0,
-                 latent_std: float = 1.0):
+                 decoder_blocks: int = 1, gaussian: bool = False):
         super().__init__()
         stages = int(math.log2(downsample_factor))
         if 2**stages != downsample_factor or stages < 1:

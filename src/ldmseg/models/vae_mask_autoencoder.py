@@ -22,8 +22,7 @@ class VAEMaskAutoencoder(ModelMixin, ConfigMixin):
     """AutoencoderKL over bit planes; logits at full resolution."""
 
     @register_to_config
-    def __init__(self, num_bits: int = 7, vae_config: dict | None = None, latent_mean: float = 0.0,
-                 latent_std: float = 1.0):
+    def __init__(self, num_bits: int = 7, vae_config: dict | None = None):
         super().__init__()
         cfg = {k: v for k, v in (vae_config or {}).items() if not k.startswith("_")}
         cfg.update(in_channels=num_bits, out_channels=2**num_bits)
