@@ -1,6 +1,8 @@
 """Copy trained models into src/ldmseg/weights/demo (the layout `demo_model_dir()` serves).
 
     python scripts/package_demo.py --ae runs/demo-ae/model [--pipeline runs/demo-ldmseg/model]
+
+Weights are stored as float16 to halve the package (diffusers loads them back into float32 models).
 """
 
 from __future__ import annotations
@@ -9,7 +11,17 @@ import argparse
 import shutil
 from pathlib import Path
 
+import torch
+from safetensors.torch import load_file, save_file
+
 DEMO = Path(__file__).resolve().parents[1] / "src" / "ldmseg" / "weights" / "demo"
+
+
+def halve(directory: Path) -> None:
+    """Rewrite every safetensors file under `directory` with float32 tensors as float16."""
+    for f in directory.rglob("*.safetensors"):
+        tensors = {k: v.half() if v.dtype == torch.float32 else v for k, v in load_file(f).items()}
+        save_file(tensors, f, metadata={"format": "pt"})
 
 
 def main() -> None:
@@ -25,6 +37,7 @@ def main() -> None:
         tmp.mkdir(parents=True)
     shutil.rmtree(tmp / "mask_autoencoder", ignore_errors=True)
     shutil.copytree(args.ae, tmp / "mask_autoencoder")
+    halve(tmp)
     shutil.rmtree(DEMO, ignore_errors=True)
     tmp.rename(DEMO)
     size = sum(f.stat().st_size for f in DEMO.rglob("*") if f.is_file())

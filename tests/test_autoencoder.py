@@ -151,3 +151,23 @@ def test_reconstruct_demo_without_weights_is_a_clear_error(tmp_path: Path, monke
     monkeypatch.setattr(w, "DEMO_DIR", tmp_path / "nothing")
     assert main(["reconstruct", "--ae", "demo", "--images", ".", "--panoptic-json", "x", "--panoptic-dir", ".",
                  "--out", str(tmp_path / "o")]) == 2
+
+
+def test_id_pruning_gives_boundary_fragments_to_a_neighbour() -> None:
+    from ldmseg.diffusion.postprocess import logits_to_panoptic
+
+    logits = torch.full((1, 8, 8, 8), -5.0)
+    logits[0, 1, :, :4] = 5.0  # id 1 on the left, id 2 on the right
+    logits[0, 2, :, 4:] = 5.0
+    logits[0, 3, 2:4, 3:5] = 6.0  # a 4-pixel spurious id on the boundary, confident enough to win argmax
+    logits[0, 1, 2:4, 3] = logits[0, 2, 2:4, 4] = 5.5  # ... with the right neighbour a close second
+    (plain, _), = logits_to_panoptic(logits, threshold=0.0)
+    assert len(set(plain.ravel().tolist())) == 3
+    (pruned, segs), = logits_to_panoptic(logits, threshold=0.0, min_core=5)
+    assert len(segs) == 2 and (pruned[:, :4] == pruned[0, 0]).all() and (pruned[:, 4:] == pruned[0, 7]).all()
+    (kept, _), = logits_to_panoptic(logits, threshold=0.0, min_core=4)  # 4 confident pixels: a real segment
+    assert len(set(kept.ravel().tolist())) == 3
+    flat = torch.zeros(1, 8, 4, 4)  # nothing confident anywhere (p ~ 0.19): nothing is pruned
+    flat[0, 2] = 0.5
+    (ids, _), = logits_to_panoptic(flat, threshold=0.0, min_core=5)
+    assert (ids == ids[0, 0]).all() and ids[0, 0] != 0

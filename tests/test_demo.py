@@ -11,6 +11,7 @@ from ldmseg.demo import run_demo
 
 def test_demo_weights_are_packaged() -> None:
     ae = demo_model_dir() / "mask_autoencoder"
+    assert (demo_model_dir() / "model_index.json").exists()
     assert (ae / "config.json").exists() and (ae / "diffusion_pytorch_model.safetensors").exists()
     size = sum(f.stat().st_size for f in demo_model_dir().rglob("*") if f.is_file())
     assert size < 20e6
@@ -18,7 +19,8 @@ def test_demo_weights_are_packaged() -> None:
 
 def test_demo_end_to_end(tmp_path: Path) -> None:
     results = run_demo(tmp_path / "demo", num=3, seed=5)
-    assert "baseline (colour + components)" in results and "mask AE reconstruction (stage 1)" in results
+    assert set(results) == {"baseline (colour + components)", "mask AE reconstruction (stage 1)",
+                            "LDMSeg (latent diffusion)"}
     for res in results.values():
         assert 0.0 <= res["All"]["pq"] <= 1.0
     assert (tmp_path / "demo" / "summary.html").exists() and (tmp_path / "demo" / "summary.png").exists()

@@ -15,6 +15,7 @@ from ldmseg.cli import main
 from ldmseg.diffusion.objective import DiffusionObjective, ObjectiveConfig
 from ldmseg.diffusion.sampling import sample_latents
 from ldmseg.diffusion.schedule import make_sampler, predicted_x0, target, timestep_weights, training_scheduler
+from ldmseg.errors import LDMSegError
 from ldmseg.models.denoiser import TaskEmbeddings, build_unet, bypass_cross_attention, load_pretrained_unet
 from ldmseg.models.image_encoder import LearnedImageEncoder, SDVAEImageEncoder
 from ldmseg.models.mask_autoencoder import MaskAutoencoder
@@ -174,6 +175,24 @@ def test_train_export_predict_evaluate(tmp_path: Path) -> None:
     assert main(["evaluate", "--gt-json", str(s / "panoptic.json"), "--gt-dir", str(s / "panoptic"), "--pred-json",
                  str(tmp_path / "pred" / "panoptic.json"), "--pred-dir", str(tmp_path / "pred" / "panoptic"),
                  "--class-agnostic"]) == 0
+
+
+def test_fine_tuning_starts_from_the_saved_pipeline(tmp_path: Path) -> None:
+    from ldmseg.training.config import DiffusionConfig
+    from ldmseg.training.diffusion import DiffusionTask
+
+    pipe = tiny_pipeline()
+    pipe.save_pretrained(tmp_path / "pipe")
+    pipe.mask_autoencoder.save_pretrained(tmp_path / "ae")
+    cfg = DiffusionConfig(out=str(tmp_path / "run"), ae=str(tmp_path / "ae"), init_from=str(tmp_path / "pipe"),
+                          size=32, self_condition_prob=float(pipe.config.self_condition))
+    task = DiffusionTask(cfg)
+    assert task.scale == pytest.approx(pipe.config.scale_factor)
+    saved = pipe.unet.state_dict()
+    assert all(torch.equal(v, saved[k]) for k, v in task.model.unet.state_dict().items())
+    bad = DiffusionConfig(**{**cfg.__dict__, "self_condition_prob": 1.0 - cfg.self_condition_prob})
+    with pytest.raises(LDMSegError, match="self-conditioning"):
+        DiffusionTask(bad)
 
 
 def test_predict_reports_corrupt_image_by_name(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -110,3 +110,11 @@ def test_bf16_mixed_precision_and_accumulation(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr[-3000:]
     assert set(logged(run, "train/loss")) == {1, 2}
     assert (run / "checkpoints" / "step_00000002" / "ema.safetensors").exists()
+
+
+def test_time_limit_stops_with_a_checkpoint_and_a_model(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train_autoencoder(tiny_config(run, max_steps=50, time_limit_minutes=1e-6))
+    steps = [checkpoint.load_tree(c, "state")["step"] for c in checkpoint.list_checkpoints(run / "checkpoints")]
+    assert steps == [1]
+    assert (run / "model" / "config.json").exists()

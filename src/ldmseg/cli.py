@@ -56,7 +56,8 @@ def _cmd_reconstruct(a: argparse.Namespace) -> None:
     from ldmseg.reconstruct import reconstruct_set
 
     reconstruct_set(a.ae, a.images, a.panoptic_json, a.panoptic_dir, a.out, a.size, a.batch_size,
-                    latent_noise=a.latent_noise, min_area_at_512=a.min_area, seed=a.seed, threshold=a.threshold)
+                    latent_noise=a.latent_noise, min_area_at_512=a.min_area, seed=a.seed, threshold=a.threshold,
+                    min_core_at_512=a.min_core)
 
 
 def _cmd_train(a: argparse.Namespace) -> None:
@@ -153,6 +154,9 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0, help="seed of the random id reassignment")
     r.add_argument("--threshold", type=float, default=0.0,
                    help="pixels whose top softmax probability is below this become VOID (0 = argmax)")
+    r.add_argument("--min-core", type=float, default=512.0,
+                   help="id pruning: ids that are the confident argmax at fewer px than this (at 512^2, scaled) "
+                        "give their pixels to a neighbour; 0 = off")
     r.set_defaults(func=_cmd_reconstruct)
     return p
 

@@ -16,7 +16,7 @@ from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 from PIL import Image
 
-from ldmseg.diffusion.postprocess import logits_to_panoptic, scaled_min_area
+from ldmseg.diffusion.postprocess import logits_to_panoptic, scaled_area
 from ldmseg.diffusion.sampling import sample_latents
 from ldmseg.diffusion.schedule import make_sampler
 from ldmseg.models import denoiser as _denoiser  # noqa: F401
@@ -60,14 +60,15 @@ class LDMSegPipeline(DiffusionPipeline):
     def __init__(self, unet, image_encoder, mask_autoencoder, scheduler, task_embeddings,
                  scale_factor: float = 1.0, self_condition: bool = True, default_num_inference_steps: int = 50,
                  default_processing_resolution: int = 512, confidence_threshold: float = 0.5,
-                 min_area_at_512: float = 512.0):
+                 min_area_at_512: float = 512.0, min_core_at_512: float = 512.0):
         super().__init__()
         self.register_modules(unet=unet, image_encoder=image_encoder, mask_autoencoder=mask_autoencoder,
                               scheduler=scheduler, task_embeddings=task_embeddings)
         self.register_to_config(scale_factor=scale_factor, self_condition=self_condition,
                                 default_num_inference_steps=default_num_inference_steps,
                                 default_processing_resolution=default_processing_resolution,
-                                confidence_threshold=confidence_threshold, min_area_at_512=min_area_at_512)
+                                confidence_threshold=confidence_threshold, min_area_at_512=min_area_at_512,
+                                min_core_at_512=min_core_at_512)
 
     def use_sampler(self, name: str, spacing: str = "trailing") -> None:
         """Swap the scheduler for another diffusers sampler (ddim, dpm++, unipc, euler, ddpm)."""
@@ -100,8 +101,9 @@ class LDMSegPipeline(DiffusionPipeline):
         panoptic, infos, kept = [], [], []
         for lg, size in zip(logits, sizes, strict=True):
             full = F.interpolate(lg[None], size=size, mode="bilinear", align_corners=False)
-            area = min_area if min_area is not None else scaled_min_area(self.config.min_area_at_512, *size)
-            (ids, segs), = logits_to_panoptic(full, self.config.confidence_threshold, area)
+            area = min_area if min_area is not None else scaled_area(self.config.min_area_at_512, *size)
+            core = scaled_area(self.config.min_core_at_512, *size)
+            (ids, segs), = logits_to_panoptic(full, self.config.confidence_threshold, area, core)
             panoptic.append(ids)
             infos.append(segs)
             if output_logits:

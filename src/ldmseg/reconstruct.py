@@ -15,7 +15,7 @@ import torch
 from tqdm import tqdm
 
 from ldmseg.data import formats, transforms
-from ldmseg.diffusion.postprocess import logits_to_panoptic, majority_categories
+from ldmseg.diffusion.postprocess import logits_to_panoptic, majority_categories, scaled_area
 from ldmseg.models.mask_autoencoder import add_latent_noise, load_mask_autoencoder
 from ldmseg.weights import resolve_model_path
 
@@ -44,7 +44,7 @@ class LatentStats:
 @torch.no_grad()
 def reconstruct_set(ae_path: str, images: str, panoptic_json: str, panoptic_dir: str, out: str, size: int = 512,
                     batch_size: int = 8, latent_noise: float = 0.0, min_area_at_512: float = 0.0,
-                    seed: int = 0, threshold: float = 0.0) -> dict:
+                    seed: int = 0, threshold: float = 0.0, min_core_at_512: float = 512.0) -> dict:
     """Reconstruct every GT mask; write OUT/panoptic.json, OUT/panoptic/*.png and OUT/latent_stats.json."""
     ae = load_mask_autoencoder(resolve_model_path(ae_path, "mask_autoencoder"))
     gt = formats.load_panoptic_json(panoptic_json)
@@ -68,8 +68,8 @@ def reconstruct_set(ae_path: str, images: str, panoptic_json: str, panoptic_dir:
         logits = ae.decode(z, size=(size, size))
         for rec, gt_ids, lg in zip(chunk, originals, logits, strict=True):
             full = torch.nn.functional.interpolate(lg[None], size=gt_ids.shape, mode="bilinear", align_corners=False)
-            min_area = int(round(min_area_at_512 * gt_ids.size / 512**2))
-            (pred, segments), = logits_to_panoptic(full, threshold, min_area)
+            min_area, min_core = (scaled_area(a, *gt_ids.shape) for a in (min_area_at_512, min_core_at_512))
+            (pred, segments), = logits_to_panoptic(full, threshold, min_area, min_core)
             majority_categories(pred, segments, gt_ids, rec.segments)
             formats.write_panoptic_png(out_dir / "panoptic" / rec.png_file, pred)
             annotations.append({"image_id": rec.image_id, "file_name": rec.png_file, "segments_info": segments})

@@ -8,6 +8,7 @@ draws the same random flips and ids whatever worker loads it — the basis of ex
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,17 +68,22 @@ def prepare_sample(image: np.ndarray, ids: np.ndarray, segments: list[dict], cfg
 
 
 class SyntheticDataset(Dataset):
-    """Scenes generated on the fly: item i is scene seed (seed, i). `length=None` means unbounded."""
+    """Scenes generated on the fly: item i is scene seed (seed, i). `length=None` means unbounded.
 
-    def __init__(self, scene: SceneConfig, sample: SampleConfig, seed: int = 0, length: int | None = None):
-        self.scene, self.sample, self.seed, self.length = scene, sample, seed, length
+    Several scene configs take turns (item i uses config i mod k): e.g. a mix of presets.
+    """
+
+    def __init__(self, scene: SceneConfig | Sequence[SceneConfig], sample: SampleConfig, seed: int = 0,
+                 length: int | None = None):
+        self.scenes = [scene] if isinstance(scene, SceneConfig) else list(scene)
+        self.sample, self.seed, self.length = sample, seed, length
 
     def __len__(self) -> int:
         return self.length if self.length is not None else 2**62
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
         index, sample_seed = _key(key)
-        s = generate_scene([self.seed, index], self.scene)
+        s = generate_scene([self.seed, index], self.scenes[index % len(self.scenes)])
         rng = np.random.default_rng([self.seed, sample_seed, 1])
         return prepare_sample(s.image, s.ids, s.segments, self.sample, rng, s.semantic, s.depth)
 

@@ -66,6 +66,11 @@ class SceneConfig:
             raise ValueError(f"unknown scene preset {name!r}; choose from {sorted(presets)}")
         return replace(SceneConfig(size=size), **presets[name])
 
+    @staticmethod
+    def presets(spec: str, size: int = 128) -> list[SceneConfig]:
+        """A '+'-separated mix of presets, e.g. 'default+dense' (scenes alternate between them)."""
+        return [SceneConfig.preset(name.strip(), size) for name in spec.split("+")]
+
     def to_dict(self) -> dict:
         return asdict(self)
 

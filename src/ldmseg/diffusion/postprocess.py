@@ -1,7 +1,12 @@
-"""Decoded id logits -> panoptic id maps + segments_info (the authors' code defaults).
+"""Decoded id logits -> panoptic id maps + segments_info.
 
-Pixels whose top softmax probability is below `threshold` become VOID, segments smaller than
-`min_area` pixels become VOID, the rest are renumbered 1..K with a score (mean confidence).
+Optional first step, id pruning (ours): an id survives only if it is the confident (p >= 0.5)
+argmax at >= `min_core` pixels; the logits of the others are dropped, so their pixels go to the
+best surviving id. This removes the thin spurious ids that blended latents decode to along
+segment boundaries (REFERENCE §8), giving those pixels to a neighbour instead of VOID.
+Then the authors' code defaults: pixels whose top softmax probability is below `threshold` become
+VOID, segments smaller than `min_area` pixels become VOID, the rest are renumbered 1..K with a
+score (mean confidence).
 """
 
 from __future__ import annotations
@@ -10,14 +15,28 @@ import numpy as np
 import torch
 
 
-def scaled_min_area(min_area_at_512: float, height: int, width: int) -> int:
-    """512 px at 512^2 is the research code's rule; keep the same fraction of the image elsewhere."""
-    return int(round(min_area_at_512 * height * width / 512**2))
+def scaled_area(area_at_512: float, height: int, width: int) -> int:
+    """An area given in pixels at 512^2, as the same fraction of a height x width image."""
+    return int(round(area_at_512 * height * width / 512**2))
 
 
-def logits_to_panoptic(logits: torch.Tensor, threshold: float = 0.5, min_area: int = 0
+def prune_ids(logits: torch.Tensor, min_core: int) -> torch.Tensor:
+    """Set the logits of ids that are the confident argmax at fewer than `min_core` pixels to -inf."""
+    b, n = logits.shape[:2]
+    conf, ids = logits.float().softmax(1).max(1)
+    ids = ids.masked_fill(conf < 0.5, n)  # bin n collects the unconfident pixels
+    offsets = torch.arange(b, device=ids.device).view(b, 1, 1) * (n + 1)
+    core = torch.bincount((ids + offsets).flatten(), minlength=b * (n + 1)).view(b, n + 1)[:, :n]
+    keep = core >= max(min_core, 1)
+    keep |= ~keep.any(1, keepdim=True)  # nothing confident at all: prune nothing
+    return logits.float().masked_fill(~keep[:, :, None, None], float("-inf"))
+
+
+def logits_to_panoptic(logits: torch.Tensor, threshold: float = 0.5, min_area: int = 0, min_core: int = 0
                        ) -> list[tuple[np.ndarray, list[dict]]]:
     """[B, N, H, W] logits -> per image (int32 ids, segments_info with id / area / score / bbox)."""
+    if min_core > 0:
+        logits = prune_ids(logits, min_core)
     probs = logits.float().softmax(1)
     conf, ids = probs.max(1)
     ids = torch.where(conf < threshold, torch.zeros_like(ids), ids)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from diffusers.utils.torch_utils import randn_tensor
 from tqdm import tqdm
 
 from ldmseg.diffusion.objective import denoiser_input
@@ -23,7 +24,7 @@ def sample_latents(denoise: Denoise, scheduler, z_img: torch.Tensor, latent_chan
                    ) -> torch.Tensor:
     """Start from Gaussian noise and denoise to clean mask latents, conditioned on image latents."""
     b, _, h, w = z_img.shape
-    z = torch.randn((b, latent_channels, h, w), generator=generator, device=z_img.device, dtype=z_img.dtype)
+    z = randn_tensor((b, latent_channels, h, w), generator=generator, device=z_img.device, dtype=z_img.dtype)
     scheduler.set_timesteps(num_steps, device=z_img.device)
     z = z * scheduler.init_noise_sigma
     prediction_type = scheduler.config.prediction_type

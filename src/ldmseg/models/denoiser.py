@@ -17,6 +17,8 @@ from torch import nn
 PRESETS: dict[str, dict] = {
     "tiny": {"block_out_channels": (32, 64, 64), "layers_per_block": 1, "cross_attention_dim": 32,
              "attention_head_dim": 8, "norm_num_groups": 8},
+    "base": {"block_out_channels": (64, 128, 128), "layers_per_block": 1, "cross_attention_dim": 64,
+             "attention_head_dim": 16, "norm_num_groups": 16},
     "small": {"block_out_channels": (64, 128, 192), "layers_per_block": 2, "cross_attention_dim": 128,
               "attention_head_dim": 16, "norm_num_groups": 16},
     "sd15": {"block_out_channels": (320, 640, 1280, 1280), "layers_per_block": 2, "cross_attention_dim": 768,

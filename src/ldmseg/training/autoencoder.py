@@ -26,7 +26,7 @@ def mask_dataset(source: str, size: int, num_ids: int, seed: int, preset: str, t
     """Masks for the AE: synthetic scenes (on the fly) or a COCO-panoptic folder. Crowd stays a segment."""
     sample = SampleConfig(size=size, num_ids=num_ids, hflip=train, crowd_to_void=False)
     if source == "synthetic":
-        return SyntheticDataset(SceneConfig.preset(preset, size), sample, seed=seed, length=length)
+        return SyntheticDataset(SceneConfig.presets(preset, size), sample, seed=seed, length=length)
     root = Path(source)
     if not (root / "panoptic.json").exists():
         raise LDMSegError(f"{root}: expected a COCO-panoptic folder with panoptic.json, images/, panoptic/")
@@ -82,15 +82,17 @@ class AutoencoderTask:
 
 def reconstruction_pq(ae: MaskAutoencoder, dataset: Dataset, batch_size: int = 16, min_area: int = 0,
                       latent_noise: float = 0.0, step: int = 0, log_image: LogImage | None = None,
-                      generator: torch.Generator | None = None, threshold: float = 0.0) -> dict[str, float]:
+                      generator: torch.Generator | None = None, threshold: float = 0.0, min_core: int = 0
+                      ) -> dict[str, float]:
     """Class-agnostic PQ of encode -> (noise) -> decode -> post-process on a mask dataset.
 
     threshold 0 = plain argmax (reconstruction); 0.5 = the prediction rule of the research code.
+    min_core > 0 prunes ids owning fewer confident pixels (diffusion.postprocess.prune_ids).
     """
     def predict(items: list[dict]) -> list:
-        ids = torch.stack([it["ids"] for it in items])
+        ids = torch.stack([it["ids"] for it in items]).to(ae.device)
         latents = add_latent_noise(ae.encode_ids(ids), latent_noise, generator, per_sample_random=False)
-        return logits_to_panoptic(ae.decode(latents, size=tuple(ids.shape[-2:])), threshold, min_area)
+        return logits_to_panoptic(ae.decode(latents, size=tuple(ids.shape[-2:])), threshold, min_area, min_core)
 
     return agnostic_pq(dataset, predict, batch_size, tag="val/reconstruction", step=step, log_image=log_image)
 

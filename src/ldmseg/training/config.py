@@ -35,6 +35,7 @@ class LoopConfig:
     seed: int = 0
     num_workers: int = 0
     threads: int = 0  # torch CPU threads (0 = torch's default)
+    time_limit_minutes: float = 0.0  # stop early (checkpoint + export) after this wall time; 0 = no limit
 
     def save(self, path: str | Path) -> None:
         from ldmseg.data.formats import write_json
@@ -82,7 +83,7 @@ class AutoencoderConfig(LoopConfig):
     out: str = "runs/mask-ae"
     data: str = "synthetic"  # 'synthetic' or a COCO-panoptic folder (images/, panoptic/, panoptic.json)
     val_data: str = ""  # '' = held-out synthetic scenes
-    preset: str = "dense"  # synthetic scene preset for training
+    preset: str = "dense"  # synthetic scene preset(s) for training; "default+dense" mixes them
     size: int = 128
     val_num: int = 48
     val_size: int = 128
@@ -123,7 +124,8 @@ class DiffusionConfig(LoopConfig):
     pretrained_vae: str = ""  # for 'sd-vae': an AutoencoderKL directory or hub id
     image_channels: int = 64  # learned encoder output channels
     image_encoder_channels: tuple[int, ...] = (32, 64, 128)
-    unet: str = "tiny"  # preset: tiny | small | sd15
+    unet: str = "tiny"  # preset: tiny | base | small | sd15
+    init_from: str = ""  # an LDMSegPipeline directory (or 'demo') to fine-tune: its UNet, image encoder, tokens, s
     pretrained_unet: str = ""  # an SD directory / hub id (its 'unet' subfolder) to start from
     conditioning: str = "task-embedding"  # 'task-embedding' (cross-attention tokens) or 'none' (bypassed)
     task_tokens: int = 1

@@ -21,14 +21,14 @@ from ldmseg.training.autoencoder import VAL_SEED_OFFSET
 from ldmseg.training.config import DiffusionConfig
 from ldmseg.training.loop import train
 from ldmseg.training.validation import LogImage, agnostic_pq
-from ldmseg.weights import resolve_model_path
+from ldmseg.weights import resolve_model_path, resolve_pipeline_path
 
 
 def image_dataset(source: str, cfg: DiffusionConfig, num_ids: int, seed: int, train: bool,
                   length: int | None = None):
     sample = SampleConfig(size=cfg.size, num_ids=num_ids, hflip=train and cfg.hflip, crowd_to_void=True)
     if source == "synthetic":
-        return SyntheticDataset(SceneConfig.preset(cfg.preset, cfg.size), sample, seed=seed, length=length)
+        return SyntheticDataset(SceneConfig.presets(cfg.preset, cfg.size), sample, seed=seed, length=length)
     root = Path(source)
     if not (root / "panoptic.json").exists():
         raise LDMSegError(f"{root}: expected a COCO-panoptic folder with panoptic.json, images/, panoptic/")
@@ -71,9 +71,12 @@ class DiffusionTask:
         self.train_dataset = image_dataset(cfg.data, cfg, num_ids, cfg.seed, train=True)
         self.val_dataset = image_dataset(cfg.val_data or "synthetic", cfg, num_ids, cfg.seed + VAL_SEED_OFFSET,
                                          train=False, length=cfg.val_num)
-        self.scale = cfg.scale_factor or self.latent_scale()
         objective = DiffusionObjective(ObjectiveConfig(cfg.prediction_type, cfg.loss_weighting, cfg.snr_gamma,
                                                        cfg.self_condition_prob, cfg.mask_void, cfg.reduction))
+        if cfg.init_from:
+            self.model, self.scale = self.from_pipeline(cfg.init_from, objective)
+            return
+        self.scale = cfg.scale_factor or self.latent_scale()
         image_encoder = build_image_encoder(cfg, factor)
         in_channels = d + image_encoder.out_channels + (d if objective.self_condition else 0)
         if cfg.pretrained_unet:
@@ -90,6 +93,15 @@ class DiffusionTask:
             unet.enable_gradient_checkpointing()
         tasks = TaskEmbeddings(("panoptic",), cfg.task_tokens, unet.config.cross_attention_dim)
         self.model = Denoiser(unet, image_encoder, tasks, objective)
+
+    @staticmethod
+    def from_pipeline(path: str, objective: DiffusionObjective) -> tuple[Denoiser, float]:
+        """The trainable parts and scale factor of a saved pipeline (fine-tuning); its AE must be --ae."""
+        pipe = LDMSegPipeline.from_pretrained(resolve_pipeline_path(path))
+        if pipe.config.self_condition != objective.self_condition:
+            raise LDMSegError(f"{path}: self-conditioning is {pipe.config.self_condition} there; match "
+                              "--self-condition-prob to it")
+        return Denoiser(pipe.unet, pipe.image_encoder, pipe.task_embeddings, objective), pipe.config.scale_factor
 
     @torch.no_grad()
     def latent_scale(self, num: int = 64) -> float:

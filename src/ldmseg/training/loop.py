@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -127,6 +128,16 @@ def _load(path: Path, accelerator: Accelerator, model: torch.nn.Module, optimize
     return int(state["step"])
 
 
+def _out_of_time(deadline: float, accelerator: Accelerator) -> bool:
+    """Whether any process passed the deadline (all processes agree, so they stop at the same step)."""
+    if deadline == math.inf:
+        return False
+    late = time.monotonic() > deadline
+    if accelerator.num_processes == 1:
+        return late
+    return bool(accelerator.gather(torch.tensor([float(late)], device=accelerator.device)).max().item() > 0)
+
+
 def _scalar_config(cfg: LoopConfig) -> dict:
     return {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in dataclasses.asdict(cfg).items()}
 
@@ -140,6 +151,9 @@ def train(cfg: LoopConfig, make_task: Callable[[LoopConfig], Task]) -> Path:
                               log_with="tensorboard", project_dir=str(out), cpu=cpu_ddp)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    if torch.cuda.is_available():  # TF32 matmuls/convs: ~2x on Ampere+ at no measurable cost for these models
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     set_seed(cfg.seed)
     task = make_task(cfg)
     params = [p for p in task.model.parameters() if p.requires_grad]
@@ -147,8 +161,8 @@ def train(cfg: LoopConfig, make_task: Callable[[LoopConfig], Task]) -> Path:
     world = accelerator.num_processes
     scheduler = get_scheduler(cfg.lr_schedule, optimizer, num_warmup_steps=cfg.warmup_steps * world,
                               num_training_steps=cfg.max_steps * world)
-    ema = EMAModel(params, decay=cfg.ema_decay) if cfg.ema_decay > 0 else None
     model, optimizer, scheduler = accelerator.prepare(task.model, optimizer, scheduler)
+    ema = EMAModel(params, decay=cfg.ema_decay) if cfg.ema_decay > 0 else None  # after prepare: on the device
 
     step = 0
     resume_from = checkpoint.resolve_resume(cfg.resume, out / "checkpoints")
@@ -186,14 +200,16 @@ def train(cfg: LoopConfig, make_task: Callable[[LoopConfig], Task]) -> Path:
     sampler = StepBatchSampler(_dataset_length(task.train_dataset), cfg.batch_size, cfg.seed,
                                step * cfg.grad_accum, accelerator.process_index, world)
     loader = DataLoader(task.train_dataset, batch_sampler=sampler, num_workers=cfg.num_workers,
+                        pin_memory=torch.cuda.is_available(), persistent_workers=cfg.num_workers > 0,
                         generator=torch.Generator().manual_seed(cfg.seed))
+    deadline = time.monotonic() + 60 * cfg.time_limit_minutes if cfg.time_limit_minutes > 0 else math.inf
     progress = tqdm(total=cfg.max_steps, initial=step, disable=not accelerator.is_main_process,
                     desc="training", unit="step", dynamic_ncols=True)
     model.train()
     running: dict[str, float] = {}
     batches = iter(loader)
     while step < cfg.max_steps:
-        batch = {k: v.to(accelerator.device) for k, v in next(batches).items()}
+        batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in next(batches).items()}
         with accelerator.accumulate(model):
             with accelerator.autocast():
                 loss, logs = task.loss(model, batch)
@@ -219,10 +235,15 @@ def train(cfg: LoopConfig, make_task: Callable[[LoopConfig], Task]) -> Path:
             accelerator.log({f"train/{k}": v for k, v in running.items()} | {"lr": scheduler.get_last_lr()[0]},
                             step=step)
         running = {}
-        if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
+        last = step == cfg.max_steps or _out_of_time(deadline, accelerator)
+        if step % cfg.checkpoint_every == 0 or last:
             _save(out, step, accelerator, model, optimizer, scheduler, ema, cfg)
-        if cfg.val_every and (step % cfg.val_every == 0 or step == cfg.max_steps):
+        if cfg.val_every and (step % cfg.val_every == 0 or last):
             validate(step)
+        if last and step < cfg.max_steps:
+            accelerator.print(f"time limit of {cfg.time_limit_minutes} min reached at step {step}; "
+                              "continue with --resume latest")
+            break
     progress.close()
     final = out / "model"
     if accelerator.is_main_process:
