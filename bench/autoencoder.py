@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 
@@ -23,29 +24,33 @@ from ldmseg.weights import resolve_model_path
 BENCH_SEED = 777 + VAL_SEED_OFFSET  # held out: training scenes use seeds (0, i)
 
 
-def load_curve() -> dict[int, dict]:
-    """Checkpoint PQs recorded by bench/ae_checkpoint_curve.py during training."""
+def load_curve(log: str | None) -> dict[int, float]:
+    """Validation PQ per step, parsed from a training run's console log ('step N: pq X, ...' lines)
+    and kept in bench/results/ae_curve.json (runs are not committed), or the kept copy."""
     path = ROOT / "bench" / "results" / "ae_curve.json"
+    if log:
+        found = re.findall(r"step (\d+): pq ([0-9.]+)", Path(log).read_text())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({int(k): float(v) for k, v in found}, indent=2))
     return {int(k): v for k, v in json.loads(path.read_text()).items()} if path.exists() else {}
 
 
-def plot_curve(curve: dict[int, dict], seconds_per_step: float | None, path: Path) -> None:
+def plot_curve(curve: dict[int, float], seconds_per_step: float | None, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    for preset in ("default", "dense"):
-        ax.plot(list(curve), [row[preset] for row in curve.values()], marker="o", label=f"{preset} scenes")
-    ax.set_xlabel("training step (batch 16, 128x128)")
+    ax.plot(list(curve), list(curve.values()), marker="o", label="64 held-out scenes (default+dense), argmax")
+    ax.set_xlabel("training step (batch 16, 256x256)")
     ax.set_ylabel("recon PQ (class-agnostic)")
-    ax.legend()
+    ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     if seconds_per_step:
         sec = ax.secondary_xaxis("top", functions=(lambda s: s * seconds_per_step / 60,
                                                    lambda m: m * 60 / seconds_per_step))
-        sec.set_xlabel("CPU minutes (2 cores)")
+        sec.set_xlabel("GPU minutes (H100)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -61,11 +66,23 @@ def throughput(ae: torch.nn.Module, size: int, batch: int = 4, repeats: int = 3)
     return batch * repeats / (time.perf_counter() - t)
 
 
+SETTINGS = (  # (latent noise x std, confidence threshold, id-pruning core at 512^2, label)
+    (0.0, 0.0, 0.0, "argmax"),
+    (0.0, 0.5, 0.0, "threshold 0.5 (research code)"),
+    (0.0, 0.5, 512.0, "threshold 0.5 + id pruning (default)"),
+    (0.1, 0.5, 512.0, "default post-processing, noise 0.1"),
+    (0.3, 0.5, 512.0, "default post-processing, noise 0.3"),
+    (0.1, 0.0, 0.0, "argmax, noise 0.1"),
+    (0.3, 0.0, 0.0, "argmax, noise 0.3"),
+)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--ae", default="demo")
     ap.add_argument("--num", type=int, default=500)
     ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--log", default=None, help="console log of the AE's training run (validation lines)")
     ap.add_argument("--seconds-per-step", type=float, default=None)
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -76,38 +93,35 @@ def main() -> None:
     for preset in ("default", "dense"):
         ds = SyntheticDataset(SceneConfig.preset(preset, args.size), SampleConfig(size=args.size, num_ids=ae.num_ids),
                               seed=BENCH_SEED, length=args.num)
-        settings = [(0.0, 0, 0.0), (0.0, 0, 0.5), (0.0, 16, 0.0), (0.1, 0, 0.0), (0.3, 0, 0.0)]
-        for noise, min_area, threshold in settings:
+        items = [ds[i] for i in range(len(ds))]
+        for noise, threshold, core_at_512, label in SETTINGS:
             gen = torch.Generator().manual_seed(0)
-            r = reconstruction_pq(ae, ds, min_area=min_area, latent_noise=noise, generator=gen, threshold=threshold)
-            key = f"{preset}/noise{noise}/min_area{min_area}/threshold{threshold}"
-            res[key] = r
-            table.append((preset, noise, min_area, threshold, r))
-            print(key, r, flush=True)
+            core = int(round(core_at_512 * args.size**2 / 512**2))
+            r = reconstruction_pq(ae, items, latent_noise=noise, generator=gen, threshold=threshold, min_core=core)
+            res[f"{preset}/{label}"] = r
+            table.append((preset, label, r))
+            print(preset, label, r, flush=True)
     res["masks_per_s_512"] = throughput(ae, 512)
     res["masks_per_s_256"] = throughput(ae, 256)
     lines = ["## Stage 1: mask autoencoder reconstruction", "",
-             f"AE `{args.ae}`: {params / 1e6:.2f} M parameters. {args.num} held-out synthetic scenes at "
+             f"AE `{args.ae}`: {params / 1e6:.2f} M parameters. {args.num} held-out synthetic scenes per preset at "
              f"{args.size}x{args.size}, class-agnostic PQ / SQ / RQ (panopticapi rules), ids freshly reassigned. "
-             "Noise: Gaussian noise of k x the latent std added to the latents before decoding. "
-             f"min area: segments smaller than this (px) become VOID. {machine()}.", "",
-             "| scenes | latent noise | min area | confidence threshold | PQ | SQ | RQ |",
-             "|---|---|---|---|---|---|---|"]
-    for preset, noise, min_area, threshold, r in table:
-        scores = f"{r['pq']:.1f} | {r['sq']:.1f} | {r['rq']:.1f}"
-        lines.append(f"| {preset} | {noise} | {min_area} | {threshold} | {scores} |")
+             "Noise: Gaussian noise of k x the latent std added to the latents before decoding. Id pruning: ids "
+             "that are the confident argmax at fewer than 512 px at 512^2 (scaled) give their pixels to the best "
+             f"surviving id. {machine()}.", "",
+             "| scenes | decoding | PQ | SQ | RQ |", "|---|---|---|---|---|"]
+    for preset, label, r in table:
+        lines.append(f"| {preset} | {label} | {r['pq']:.1f} | {r['sq']:.1f} | {r['rq']:.1f} |")
     lines += ["", f"Throughput (encode + decode + argmax, batch 4, CPU): {res['masks_per_s_512']:.1f} masks/s at "
-              f"512x512, {res['masks_per_s_256']:.1f} masks/s at 256x256."]
-    curve = load_curve()
+              f"512x512, {res['masks_per_s_256']:.1f} masks/s at 256x256. GPU: see GPU timings."]
+    curve = load_curve(args.log)
     if curve:
         res["curve"] = curve
         plot_curve(curve, args.seconds_per_step, ROOT / "docs" / "figures" / "ae_pq_vs_steps.png")
-        lines += ["", "Recon PQ of the training checkpoints (48 held-out scenes per preset at 128x128, argmax):", "",
-                  "![AE PQ vs steps](figures/ae_pq_vs_steps.png)", "",
-                  "| step | " + " | ".join(str(s) for s in curve) + " |",
-                  "|---" * (len(curve) + 1) + "|"]
-        for preset in ("default", "dense"):
-            lines.append(f"| {preset} | " + " | ".join(f"{row[preset]:.1f}" for row in curve.values()) + " |")
+        lines += ["", "Validation recon PQ during training (argmax, 64 held-out scenes alternating default / dense, "
+                  "256x256):", "", "![AE PQ vs steps](figures/ae_pq_vs_steps.png)", "",
+                  "| step | " + " | ".join(str(s) for s in curve) + " |", "|---" * (len(curve) + 1) + "|",
+                  "| PQ | " + " | ".join(f"{v:.1f}" for v in curve.values()) + " |"]
     save_results("autoencoder", res, "\n".join(lines))
     print("\n".join(lines))
 

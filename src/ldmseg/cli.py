@@ -75,6 +75,36 @@ def _cmd_predict(a: argparse.Namespace) -> None:
     print(f"wrote predictions to {out}")
 
 
+def _cmd_inpaint(a: argparse.Namespace) -> None:
+    from ldmseg import inpaint
+
+    common = dict(steps=a.steps, scheduler=a.scheduler, seed=a.seed, mask_rule=a.mask_rule, resample=a.resample)
+    if bool(a.image) == bool(a.images):
+        raise LDMSegError("inpaint: give either --image with --partial, or --images with --panoptic-json and "
+                          "--panoptic-dir")
+    if a.image:
+        if not a.partial:
+            raise LDMSegError("inpaint: --image needs --partial PARTIAL.png")
+        ann = inpaint.inpaint_image(a.model, a.image, a.partial, a.out, a.valid, **common)
+        print(f"wrote {a.out}: {len(ann['segments_info'])} segments, "
+              f"{100 * ann['known_agreement']:.1f}% of given pixels kept by the model itself")
+        return
+    if not (a.panoptic_json and a.panoptic_dir):
+        raise LDMSegError("inpaint: --images needs --panoptic-json and --panoptic-dir (the ground truth to hide)")
+    stats = inpaint.inpaint_set(a.model, a.images, a.panoptic_json, a.panoptic_dir, a.out, a.drop_rate,
+                                a.block_size, a.mask_type, batch_size=a.batch_size, **common)
+    print(f"wrote {a.out}: {stats['images']} images, {100 * stats['known_share']:.1f}% of pixels given, "
+          f"{100 * stats['known_agreement']:.1f}% of them kept by the model itself")
+
+
+def _cmd_app(a: argparse.Namespace) -> None:
+    try:
+        from ldmseg.app import serve
+    except ImportError as err:
+        raise LDMSegError(f"the app needs Gradio: pip install 'ldmseg[app]' ({err})") from None
+    serve(a.model, a.host, a.port, a.steps)
+
+
 def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     from ldmseg.training.config import AutoencoderConfig, DiffusionConfig, add_dataclass_arguments
 
@@ -139,6 +169,35 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     pr.add_argument("--batch-size", type=int, default=4)
     pr.add_argument("--resolution", type=int, default=None, help="processing resolution (default: the model's)")
     pr.set_defaults(func=_cmd_predict)
+
+    ip = sub.add_parser("inpaint", help="complete a partial panoptic mask (one image, or a COCO set with "
+                                        "parts of the GT hidden)")
+    ip.add_argument("--model", default="demo", help="pipeline directory, hub id, or 'demo'")
+    ip.add_argument("--out", required=True)
+    ip.add_argument("--image", help="one image ...")
+    ip.add_argument("--partial", help="... and its partial mask: COCO-RGB ids, 0 = unknown unless --valid")
+    ip.add_argument("--valid", help="optional mask of the given pixels (non-zero = given)")
+    ip.add_argument("--images", help="or a COCO-panoptic set: image folder ...")
+    ip.add_argument("--panoptic-json", help="... its panoptic JSON ...")
+    ip.add_argument("--panoptic-dir", help="... and PNG folder; parts of each GT are hidden, then completed")
+    ip.add_argument("--mask-type", default="blocks", choices=["blocks", "beit", "strokes"])
+    ip.add_argument("--drop-rate", type=float, default=0.5, help="share of the image hidden")
+    ip.add_argument("--block-size", type=int, default=4, help="block size in px at the processing resolution")
+    ip.add_argument("--batch-size", type=int, default=8)
+    ip.add_argument("--steps", type=int, default=None)
+    ip.add_argument("--scheduler", default=None, help="ddim | dpm++ | unipc | euler | ddpm")
+    ip.add_argument("--mask-rule", default="all", choices=["all", "any", "nearest"],
+                    help="which latent cells count as known")
+    ip.add_argument("--resample", type=int, default=0, help="RePaint jump-backs per step (ddim / ddpm only)")
+    ip.add_argument("--seed", type=int, default=0)
+    ip.set_defaults(func=_cmd_inpaint)
+
+    ap_ = sub.add_parser("app", help="interactive page: segment an image, complete brush strokes")
+    ap_.add_argument("--model", default="demo", help="pipeline directory, hub id, or 'demo'")
+    ap_.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes it to the network)")
+    ap_.add_argument("--port", type=int, default=7860)
+    ap_.add_argument("--steps", type=int, default=None)
+    ap_.set_defaults(func=_cmd_app)
 
     r = sub.add_parser("reconstruct", help="encode + decode GT masks with a mask AE; write COCO-panoptic")
     r.add_argument("--ae", required=True, help="model directory or 'demo'")

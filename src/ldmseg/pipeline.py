@@ -16,9 +16,12 @@ from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 from PIL import Image
 
-from ldmseg.diffusion.postprocess import logits_to_panoptic, scaled_area
+from ldmseg.data.transforms import resize_labels
+from ldmseg.diffusion.inpainting import known_latents, latent_mask, match_given_ids, to_model_ids
+from ldmseg.diffusion.postprocess import logits_to_panoptic, scaled_area, segment_infos
 from ldmseg.diffusion.sampling import sample_latents
 from ldmseg.diffusion.schedule import make_sampler
+from ldmseg.errors import LDMSegError
 from ldmseg.models import denoiser as _denoiser  # noqa: F401
 from ldmseg.models import image_encoder as _image_encoder  # noqa: F401
 from ldmseg.models import mask_autoencoder as _mask_autoencoder  # noqa: F401
@@ -33,11 +36,13 @@ ImageInput = Image.Image | np.ndarray | torch.Tensor
 @dataclass
 class LDMSegOutput(BaseOutput):
     """panoptic: int32 id maps (0 = VOID) at each input's size; segments_info: per map, the
-    segments with id, area, bbox and score (mean confidence); logits: optional [N, H, W] tensors."""
+    segments with id, area, bbox and score (mean confidence); logits: optional [N, H, W] tensors.
+    With a partial mask, given ids are kept and new segments get ids above them."""
 
     panoptic: list[np.ndarray]
     segments_info: list[list[dict]]
     logits: list[torch.Tensor] | None = None
+    known_agreement: list[float] | None = None  # inpainting: share of given pixels the model kept by itself
 
 
 def to_tensor(image: ImageInput) -> torch.Tensor:
@@ -84,8 +89,12 @@ class LDMSegPipeline(DiffusionPipeline):
     def __call__(self, image: ImageInput | list[ImageInput], num_inference_steps: int | None = None,
                  processing_resolution: int | None = None, generator: torch.Generator | None = None,
                  output_type: str = "np", return_dict: bool = True, output_logits: bool = False,
-                 task: str = "panoptic", min_area: int | None = None, show_progress: bool = False
-                 ) -> LDMSegOutput | tuple:
+                 task: str = "panoptic", min_area: int | None = None, show_progress: bool = False,
+                 partial_mask: np.ndarray | list[np.ndarray] | None = None,
+                 valid_mask: np.ndarray | list[np.ndarray] | None = None, mask_rule: str = "all",
+                 resample: int = 0, keep_known: bool = True) -> LDMSegOutput | tuple:
+        """Segment images; with `partial_mask` (HxW ids, 0 = unknown unless `valid_mask` says which
+        pixels are given), complete it instead (Algorithm 3), keeping the given ids."""
         images = image if isinstance(image, list) else [image]
         steps = num_inference_steps or self.config.default_num_inference_steps
         res = processing_resolution or self.config.default_processing_resolution
@@ -95,15 +104,29 @@ class LDMSegPipeline(DiffusionPipeline):
         batch = torch.stack([F.interpolate(t[None], size=(res, res), mode="bilinear", align_corners=False,
                                            antialias=True)[0] for t in tensors]).to(device)
         z_img = self.image_encoder.encode(batch)
+        hints = _hints(partial_mask, valid_mask, sizes) if partial_mask is not None else None
+        known = known_mask = None
+        if hints is not None:
+            seed = int(torch.randint(0, 2**31, (1,), generator=generator)) if generator is not None else 0
+            rng = np.random.default_rng(seed)
+            model_ids = [to_model_ids(p, v, self.mask_autoencoder.num_ids, rng) for p, v in hints]
+            known = known_latents(self.mask_autoencoder, model_ids, res, self.config.scale_factor, device)
+            valid = torch.from_numpy(np.stack([resize_labels(v, (res, res)) for _, v in hints])).to(device)
+            known_mask = latent_mask(valid, tuple(known.shape[-2:]), mask_rule).to(known.dtype)
         z = sample_latents(self._denoise(task), self.scheduler, z_img, self.unet.config.out_channels, steps,
-                           self.config.self_condition, generator=generator, progress=show_progress)
+                           self.config.self_condition, generator=generator, progress=show_progress,
+                           known=known, known_mask=known_mask, resample=resample)
         logits = self.mask_autoencoder.decode(z / self.config.scale_factor, size=(res, res))
-        panoptic, infos, kept = [], [], []
-        for lg, size in zip(logits, sizes, strict=True):
+        panoptic, infos, kept, agreements = [], [], [], []
+        for i, (lg, size) in enumerate(zip(logits, sizes, strict=True)):
             full = F.interpolate(lg[None], size=size, mode="bilinear", align_corners=False)
             area = min_area if min_area is not None else scaled_area(self.config.min_area_at_512, *size)
             core = scaled_area(self.config.min_core_at_512, *size)
             (ids, segs), = logits_to_panoptic(full, self.config.confidence_threshold, area, core)
+            if hints is not None:
+                ids, agreement = match_given_ids(ids, *hints[i], keep_known=keep_known)
+                segs = segment_infos(ids, full[0].float().softmax(0).amax(0).cpu().numpy())
+                agreements.append(agreement)
             panoptic.append(ids)
             infos.append(segs)
             if output_logits:
@@ -114,4 +137,23 @@ class LDMSegPipeline(DiffusionPipeline):
             panoptic = [Image.fromarray(colorize(p)) for p in panoptic]
         if not return_dict:
             return panoptic, infos
-        return LDMSegOutput(panoptic=panoptic, segments_info=infos, logits=kept or None)
+        return LDMSegOutput(panoptic=panoptic, segments_info=infos, logits=kept or None,
+                            known_agreement=agreements or None)
+
+
+def _hints(partial_mask, valid_mask, sizes: list[tuple[int, int]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per image (partial ids int64, valid bool), checked against the image sizes."""
+    partials = partial_mask if isinstance(partial_mask, list) else [partial_mask]
+    valids = valid_mask if isinstance(valid_mask, list) else [valid_mask] * len(partials)
+    if len(partials) != len(sizes) or len(valids) != len(sizes):
+        raise LDMSegError(f"got {len(partials)} partial masks / {len(valids)} valid masks for {len(sizes)} images")
+    out = []
+    for i, (p, v, size) in enumerate(zip(partials, valids, sizes, strict=True)):
+        p = np.asarray(p)
+        if p.ndim != 2 or p.shape != size:
+            raise LDMSegError(f"partial mask {i}: shape {p.shape} does not match its image ({size[0]}x{size[1]})")
+        v = (p != 0) if v is None else np.asarray(v).astype(bool)
+        if v.shape != size:
+            raise LDMSegError(f"valid mask {i}: shape {v.shape} does not match its image ({size[0]}x{size[1]})")
+        out.append((p.astype(np.int64), v))
+    return out

@@ -117,6 +117,11 @@ def read_label_png(path: str | Path) -> np.ndarray:
     return arr
 
 
+def read_binary_mask(path: str | Path) -> np.ndarray:
+    """Any image -> bool HxW, True where the (grayscale-converted) pixel is non-zero."""
+    return np.asarray(_open_image(Path(path)).convert("L")) > 0
+
+
 @dataclass
 class PanopticRecord:
     """One image of a COCO-panoptic set."""

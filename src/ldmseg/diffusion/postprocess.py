@@ -88,6 +88,19 @@ def _add_bboxes(ids: np.ndarray, segments: list[dict]) -> None:
         s["bbox"] = [int(x0[k]), int(y0[k]), int(x1[k] - x0[k] + 1), int(y1[k] - y0[k] + 1)]
 
 
+def segment_infos(ids: np.ndarray, conf: np.ndarray | None = None) -> list[dict]:
+    """segments_info (id, area, bbox, score when `conf` is given) for a map with arbitrary ids."""
+    segments = []
+    for seg in np.unique(ids[ids != 0]).tolist():
+        ys, xs = np.nonzero(ids == seg)
+        info = {"id": int(seg), "category_id": 1, "iscrowd": 0, "area": int(len(ys)),
+                "bbox": [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]}
+        if conf is not None:
+            info["score"] = float(conf[ys, xs].mean())
+        segments.append(info)
+    return segments
+
+
 def majority_categories(pred_ids: np.ndarray, segments: list[dict], gt_ids: np.ndarray,
                         gt_segments: list[dict]) -> None:
     """Give each predicted segment the category of the GT segment it overlaps most (for recon output)."""

@@ -51,6 +51,14 @@ def predicted_x0(model_out: torch.Tensor, z_t: torch.Tensor, t: torch.Tensor, al
     raise ValueError(f"unknown prediction_type {prediction_type!r}")
 
 
+def output_for_x0(x0: torch.Tensor, z_t: torch.Tensor, t: torch.Tensor, alphas_cumprod: torch.Tensor,
+                  prediction_type: str) -> torch.Tensor:
+    """The model output that implies x0 at (z_t, t): the inverse of `predicted_x0` (inpainting edits x0)."""
+    a = _at(alphas_cumprod, t, z_t)
+    noise = (z_t - a.sqrt() * x0) / (1 - a).sqrt()
+    return target(x0, noise, t, alphas_cumprod, prediction_type)
+
+
 def target(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, alphas_cumprod: torch.Tensor,
            prediction_type: str) -> torch.Tensor:
     a = _at(alphas_cumprod, t, x0)

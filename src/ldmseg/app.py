@@ -1,0 +1,159 @@
+"""`ldmseg app`: an interactive Gradio page for segmentation and brush-stroke mask inpainting.
+
+Upload an image (or pick a bundled synthetic scene) and press Segment; paint rough strokes, each
+palette colour one segment id, and press Complete for the inpainted panoptic map; Resample draws
+another seed. Results download as a COCO-panoptic PNG + JSON. The page binds 127.0.0.1 unless told
+otherwise, caps uploads, and reports bad input in the page instead of failing.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ldmseg.data import formats
+from ldmseg.errors import LDMSegError
+from ldmseg.viz import overlay
+
+PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
+           "#fabed4", "#469990", "#9a6324", "#800000"]  # palette colour k paints segment id k + 1
+MAX_SIDE = 4096
+MAX_UPLOAD = "20mb"
+
+
+def palette_rgb() -> np.ndarray:
+    return np.array([[int(c[i:i + 2], 16) for i in (1, 3, 5)] for c in PALETTE], np.int64)
+
+
+def strokes_to_partial(layers: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+    """Painted RGBA layers -> partial id map (0 = not painted): each opaque pixel takes the id of the
+    nearest palette colour (strokes are anti-aliased at their edges); later layers paint over earlier."""
+    partial = np.zeros(shape, np.int64)
+    colours = palette_rgb()
+    for layer in layers:
+        if layer is None:
+            continue
+        layer = np.asarray(layer)
+        if layer.shape[:2] != shape or layer.ndim != 3 or layer.shape[2] < 4:
+            raise LDMSegError(f"stroke layer of shape {layer.shape} does not match the image ({shape[0]}x{shape[1]})")
+        painted = layer[..., 3] >= 128
+        rgb = layer[painted][:, :3].astype(np.int64)
+        nearest = ((rgb[:, None, :] - colours[None]) ** 2).sum(-1).argmin(1)
+        partial[painted] = nearest + 1
+    return partial
+
+
+class Segmenter:
+    """The model side of the app: holds the pipeline, turns editor values into results on disk."""
+
+    def __init__(self, model: str = "demo", steps: int | None = None):
+        from ldmseg.predict import load_pipeline
+
+        self.pipe = load_pipeline(model)
+        self.pipe.set_progress_bar_config(disable=True)
+        self.steps = steps
+
+    def run(self, editor: dict | None, seed: int, use_strokes: bool) -> tuple[np.ndarray, list[str], str]:
+        """(overlay, [panoptic.png, panoptic.json], status line) for the editor's image (and strokes)."""
+        import torch
+
+        image = _background(editor)
+        partial = strokes_to_partial(editor.get("layers") or [], image.shape[:2]) if use_strokes else None
+        if use_strokes and not partial.any():
+            raise LDMSegError("paint at least one stroke before pressing Complete")
+        out = self.pipe(image, num_inference_steps=self.steps, generator=torch.Generator().manual_seed(int(seed)),
+                        partial_mask=partial)
+        ids, segments = out.panoptic[0], out.segments_info[0]
+        folder = Path(tempfile.mkdtemp(prefix="ldmseg-app-"))
+        formats.write_panoptic_png(folder / "panoptic.png", ids)
+        formats.write_json(folder / "panoptic.json", {
+            "annotations": [{"image_id": 0, "file_name": "panoptic.png", "segments_info": segments}],
+            "categories": [{"id": 1, "name": "object", "supercategory": "object", "isthing": 1}]})
+        status = f"{len(segments)} segments, seed {int(seed)}"
+        if partial is not None:
+            status += f"; {100 * out.known_agreement[0]:.0f}% of painted pixels kept by the model itself"
+        return overlay(image, ids), [str(folder / "panoptic.png"), str(folder / "panoptic.json")], status
+
+
+def _background(editor: dict | None) -> np.ndarray:
+    if not editor or editor.get("background") is None:
+        raise LDMSegError("upload an image (or pick an example) first")
+    image = np.asarray(editor["background"])
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, -1)
+    if image.ndim != 3 or image.shape[2] not in (3, 4) or min(image.shape[:2]) < 8:
+        raise LDMSegError(f"not a usable image (shape {image.shape})")
+    if max(image.shape[:2]) > MAX_SIDE:
+        raise LDMSegError(f"image is {image.shape[1]}x{image.shape[0]}; at most {MAX_SIDE} px per side")
+    return np.ascontiguousarray(image[..., :3]).astype(np.uint8)
+
+
+def example_images(folder: Path, num: int = 3) -> list[str]:
+    """A few held-out synthetic scenes to try the app without an image at hand."""
+    from ldmseg.data.synthetic import SceneConfig, generate_scene
+
+    paths = []
+    for i in range(num):
+        path = folder / f"example_{i}.png"
+        formats.write_png(path, generate_scene([2024, i], SceneConfig.preset("default", 256)).image)
+        paths.append(str(path))
+    return paths
+
+
+def build_app(segmenter: Segmenter, examples: list[str]):
+    import gradio as gr
+
+    def handle(editor, seed, use_strokes):
+        try:
+            return segmenter.run(editor, seed, use_strokes)
+        except LDMSegError as err:
+            raise gr.Error(str(err)) from None
+        except Exception as err:  # never take the server down on bad input; say what happened
+            raise gr.Error(f"{type(err).__name__}: {err}") from None
+
+    with gr.Blocks(title="LDMSeg") as app:
+        gr.Markdown("# LDMSeg: segmentation and mask inpainting by latent diffusion\n"
+                    "Upload an image and press **Segment**. To guide it, paint rough strokes (one palette colour "
+                    "per segment; eraser and undo in the toolbar) and press **Complete**.")
+        seed = gr.State(0)
+        used_strokes = gr.State(False)
+        with gr.Row():
+            editor = gr.ImageEditor(label="image and strokes", type="numpy", image_mode="RGBA",
+                                    brush=gr.Brush(colors=PALETTE, color_mode="fixed", default_size=12),
+                                    eraser=gr.Eraser(), sources=("upload", "clipboard"), layers=False,
+                                    transforms=(), elem_id="editor")
+            result = gr.Image(label="panoptic prediction", type="numpy", interactive=False, elem_id="result")
+        with gr.Row():
+            segment_btn = gr.Button("Segment", variant="primary", elem_id="segment")
+            complete_btn = gr.Button("Complete", elem_id="complete")
+            resample_btn = gr.Button("Resample", elem_id="resample")
+        status = gr.Textbox(label="status", interactive=False, elem_id="status")
+        files = gr.File(label="download (COCO-panoptic PNG + JSON)", file_count="multiple", elem_id="files")
+        if examples:
+            gr.Examples(examples=[[p] for p in examples], inputs=[editor], label="synthetic examples")
+
+        def first(editor, strokes):
+            return (*handle(editor, 0, strokes), 0, strokes)
+
+        def again(editor, seed, strokes):
+            return (*handle(editor, seed + 1, strokes), seed + 1, strokes)
+
+        outputs = [result, files, status, seed, used_strokes]
+        segment_btn.click(lambda e: first(e, False), [editor], outputs)
+        complete_btn.click(lambda e: first(e, True), [editor], outputs)
+        resample_btn.click(again, [editor, seed, used_strokes], outputs)
+    return app
+
+
+def serve(model: str = "demo", host: str = "127.0.0.1", port: int = 7860, steps: int | None = None,
+          block: bool = True):
+    """Start the app; returns the Blocks (with block=False the server runs in a background thread)."""
+    segmenter = Segmenter(model, steps)
+    examples = example_images(Path(tempfile.mkdtemp(prefix="ldmseg-examples-")))
+    app = build_app(segmenter, examples)
+    app.queue(default_concurrency_limit=1)
+    app.launch(server_name=host, server_port=port, max_file_size=MAX_UPLOAD, prevent_thread_lock=not block,
+               show_error=True, quiet=not block, allowed_paths=[str(Path(examples[0]).parent)])
+    return app

@@ -1,0 +1,82 @@
+"""Mask inpainting around the sampler (paper Algorithm 3): what is known, in latent space, and
+how the completed map keeps the ids it was given.
+
+- `known_latents`: the given ids are mapped to random distinct model ids (as in training), unknown
+  pixels are VOID (all bits 0), and the mask AE encodes the result; times s, like the training latents.
+- `latent_mask`: which latent cells count as known. A cell covers f x f pixels; 'all' (every pixel
+  known), 'any' (at least one) or 'nearest' (the pixel at its centre). bench/inpaint.py measures them.
+- `match_given_ids`: every predicted segment that overlaps given pixels takes the given id it overlaps
+  most, the others get fresh ids; known pixels then keep their given id.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ldmseg.data.bits import ids_to_bits
+from ldmseg.data.transforms import resize_labels
+from ldmseg.errors import LDMSegError
+
+MASK_RULES = ("all", "any", "nearest")
+
+
+def latent_mask(valid: torch.Tensor, size: tuple[int, int], rule: str = "all") -> torch.Tensor:
+    """[B, H, W] bool known pixels -> [B, 1, h, w] float mask of known latent cells."""
+    v = valid[:, None].float()
+    if rule == "nearest":
+        return F.interpolate(v, size=size, mode="nearest")
+    if rule == "any":
+        return F.adaptive_max_pool2d(v, size)
+    if rule == "all":
+        return -F.adaptive_max_pool2d(-v, size)
+    raise ValueError(f"unknown mask rule {rule!r}; choose from {MASK_RULES}")
+
+
+def to_model_ids(partial: np.ndarray, valid: np.ndarray, num_ids: int, rng: np.random.Generator) -> np.ndarray:
+    """Given ids (any integers; 0 = VOID) inside `valid` -> distinct random ids in 1..num_ids-1, else 0."""
+    ids = np.where(valid, partial, 0).astype(np.int64)
+    given = np.unique(ids[ids != 0])
+    if len(given) > num_ids - 1:
+        raise LDMSegError(f"the partial mask has {len(given)} segments; this model encodes at most {num_ids - 1}")
+    lut = dict(zip(given.tolist(), rng.choice(np.arange(1, num_ids), size=len(given), replace=False).tolist(),
+                   strict=True))
+    out = np.zeros_like(ids)
+    for g, m in lut.items():
+        out[ids == g] = m
+    return out
+
+
+@torch.no_grad()
+def known_latents(ae: torch.nn.Module, model_ids: list[np.ndarray], size: int, scale: float,
+                  device: torch.device) -> torch.Tensor:
+    """Model-id maps (any size) -> [B, D, size/f, size/f] latents times the scale factor."""
+    batch = np.stack([resize_labels(ids, (size, size)) for ids in model_ids])
+    bits = ids_to_bits(torch.from_numpy(batch).to(device), ae.config.num_bits)
+    return ae.encode(bits) * scale
+
+
+def match_given_ids(pred: np.ndarray, partial: np.ndarray, valid: np.ndarray, keep_known: bool = True
+                    ) -> tuple[np.ndarray, float]:
+    """Give predicted segments the given ids they overlap most, fresh ids (above the given ones) to the rest.
+
+    Returns the id map and the agreement: the fraction of known labelled pixels whose predicted
+    segment took their id, measured before `keep_known` writes the given ids back.
+    """
+    known = valid & (partial != 0)
+    out = np.zeros(pred.shape, np.int64)
+    fresh = int(partial[known].max()) + 1 if known.any() else 1
+    for seg in np.unique(pred[pred != 0]).tolist():
+        where = pred == seg
+        under = partial[where & known]
+        if under.size:
+            vals, counts = np.unique(under, return_counts=True)
+            out[where] = vals[np.argmax(counts)]
+        else:
+            out[where] = fresh
+            fresh += 1
+    agreement = float((out[known] == partial[known]).mean()) if known.any() else 1.0
+    if keep_known:
+        out[known] = partial[known]
+    return out, agreement

@@ -1,0 +1,89 @@
+"""`ldmseg app`: the stroke-to-id mapping, and the page end to end in a real browser (Debian's
+chromium driven by Playwright; the install steps are in .ci/run)."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ldmseg.app import PALETTE, palette_rgb, strokes_to_partial
+from ldmseg.errors import LDMSegError
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def test_strokes_map_to_palette_ids() -> None:
+    layer = np.zeros((10, 12, 4), np.uint8)
+    layer[2, 1:5] = [*palette_rgb()[0], 255]
+    layer[7, 3:9] = [*(palette_rgb()[4] - 6), 200]  # anti-aliased: near colour 5, mostly opaque
+    layer[5, 5] = [*palette_rgb()[2], 40]  # faint edge pixel: not painted
+    partial = strokes_to_partial([layer], (10, 12))
+    assert (partial[2, 1:5] == 1).all() and (partial[7, 3:9] == 5).all()
+    assert partial[5, 5] == 0 and (partial != 0).sum() == 10
+    assert len(PALETTE) == len(palette_rgb())
+    with pytest.raises(LDMSegError, match="does not match"):
+        strokes_to_partial([layer], (11, 12))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served():
+    from ldmseg.app import serve
+
+    port = _free_port()
+    app = serve("demo", "127.0.0.1", port, steps=4, block=False)
+    yield f"http://127.0.0.1:{port}/"
+    app.close()
+
+
+def _result_bytes(page) -> bytes:
+    src = page.locator("#result img").get_attribute("src")
+    return page.request.get(src).body()
+
+
+def _wait_for_status(page, text: str) -> None:
+    page.wait_for_function(f"() => document.querySelector('#status textarea').value.includes({text!r})",
+                           timeout=180_000)
+
+
+@pytest.mark.slow
+def test_browser_segment_paint_complete(served: str, synth_set: Path, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(served)
+        page.locator("#editor input[type=file]").set_input_files(str(synth_set / "images" / "000001.png"))
+        page.locator("#editor").get_by_text("Upload an image").wait_for(state="hidden", timeout=60_000)
+        page.wait_for_timeout(2000)  # the editor hands its new value to the app just after drawing it
+        page.locator("#segment").click()
+        _wait_for_status(page, "segments, seed 0")
+        unhinted = _result_bytes(page)
+        page.locator("#editor button[aria-label='Brush']").click()
+        box = page.locator("#editor canvas").last.bounding_box()
+        page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.5)
+        page.mouse.down()
+        for k in range(1, 21):
+            page.mouse.move(box["x"] + box["width"] * (0.3 + 0.02 * k), box["y"] + box["height"] * 0.5, steps=2)
+        page.mouse.up()
+        page.locator("#complete").click()
+        _wait_for_status(page, "painted pixels")
+        hinted = _result_bytes(page)
+        assert hinted and unhinted and hinted != unhinted
+        files = page.locator("#files").inner_text().replace("\n", "")
+        assert "panoptic.json" in files and "panoptic.png" in files, files
+        page.locator("#complete").click()  # pressing again keeps the server alive and answering
+        page.locator("#editor button[aria-label='Clear canvas']").click()
+        page.locator("#segment").click()
+        page.get_by_text("or pick an example) first").first.wait_for(timeout=30_000)  # error shown in the page
+        browser.close()
