@@ -1,13 +1,16 @@
 """Stage-2 benchmark on held-out synthetic scenes: PQ of the pipeline vs sampler and steps, the
 non-learned baseline on the same scenes, sampling speed, and the training curve.
 
-    python bench/diffusion.py [--model demo|DIR] [--num 500] [--run runs/demo-ldmseg]
+    python bench/diffusion.py [--model demo|DIR] [--num 500] [--log TRAINING_CONSOLE_LOG]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import time
+from pathlib import Path
 
 import torch
 from common import ROOT, machine, save_results
@@ -15,6 +18,9 @@ from common import ROOT, machine, save_results
 from ldmseg.baseline import colour_components
 from ldmseg.data.datasets import SampleConfig, SyntheticDataset
 from ldmseg.data.synthetic import SceneConfig
+from ldmseg.diffusion.objective import denoiser_input
+from ldmseg.diffusion.postprocess import logits_to_panoptic, scaled_area
+from ldmseg.diffusion.schedule import predicted_x0
 from ldmseg.predict import load_pipeline
 from ldmseg.training.autoencoder import VAL_SEED_OFFSET
 from ldmseg.training.diffusion import sampled_pq
@@ -56,11 +62,48 @@ def plot(results: dict, path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def training_curve(log: str | None) -> dict[int, float]:
+    """Validation PQ per step from a training console log ('step N: pq X, ...'), kept in
+    bench/results/diffusion_curve.json (runs are not committed)."""
+    path = ROOT / "bench" / "results" / "diffusion_curve.json"
+    if log:
+        found = re.findall(r"step (\d+): pq ([0-9.]+)", Path(log).read_text())
+        path.write_text(json.dumps({int(k): float(v) for k, v in found}, indent=2))
+    return {int(k): v for k, v in json.loads(path.read_text()).items()} if path.exists() else {}
+
+
+NOISE_LEVELS = (0, 50, 200, 500, 800, 999)
+
+
+@torch.no_grad()
+def one_step_pq(pipe, ds, t: int, num: int = 100) -> float:
+    """Diagnostic: PQ of the decoded one-step x0 estimate from true latents noised to timestep t
+    (t = 0 decodes the clean latents: the AE's own ceiling at this resolution)."""
+    sched, ae, scale = pipe.scheduler, pipe.mask_autoencoder, pipe.config.scale_factor
+    gen = torch.Generator().manual_seed(t)
+    size = pipe.config.default_processing_resolution
+
+    def predict(items: list[dict]) -> list:
+        ids = torch.stack([it["ids"] for it in items])
+        z0 = ae.encode_ids(ids) * scale
+        if t > 0:
+            tt = torch.full((len(items),), t)
+            zt = sched.add_noise(z0, torch.randn(z0.shape, generator=gen), tt)
+            z_img = pipe.image_encoder.encode(torch.stack([it["image"] for it in items]))
+            out = pipe._denoise("panoptic")(denoiser_input(zt, z_img, None, pipe.config.self_condition), tt)
+            z0 = predicted_x0(out, zt, tt, sched.alphas_cumprod, sched.config.prediction_type)
+        logits = ae.decode(z0 / scale, size=(size, size))
+        core = scaled_area(pipe.config.min_core_at_512, size, size)
+        return logits_to_panoptic(logits, pipe.config.confidence_threshold, 0, core)
+
+    return agnostic_pq([ds[i] for i in range(min(num, len(ds)))], predict)["pq"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="demo")
     ap.add_argument("--num", type=int, default=500)
-    ap.add_argument("--run", default="runs/demo-ldmseg")
+    ap.add_argument("--log", default=None, help="console log of the model's training run (validation lines)")
     args = ap.parse_args()
     torch.set_num_threads(2)
     pipe = load_pipeline(args.model)
@@ -82,6 +125,8 @@ def main() -> None:
             res[f"{label}/{steps}"] = r
             print(label, steps, r, flush=True)
     pipe.use_sampler("ddim", "trailing")
+    res["one_step_x0_pq"] = {t: one_step_pq(pipe, ds, t) for t in NOISE_LEVELS}
+    print("one-step x0 PQ", res["one_step_x0_pq"], flush=True)
     res["images_per_s"] = {f"{s} steps, batch {b}": speed(pipe, ds, s, b) for s in (4, 50) for b in (1, 8)}
     plot(curves, ROOT / "docs" / "figures" / "pq_vs_steps.png")
     lines = ["## Stage 2: segmentation by sampling", "",
@@ -94,6 +139,17 @@ def main() -> None:
         lines.append(f"| {label} | " + " | ".join(f"{pts[s]:.1f}" for s in STEPS) + " |")
     lines += ["", "![PQ vs steps](figures/pq_vs_steps.png)", "", "Speed (DDIM trailing, CPU):", ""]
     lines += [f"- {k}: {v:.2f} images/s" for k, v in res["images_per_s"].items()]
+    lines += ["", "Diagnostic, one-step x0 estimate from the true latents noised to timestep t (100 scenes; t = 0 is "
+              "the mask AE's own reconstruction at this resolution):", "",
+              "| t | " + " | ".join(str(t) for t in NOISE_LEVELS) + " |", "|---" * (len(NOISE_LEVELS) + 1) + "|",
+              "| PQ | " + " | ".join(f"{res['one_step_x0_pq'][t]:.1f}" for t in NOISE_LEVELS) + " |"]
+    curve = training_curve(args.log)
+    if curve:
+        res["training_curve"] = curve
+        lines += ["", "Validation PQ logged during training (64 held-out scenes, DDIM trailing 10 steps, "
+                  "the post-processing of that time: threshold 0.5 + min area, no id pruning):", "",
+                  "| step | " + " | ".join(str(k) for k in curve) + " |", "|---" * (len(curve) + 1) + "|",
+                  "| PQ | " + " | ".join(f"{v:.1f}" for v in curve.values()) + " |"]
     save_results("diffusion", res, "\n".join(lines))
     print("\n".join(lines))
 

@@ -1,0 +1,108 @@
+"""Where the mask AE fails: reconstruction PQ per shape family, recall of segments by size, and PQ by
+how many segments a scene holds (held-out synthetic scenes, default post-processing).
+
+    python bench/ae_failures.py [--ae demo] [--num 200] [--size 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+from common import machine, save_results
+
+from ldmseg.data.synthetic import SceneConfig, categories, generate_scene
+from ldmseg.diffusion.postprocess import logits_to_panoptic, majority_categories, scaled_area
+from ldmseg.metrics.panoptic import PanopticEvaluator, segments_from_ids
+from ldmseg.models.mask_autoencoder import load_mask_autoencoder
+from ldmseg.training.autoencoder import VAL_SEED_OFFSET
+from ldmseg.weights import resolve_model_path
+
+SEED = 999 + VAL_SEED_OFFSET
+AREA_BUCKETS = ((0, 32), (32, 128), (128, 512), (512, 2048), (2048, 10**9))
+COUNT_BUCKETS = ((0, 15), (15, 40), (40, 80), (80, 10**9))
+
+
+def reassign(ids: np.ndarray, segments: list[dict], num_ids: int, rng: np.random.Generator):
+    new = rng.choice(np.arange(1, num_ids), size=len(segments), replace=False)
+    out = np.zeros_like(ids)
+    segs = []
+    for s, n in zip(segments, new, strict=True):
+        out[ids == s["id"]] = n
+        segs.append({**s, "id": int(n)})
+    return out, segs
+
+
+def best_iou(gt: np.ndarray, pred: np.ndarray) -> dict[int, float]:
+    """Best IoU of every GT segment with any predicted segment (plain IoU, VOID ignored)."""
+    out = {}
+    for g in np.unique(gt[gt != 0]):
+        m = gt == g
+        cand, counts = np.unique(pred[m & (pred != 0)], return_counts=True)
+        best = 0.0
+        for c, inter in zip(cand, counts, strict=True):
+            best = max(best, inter / (m.sum() + (pred == c).sum() - inter))
+        out[int(g)] = best
+    return out
+
+
+@torch.no_grad()
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--ae", default="demo")
+    ap.add_argument("--num", type=int, default=200)
+    ap.add_argument("--size", type=int, default=256)
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    ae = load_mask_autoencoder(resolve_model_path(args.ae, "mask_autoencoder"))
+    rng = np.random.default_rng(0)
+    cats = categories()
+    per_family = PanopticEvaluator(cats)
+    by_area = {b: [0, 0] for b in AREA_BUCKETS}
+    by_count = {b: PanopticEvaluator([], class_agnostic=True) for b in COUNT_BUCKETS}
+    core = scaled_area(512, args.size, args.size)
+    for preset in ("default", "dense"):
+        cfg = SceneConfig.preset(preset, args.size)
+        for i in range(args.num):
+            scene = generate_scene([SEED, i], cfg)
+            gt, segs = reassign(scene.ids, scene.segments, ae.num_ids, rng)
+            logits = ae.decode(ae.encode_ids(torch.from_numpy(gt)[None]), size=gt.shape)
+            (pred, psegs), = logits_to_panoptic(logits, 0.5, 0, core)
+            majority_categories(pred, psegs, gt, segs)
+            per_family.process(gt, segs, pred, psegs)
+            n = len(segs)
+            by_count[next(b for b in COUNT_BUCKETS if b[0] <= n < b[1])].process(gt, segments_from_ids(gt), pred,
+                                                                                 segments_from_ids(pred))
+            areas = {s["id"]: s["area"] for s in segs}
+            for g, iou in best_iou(gt, pred).items():
+                bucket = next(b for b in AREA_BUCKETS if b[0] <= areas[g] < b[1])
+                by_area[bucket][0] += iou > 0.5
+                by_area[bucket][1] += 1
+    fam = per_family.evaluate()["per_class"]
+    res = {"machine": machine(), "ae": args.ae, "num_per_preset": args.num, "size": args.size,
+           "per_family": {c["name"]: fam[c["id"]] for c in cats},
+           "recall_by_area": {f"{lo}-{hi}": [hit, tot] for (lo, hi), (hit, tot) in by_area.items()},
+           "pq_by_segment_count": {f"{lo}-{hi}": ev.evaluate().get("All") for (lo, hi), ev in by_count.items()
+                                   if ev.num_images}}
+    lines = ["## Stage 1: where the mask AE fails", "",
+             f"AE `{args.ae}`, {args.num} default + {args.num} dense held-out scenes at {args.size}x{args.size}, "
+             f"default post-processing (threshold 0.5, id pruning). {machine()}.", "",
+             "| shape family | " + " | ".join(c["name"] for c in cats) + " |", "|---" * (len(cats) + 1) + "|",
+             "| PQ | " + " | ".join(f"{100 * fam[c['id']]['pq']:.1f}" for c in cats) + " |",
+             "| RQ | " + " | ".join(f"{100 * fam[c['id']]['rq']:.1f}" for c in cats) + " |", "",
+             "| segment area (px) | " + " | ".join(f"{lo}-{hi if hi < 10**9 else ''}" for lo, hi in AREA_BUCKETS)
+             + " |",
+             "|---" * (len(AREA_BUCKETS) + 1) + "|",
+             "| recall (IoU > 0.5) | " + " | ".join(f"{100 * h / max(t, 1):.0f}% of {t}" for h, t in by_area.values())
+             + " |", "",
+             "| segments per scene | " + " | ".join(res["pq_by_segment_count"]) + " |",
+             "|---" * (len(res["pq_by_segment_count"]) + 1) + "|",
+             "| class-agnostic PQ | " + " | ".join(f"{100 * v['pq']:.1f}" for v in res["pq_by_segment_count"].values())
+             + " |"]
+    save_results("ae_failures", res, "\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
