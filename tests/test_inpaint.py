@@ -49,20 +49,6 @@ def test_sampler_pastes_known_latents_into_every_x0_estimate(name: str) -> None:
     assert torch.equal(z[:, :, :2], known[:, :, :2]) and not torch.allclose(z[:, :, 2:], known[:, :, 2:])
 
 
-def test_resampling_is_ddim_only_and_changes_the_sample() -> None:
-    pipe = tiny_pipeline()
-    den, z_img = pipe._denoise("panoptic"), torch.randn(1, 8, 4, 4)
-    known, mask = torch.randn(1, 4, 4, 4), torch.ones(1, 1, 4, 4) * (torch.rand(1, 1, 4, 4) > 0.5)
-    plain = sample_latents(den, pipe.scheduler, z_img, 4, 3, True, torch.Generator().manual_seed(0), known=known,
-                           known_mask=mask)
-    again = sample_latents(den, pipe.scheduler, z_img, 4, 3, True, torch.Generator().manual_seed(0), known=known,
-                           known_mask=mask, resample=2)
-    assert torch.isfinite(again).all() and not torch.equal(plain, again)
-    pipe.use_sampler("dpm++")
-    with pytest.raises(ValueError, match="single-step"):
-        sample_latents(den, pipe.scheduler, z_img, 4, 3, True, known=known, known_mask=mask, resample=1)
-
-
 def test_latent_mask_rules() -> None:
     valid = torch.zeros(1, 16, 16, dtype=torch.bool)
     valid[0, :8, :8] = True  # cell (0, 0) fully known

@@ -78,7 +78,7 @@ def _cmd_predict(a: argparse.Namespace) -> None:
 def _cmd_inpaint(a: argparse.Namespace) -> None:
     from ldmseg import inpaint
 
-    common = dict(steps=a.steps, scheduler=a.scheduler, seed=a.seed, mask_rule=a.mask_rule, resample=a.resample)
+    common = dict(steps=a.steps, scheduler=a.scheduler, seed=a.seed, mask_rule=a.mask_rule)
     if bool(a.image) == bool(a.images):
         raise LDMSegError("inpaint: give either --image with --partial, or --images with --panoptic-json and "
                           "--panoptic-dir")
@@ -186,9 +186,8 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     ip.add_argument("--batch-size", type=int, default=8)
     ip.add_argument("--steps", type=int, default=None)
     ip.add_argument("--scheduler", default=None, help="ddim | dpm++ | unipc | euler | ddpm")
-    ip.add_argument("--mask-rule", default="all", choices=["all", "any", "nearest"],
-                    help="which latent cells count as known")
-    ip.add_argument("--resample", type=int, default=0, help="RePaint jump-backs per step (ddim / ddpm only)")
+    ip.add_argument("--mask-rule", default="any", choices=["all", "any", "nearest"],
+                    help="which latent cells count as known (bench/inpaint.py: 'any' scored best)")
     ip.add_argument("--seed", type=int, default=0)
     ip.set_defaults(func=_cmd_inpaint)
 

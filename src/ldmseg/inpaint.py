@@ -19,21 +19,17 @@ from ldmseg.viz import overlay
 CATEGORIES = [{"id": 1, "name": "object", "supercategory": "object", "isthing": 1}]
 
 
-def _configure(model: str, scheduler: str | None, resample: int):
-    from ldmseg.diffusion.sampling import STATELESS_SCHEDULERS
-
+def _configure(model: str, scheduler: str | None):
     pipe = load_pipeline(model)
     pipe.set_progress_bar_config(disable=True)
     if scheduler:
         pipe.use_sampler(scheduler)
-    if resample and type(pipe.scheduler).__name__ not in STATELESS_SCHEDULERS:
-        raise LDMSegError(f"--resample needs --scheduler ddim or ddpm, not {type(pipe.scheduler).__name__}")
     return pipe
 
 
 def inpaint_image(model: str, image: str, partial: str, out: str, valid: str | None = None,
-                  steps: int | None = None, scheduler: str | None = None, seed: int = 0, mask_rule: str = "all",
-                  resample: int = 0) -> dict:
+                  steps: int | None = None, scheduler: str | None = None, seed: int = 0, mask_rule: str = "any"
+                  ) -> dict:
     """Write OUT/panoptic.png (COCO RGB ids), OUT/panoptic.json and OUT/overlay.png; returns the annotation."""
     rgb = formats.read_rgb(image)
     given = formats.read_panoptic_png(partial)
@@ -43,9 +39,9 @@ def inpaint_image(model: str, image: str, partial: str, out: str, valid: str | N
     known = formats.read_binary_mask(valid) if valid else given != 0
     if known.shape != given.shape:
         raise LDMSegError(f"{valid}: size {known.shape[1]}x{known.shape[0]} differs from the partial mask's")
-    pipe = _configure(model, scheduler, resample)
+    pipe = _configure(model, scheduler)
     result = pipe(rgb, num_inference_steps=steps, generator=torch.Generator().manual_seed(seed), partial_mask=given,
-                  valid_mask=known, mask_rule=mask_rule, resample=resample)
+                  valid_mask=known, mask_rule=mask_rule)
     ids, segs = result.panoptic[0], result.segments_info[0]
     out_dir = Path(out)
     formats.write_panoptic_png(out_dir / "panoptic.png", ids)
@@ -66,8 +62,7 @@ def hide_parts(gt_ids: np.ndarray, mask_type: str, drop_rate: float, block_size:
 
 def inpaint_set(model: str, images: str, panoptic_json: str, panoptic_dir: str, out: str, drop_rate: float,
                 block_size: int, mask_type: str = "blocks", seed: int = 0, steps: int | None = None,
-                scheduler: str | None = None, batch_size: int = 8, mask_rule: str = "all", resample: int = 0
-                ) -> dict:
+                scheduler: str | None = None, batch_size: int = 8, mask_rule: str = "any") -> dict:
     """Hide parts of every GT map, complete them; write COCO-panoptic predictions (GT image_id /
     file_name) plus OUT/masks/*.png (the known pixels given, white). Returns summary statistics."""
     from ldmseg.visualize import find_image
@@ -76,7 +71,7 @@ def inpaint_set(model: str, images: str, panoptic_json: str, panoptic_dir: str, 
     jobs = [(r, find_image(Path(images), r)) for r in gt.records]
     loaded = {r.png_file: (formats.read_rgb(p), formats.read_panoptic_png(Path(panoptic_dir) / r.png_file))
               for r, p in jobs}  # every file checked before any output
-    pipe = _configure(model, scheduler, resample)
+    pipe = _configure(model, scheduler)
     resolution = pipe.config.default_processing_resolution
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -89,7 +84,7 @@ def inpaint_set(model: str, images: str, panoptic_json: str, panoptic_dir: str, 
         valids = [hide_parts(g, mask_type, drop_rate, block_size, resolution, rng) for g in gts]
         partials = [np.where(v, g, 0) for g, v in zip(gts, valids, strict=True)]
         result = pipe(rgbs, num_inference_steps=steps, generator=gen, partial_mask=partials, valid_mask=valids,
-                      mask_rule=mask_rule, resample=resample)
+                      mask_rule=mask_rule)
         for rec, ids, segs, v in zip(chunk, result.panoptic, result.segments_info, valids, strict=True):
             formats.write_panoptic_png(out_dir / "panoptic" / rec.png_file, ids)
             formats.write_png(out_dir / "masks" / rec.png_file, v.astype(np.uint8) * 255)

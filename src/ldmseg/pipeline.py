@@ -91,8 +91,8 @@ class LDMSegPipeline(DiffusionPipeline):
                  output_type: str = "np", return_dict: bool = True, output_logits: bool = False,
                  task: str = "panoptic", min_area: int | None = None, show_progress: bool = False,
                  partial_mask: np.ndarray | list[np.ndarray] | None = None,
-                 valid_mask: np.ndarray | list[np.ndarray] | None = None, mask_rule: str = "all",
-                 resample: int = 0, keep_known: bool = True) -> LDMSegOutput | tuple:
+                 valid_mask: np.ndarray | list[np.ndarray] | None = None, mask_rule: str = "any",
+                 keep_known: bool = True) -> LDMSegOutput | tuple:
         """Segment images; with `partial_mask` (HxW ids, 0 = unknown unless `valid_mask` says which
         pixels are given), complete it instead (Algorithm 3), keeping the given ids."""
         images = image if isinstance(image, list) else [image]
@@ -115,7 +115,7 @@ class LDMSegPipeline(DiffusionPipeline):
             known_mask = latent_mask(valid, tuple(known.shape[-2:]), mask_rule).to(known.dtype)
         z = sample_latents(self._denoise(task), self.scheduler, z_img, self.unet.config.out_channels, steps,
                            self.config.self_condition, generator=generator, progress=show_progress,
-                           known=known, known_mask=known_mask, resample=resample)
+                           known=known, known_mask=known_mask)
         logits = self.mask_autoencoder.decode(z / self.config.scale_factor, size=(res, res))
         panoptic, infos, kept, agreements = [], [], [], []
         for i, (lg, size) in enumerate(zip(logits, sizes, strict=True)):

@@ -3,8 +3,8 @@ how the completed map keeps the ids it was given.
 
 - `known_latents`: the given ids are mapped to random distinct model ids (as in training), unknown
   pixels are VOID (all bits 0), and the mask AE encodes the result; times s, like the training latents.
-- `latent_mask`: which latent cells count as known. A cell covers f x f pixels; 'all' (every pixel
-  known), 'any' (at least one) or 'nearest' (the pixel at its centre). bench/inpaint.py measures them.
+- `latent_mask`: which latent cells count as known. A cell covers f x f pixels; 'any' (at least one
+  pixel known; the default, best in bench/inpaint.py), 'all' (every pixel) or 'nearest' (its centre).
 - `match_given_ids`: every predicted segment that overlaps given pixels takes the given id it overlaps
   most, the others get fresh ids; known pixels then keep their given id.
 """
@@ -19,10 +19,10 @@ from ldmseg.data.bits import ids_to_bits
 from ldmseg.data.transforms import resize_labels
 from ldmseg.errors import LDMSegError
 
-MASK_RULES = ("all", "any", "nearest")
+MASK_RULES = ("any", "all", "nearest")
 
 
-def latent_mask(valid: torch.Tensor, size: tuple[int, int], rule: str = "all") -> torch.Tensor:
+def latent_mask(valid: torch.Tensor, size: tuple[int, int], rule: str = "any") -> torch.Tensor:
     """[B, H, W] bool known pixels -> [B, 1, h, w] float mask of known latent cells."""
     v = valid[:, None].float()
     if rule == "nearest":
