@@ -49,6 +49,24 @@ def _result_bytes(page) -> bytes:
     return page.request.get(src).body()
 
 
+def _upload(page, image: Path, tries: int = 4) -> None:
+    """Give the editor an image; a file chosen before its script is ready is dropped, so try again."""
+    placeholder = page.locator("#editor").get_by_text("Upload an image")
+    placeholder.wait_for(state="visible", timeout=60_000)
+    page.wait_for_timeout(1500)  # the page is drawn before its components listen
+    for _ in range(tries):
+        page.locator("#editor input[type=file]").set_input_files([])
+        page.locator("#editor input[type=file]").set_input_files(str(image))
+        try:
+            placeholder.wait_for(state="hidden", timeout=15_000)
+            break
+        except Exception:  # playwright's TimeoutError: choose the file again
+            continue
+    else:
+        raise AssertionError(f"the editor never showed {image}")
+    page.wait_for_timeout(2000)  # the editor hands its new value to the app just after drawing it
+
+
 def _wait_for_status(page, text: str) -> None:
     page.wait_for_function(f"() => document.querySelector('#status textarea').value.includes({text!r})",
                            timeout=180_000)
@@ -63,9 +81,7 @@ def test_browser_segment_paint_complete(served: str, synth_set: Path, tmp_path: 
                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(served)
-        page.locator("#editor input[type=file]").set_input_files(str(synth_set / "images" / "000001.png"))
-        page.locator("#editor").get_by_text("Upload an image").wait_for(state="hidden", timeout=60_000)
-        page.wait_for_timeout(2000)  # the editor hands its new value to the app just after drawing it
+        _upload(page, synth_set / "images" / "000001.png")
         page.locator("#segment").click()
         _wait_for_status(page, "segments, seed 0")
         unhinted = _result_bytes(page)
