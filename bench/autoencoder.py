@@ -7,13 +7,11 @@ latent noise, PQ vs training steps (from the run's TensorBoard log), size and th
 from __future__ import annotations
 
 import argparse
-import json
-import re
 import time
 from pathlib import Path
 
 import torch
-from common import ROOT, machine, save_results
+from common import ROOT, curve_table, logged_curve, machine, save_results
 
 from ldmseg.data.datasets import SampleConfig, SyntheticDataset
 from ldmseg.data.synthetic import SceneConfig
@@ -22,17 +20,6 @@ from ldmseg.training.autoencoder import VAL_SEED_OFFSET, reconstruction_pq
 from ldmseg.weights import resolve_model_path
 
 BENCH_SEED = 777 + VAL_SEED_OFFSET  # held out: training scenes use seeds (0, i)
-
-
-def load_curve(log: str | None) -> dict[int, float]:
-    """Validation PQ per step, parsed from a training run's console log ('step N: pq X, ...' lines)
-    and kept in bench/results/ae_curve.json (runs are not committed), or the kept copy."""
-    path = ROOT / "bench" / "results" / "ae_curve.json"
-    if log:
-        found = re.findall(r"step (\d+): pq ([0-9.]+)", Path(log).read_text())
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({int(k): float(v) for k, v in found}, indent=2))
-    return {int(k): v for k, v in json.loads(path.read_text()).items()} if path.exists() else {}
 
 
 def plot_curve(curve: dict[int, float], seconds_per_step: float | None, path: Path) -> None:
@@ -114,14 +101,12 @@ def main() -> None:
         lines.append(f"| {preset} | {label} | {r['pq']:.1f} | {r['sq']:.1f} | {r['rq']:.1f} |")
     lines += ["", f"Throughput (encode + decode + argmax, batch 4, CPU): {res['masks_per_s_512']:.1f} masks/s at "
               f"512x512, {res['masks_per_s_256']:.1f} masks/s at 256x256. GPU: see GPU timings."]
-    curve = load_curve(args.log)
+    curve = logged_curve("ae_curve", args.log)
     if curve:
         res["curve"] = curve
         plot_curve(curve, args.seconds_per_step, ROOT / "docs" / "figures" / "ae_pq_vs_steps.png")
         lines += ["", "Validation recon PQ during training (argmax, 64 held-out scenes alternating default / dense, "
-                  "256x256):", "", "![AE PQ vs steps](figures/ae_pq_vs_steps.png)", "",
-                  "| step | " + " | ".join(str(s) for s in curve) + " |", "|---" * (len(curve) + 1) + "|",
-                  "| PQ | " + " | ".join(f"{v:.1f}" for v in curve.values()) + " |"]
+                  "256x256):", "", "![AE PQ vs steps](figures/ae_pq_vs_steps.png)", "", *curve_table(curve)]
     save_results("autoencoder", res, "\n".join(lines))
     print("\n".join(lines))
 

@@ -40,3 +40,20 @@ def _plain(obj):
     if isinstance(obj, np.ndarray):
         return obj.tolist()
     return str(obj)
+
+
+def logged_curve(name: str, log: str | None) -> dict[int, float]:
+    """Validation PQ per step, parsed from a training run's console log ('step N: pq X, ...' lines)
+    and kept in bench/results/NAME.json (runs are not committed), or the kept copy."""
+    path = RESULTS / f"{name}.json"
+    if log:
+        found = re.findall(r"step (\d+): pq ([0-9.]+)", Path(log).read_text())
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({int(k): float(v) for k, v in found}, indent=2))
+    return {int(k): v for k, v in json.loads(path.read_text()).items()} if path.exists() else {}
+
+
+def curve_table(curve: dict[int, float]) -> list[str]:
+    """A markdown table: one column per step, PQ below."""
+    return ["| step | " + " | ".join(str(k) for k in curve) + " |", "|---" * (len(curve) + 1) + "|",
+            "| PQ | " + " | ".join(f"{v:.1f}" for v in curve.values()) + " |"]

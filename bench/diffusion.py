@@ -7,13 +7,10 @@ non-learned baseline on the same scenes, sampling speed, and the training curve.
 from __future__ import annotations
 
 import argparse
-import json
-import re
 import time
-from pathlib import Path
 
 import torch
-from common import ROOT, machine, save_results
+from common import ROOT, curve_table, logged_curve, machine, save_results
 
 from ldmseg.baseline import colour_components
 from ldmseg.data.datasets import SampleConfig, SyntheticDataset
@@ -60,16 +57,6 @@ def plot(results: dict, path) -> None:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
-
-
-def training_curve(log: str | None) -> dict[int, float]:
-    """Validation PQ per step from a training console log ('step N: pq X, ...'), kept in
-    bench/results/diffusion_curve.json (runs are not committed)."""
-    path = ROOT / "bench" / "results" / "diffusion_curve.json"
-    if log:
-        found = re.findall(r"step (\d+): pq ([0-9.]+)", Path(log).read_text())
-        path.write_text(json.dumps({int(k): float(v) for k, v in found}, indent=2))
-    return {int(k): v for k, v in json.loads(path.read_text()).items()} if path.exists() else {}
 
 
 NOISE_LEVELS = (0, 50, 200, 500, 800, 999)
@@ -143,13 +130,12 @@ def main() -> None:
               "the mask AE's own reconstruction at this resolution):", "",
               "| t | " + " | ".join(str(t) for t in NOISE_LEVELS) + " |", "|---" * (len(NOISE_LEVELS) + 1) + "|",
               "| PQ | " + " | ".join(f"{res['one_step_x0_pq'][t]:.1f}" for t in NOISE_LEVELS) + " |"]
-    curve = training_curve(args.log)
+    curve = logged_curve("diffusion_curve", args.log)
     if curve:
         res["training_curve"] = curve
         lines += ["", "Validation PQ logged during training (64 held-out scenes, DDIM trailing 10 steps, "
                   "the post-processing of that time: threshold 0.5 + min area, no id pruning):", "",
-                  "| step | " + " | ".join(str(k) for k in curve) + " |", "|---" * (len(curve) + 1) + "|",
-                  "| PQ | " + " | ".join(f"{v:.1f}" for v in curve.values()) + " |"]
+                  *curve_table(curve)]
     save_results("diffusion", res, "\n".join(lines))
     print("\n".join(lines))
 
