@@ -8,7 +8,6 @@ Weights are stored as float16 to halve the package (diffusers loads them back in
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 from pathlib import Path
 
@@ -29,8 +28,6 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--ae", required=True, help="mask AE save_pretrained directory")
     ap.add_argument("--pipeline", help="LDMSegPipeline save_pretrained directory (its AE must be --ae)")
-    ap.add_argument("--min-core-at-512", type=float, default=None,
-                    help="set the pipeline's id-pruning size (chosen on validation scenes, not the benchmark)")
     args = ap.parse_args()
     tmp = DEMO.with_name("demo.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -41,10 +38,6 @@ def main() -> None:
     shutil.rmtree(tmp / "mask_autoencoder", ignore_errors=True)
     shutil.copytree(args.ae, tmp / "mask_autoencoder")
     halve(tmp)
-    if args.min_core_at_512 is not None and args.pipeline:
-        index = json.loads((tmp / "model_index.json").read_text())
-        index["min_core_at_512"] = args.min_core_at_512
-        (tmp / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
     shutil.rmtree(DEMO, ignore_errors=True)
     tmp.rename(DEMO)
     size = sum(f.stat().st_size for f in DEMO.rglob("*") if f.is_file())

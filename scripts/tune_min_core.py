@@ -1,0 +1,67 @@
+"""Choose a pipeline's id-pruning size (config `min_core_at_512`) on validation scenes.
+
+    python scripts/tune_min_core.py --pipeline runs/demo-ldmseg/model [--num 64] [--write]
+
+Samples each scene once (the pipeline's default sampler and steps), then scores every candidate
+post-processing on the same logits. The scenes use their own seeds: neither the training scenes,
+nor the training run's validation scenes, nor the benchmark's (bench/diffusion.py).
+With --write the best value goes into the pipeline's model_index.json (written atomically).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from ldmseg.data.datasets import SampleConfig, SyntheticDataset
+from ldmseg.data.formats import write_json
+from ldmseg.data.synthetic import SceneConfig
+from ldmseg.diffusion.postprocess import logits_to_panoptic, scaled_area
+from ldmseg.metrics.panoptic import PanopticEvaluator, segments_from_ids
+from ldmseg.predict import load_pipeline
+from ldmseg.training.autoencoder import VAL_SEED_OFFSET
+
+TUNING_SEED = 7 + VAL_SEED_OFFSET
+CANDIDATES = (0, 512, 1024, 2048, 4096, 8192)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pipeline", required=True)
+    ap.add_argument("--num", type=int, default=64)
+    ap.add_argument("--write", action="store_true")
+    args = ap.parse_args()
+    pipe = load_pipeline(args.pipeline)
+    size = pipe.config.default_processing_resolution
+    ds = SyntheticDataset(SceneConfig.preset("default", size),
+                          SampleConfig(size=size, num_ids=pipe.mask_autoencoder.num_ids), seed=TUNING_SEED,
+                          length=args.num)
+    evaluators = {c: PanopticEvaluator([], class_agnostic=True) for c in CANDIDATES}
+    gen = torch.Generator().manual_seed(0)
+    for start in range(0, args.num, 16):
+        items = [ds[i] for i in range(start, min(args.num, start + 16))]
+        out = pipe([it["image"] for it in items], generator=gen, output_logits=True)
+        for item, logits in zip(items, out.logits, strict=True):
+            gt = item["ids"].numpy()
+            area = scaled_area(pipe.config.min_area_at_512, *gt.shape)
+            for core, ev in evaluators.items():
+                (pred, segs), = logits_to_panoptic(logits[None], pipe.config.confidence_threshold, area,
+                                                   scaled_area(core, *gt.shape))
+                ev.process(gt, segments_from_ids(gt), pred, segs)
+    scores = {c: 100 * ev.evaluate()["All"]["pq"] for c, ev in evaluators.items()}
+    for c, pq in scores.items():
+        print(f"min_core_at_512 {c:5d}: PQ {pq:.1f}")
+    best = max(scores, key=scores.get)
+    print(f"best: {best}")
+    if args.write:
+        index_path = Path(args.pipeline) / "model_index.json"
+        index = json.loads(index_path.read_text())
+        index["min_core_at_512"] = float(best)
+        write_json(index_path, index)
+
+
+if __name__ == "__main__":
+    main()
