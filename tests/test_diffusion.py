@@ -182,6 +182,7 @@ def test_fine_tuning_starts_from_the_saved_pipeline(tmp_path: Path) -> None:
     from ldmseg.training.diffusion import DiffusionTask
 
     pipe = tiny_pipeline()
+    pipe.register_to_config(min_core_at_512=1234.0, confidence_threshold=0.4)
     pipe.save_pretrained(tmp_path / "pipe")
     pipe.mask_autoencoder.save_pretrained(tmp_path / "ae")
     cfg = DiffusionConfig(out=str(tmp_path / "run"), ae=str(tmp_path / "ae"), init_from=str(tmp_path / "pipe"),
@@ -190,6 +191,8 @@ def test_fine_tuning_starts_from_the_saved_pipeline(tmp_path: Path) -> None:
     assert task.scale == pytest.approx(pipe.config.scale_factor)
     saved = pipe.unet.state_dict()
     assert all(torch.equal(v, saved[k]) for k, v in task.model.unet.state_dict().items())
+    exported = task.pipeline(task.model).config  # its post-processing settings carry over
+    assert (exported.min_core_at_512, exported.confidence_threshold) == (1234.0, 0.4)
     bad = DiffusionConfig(**{**cfg.__dict__, "self_condition_prob": 1.0 - cfg.self_condition_prob})
     with pytest.raises(LDMSegError, match="self-conditioning"):
         DiffusionTask(bad)

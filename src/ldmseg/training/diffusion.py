@@ -62,6 +62,9 @@ class Denoiser(nn.Module):
         return self.objective(lambda x, t: self.unet(x, t, encoder_hidden_states=hidden).sample, z0, z_img, valid)
 
 
+POSTPROCESS_SETTINGS = ("confidence_threshold", "min_area_at_512", "min_core_at_512")
+
+
 class DiffusionTask:
     def __init__(self, cfg: DiffusionConfig):
         self.cfg = cfg
@@ -73,8 +76,9 @@ class DiffusionTask:
                                          train=False, length=cfg.val_num)
         objective = DiffusionObjective(ObjectiveConfig(cfg.prediction_type, cfg.loss_weighting, cfg.snr_gamma,
                                                        cfg.self_condition_prob, cfg.mask_void, cfg.reduction))
+        self.postprocess: dict = {}  # the pipeline defaults, unless a fine-tuned pipeline had its own
         if cfg.init_from:
-            self.model, self.scale = self.from_pipeline(cfg.init_from, objective)
+            self.model, self.scale, self.postprocess = self.from_pipeline(cfg.init_from, objective)
             return
         self.scale = cfg.scale_factor or self.latent_scale()
         image_encoder = build_image_encoder(cfg, factor)
@@ -95,13 +99,16 @@ class DiffusionTask:
         self.model = Denoiser(unet, image_encoder, tasks, objective)
 
     @staticmethod
-    def from_pipeline(path: str, objective: DiffusionObjective) -> tuple[Denoiser, float]:
-        """The trainable parts and scale factor of a saved pipeline (fine-tuning); its AE must be --ae."""
+    def from_pipeline(path: str, objective: DiffusionObjective) -> tuple[Denoiser, float, dict]:
+        """The trainable parts, scale factor and post-processing settings of a saved pipeline (fine-tuning);
+        its AE must be --ae."""
         pipe = LDMSegPipeline.from_pretrained(resolve_pipeline_path(path))
         if pipe.config.self_condition != objective.self_condition:
             raise LDMSegError(f"{path}: self-conditioning is {pipe.config.self_condition} there; match "
                               "--self-condition-prob to it")
-        return Denoiser(pipe.unet, pipe.image_encoder, pipe.task_embeddings, objective), pipe.config.scale_factor
+        postprocess = {k: pipe.config[k] for k in POSTPROCESS_SETTINGS}
+        return Denoiser(pipe.unet, pipe.image_encoder, pipe.task_embeddings, objective), pipe.config.scale_factor, \
+            postprocess
 
     @torch.no_grad()
     def latent_scale(self, num: int = 64) -> float:
@@ -120,7 +127,8 @@ class DiffusionTask:
                               make_sampler(cfg.sampler, cfg.prediction_type, cfg.timestep_spacing),
                               model.task_embeddings, scale_factor=self.scale,
                               self_condition=model.objective.self_condition,
-                              default_num_inference_steps=cfg.inference_steps, default_processing_resolution=cfg.size)
+                              default_num_inference_steps=cfg.inference_steps, default_processing_resolution=cfg.size,
+                              **self.postprocess)
 
     def validate(self, model: nn.Module, step: int, log_image: LogImage) -> dict[str, float]:
         pipe = self.pipeline(model)
