@@ -60,6 +60,7 @@ def main() -> None:
     cats = categories()
     per_family = PanopticEvaluator(cats)
     by_area = {b: [0, 0] for b in AREA_BUCKETS}
+    by_area_argmax = {b: [0, 0] for b in AREA_BUCKETS}  # the same, decoded without id pruning
     by_count = {b: PanopticEvaluator([], class_agnostic=True) for b in COUNT_BUCKETS}
     core = scaled_area(512, args.size, args.size)
     for preset in ("default", "dense"):
@@ -69,20 +70,23 @@ def main() -> None:
             gt, segs = reassign(scene.ids, scene.segments, ae.num_ids, rng)
             logits = ae.decode(ae.encode_ids(torch.from_numpy(gt)[None]), size=gt.shape)
             (pred, psegs), = logits_to_panoptic(logits, 0.5, 0, core)
+            (unpruned, _), = logits_to_panoptic(logits, 0.0, 0, 0)
             majority_categories(pred, psegs, gt, segs)
             per_family.process(gt, segs, pred, psegs)
             n = len(segs)
             by_count[next(b for b in COUNT_BUCKETS if b[0] <= n < b[1])].process(gt, segments_from_ids(gt), pred,
                                                                                  segments_from_ids(pred))
             areas = {s["id"]: s["area"] for s in segs}
-            for g, iou in best_iou(gt, pred).items():
-                bucket = next(b for b in AREA_BUCKETS if b[0] <= areas[g] < b[1])
-                by_area[bucket][0] += iou > 0.5
-                by_area[bucket][1] += 1
+            for counts, decoded in ((by_area, pred), (by_area_argmax, unpruned)):
+                for g, iou in best_iou(gt, decoded).items():
+                    bucket = next(b for b in AREA_BUCKETS if b[0] <= areas[g] < b[1])
+                    counts[bucket][0] += iou > 0.5
+                    counts[bucket][1] += 1
     fam = per_family.evaluate()["per_class"]
     res = {"machine": machine(), "ae": args.ae, "num_per_preset": args.num, "size": args.size,
            "per_family": {c["name"]: fam[c["id"]] for c in cats},
            "recall_by_area": {f"{lo}-{hi}": [hit, tot] for (lo, hi), (hit, tot) in by_area.items()},
+           "recall_by_area_argmax": {f"{lo}-{hi}": [hit, tot] for (lo, hi), (hit, tot) in by_area_argmax.items()},
            "pq_by_segment_count": {f"{lo}-{hi if hi < 10**9 else ''}": ev.evaluate().get("All")
                                    for (lo, hi), ev in by_count.items() if ev.num_images}}
     lines = ["## Stage 1: where the mask AE fails", "",
@@ -95,7 +99,9 @@ def main() -> None:
              + " |",
              "|---" * (len(AREA_BUCKETS) + 1) + "|",
              "| recall (IoU > 0.5) | " + " | ".join(f"{100 * h / max(t, 1):.0f}% of {t}" for h, t in by_area.values())
-             + " |", "",
+             + " |",
+             "| recall, argmax without id pruning | "
+             + " | ".join(f"{100 * h / max(t, 1):.0f}%" for h, t in by_area_argmax.values()) + " |", "",
              "| segments per scene | " + " | ".join(res["pq_by_segment_count"]) + " |",
              "|---" * (len(res["pq_by_segment_count"]) + 1) + "|",
              "| class-agnostic PQ | " + " | ".join(f"{100 * v['pq']:.1f}" for v in res["pq_by_segment_count"].values())
