@@ -8,6 +8,7 @@ Weights are stored as float16 to halve the package (diffusers loads them back in
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 from pathlib import Path
 
@@ -24,6 +25,14 @@ def halve(directory: Path) -> None:
         save_file(tensors, f, metadata={"format": "pt"})
 
 
+def drop_local_paths(directory: Path) -> None:
+    """Remove the `_name_or_path` diffusers records in configs: a path on the machine that trained it."""
+    for f in directory.rglob("config.json"):
+        config = json.loads(f.read_text())
+        if config.pop("_name_or_path", None) is not None:
+            f.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--ae", required=True, help="mask AE save_pretrained directory")
@@ -38,6 +47,7 @@ def main() -> None:
     shutil.rmtree(tmp / "mask_autoencoder", ignore_errors=True)
     shutil.copytree(args.ae, tmp / "mask_autoencoder")
     halve(tmp)
+    drop_local_paths(tmp)
     shutil.rmtree(DEMO, ignore_errors=True)
     tmp.rename(DEMO)
     size = sum(f.stat().st_size for f in DEMO.rglob("*") if f.is_file())

@@ -60,7 +60,7 @@ def main() -> None:
         index_path = Path(args.pipeline) / "model_index.json"
         index = json.loads(index_path.read_text())
         index["min_core_at_512"] = float(best)
-        write_json(index_path, index)
+        write_json(index_path, index, indent=2)
 
 
 if __name__ == "__main__":

@@ -58,10 +58,10 @@ def write_png(path: str | Path, array: np.ndarray) -> None:
         tmp.write_bytes(buf.getvalue())
 
 
-def write_json(path: str | Path, obj: Any) -> None:
+def write_json(path: str | Path, obj: Any, indent: int | None = None) -> None:
     """Write JSON atomically."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj))
+        tmp.write_text(json.dumps(obj, indent=indent))
 
 
 def write_panoptic_png(path: str | Path, ids: np.ndarray) -> None:
