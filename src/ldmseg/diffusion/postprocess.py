@@ -48,55 +48,36 @@ def logits_to_panoptic(logits: torch.Tensor, threshold: float = 0.5, min_area: i
 
 def renumber(ids: np.ndarray, conf: np.ndarray | None, min_area: int) -> tuple[np.ndarray, list[dict]]:
     """Drop segments below min_area, renumber 1..K (largest first), build segments_info."""
-    flat = ids.ravel()
-    uniq, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
+    uniq, inverse, counts = np.unique(ids.ravel(), return_inverse=True, return_counts=True)
     keep = (uniq != 0) & (counts >= max(min_area, 1))
     order = np.argsort(-counts * keep, kind="stable")
     new = np.zeros(len(uniq), np.int32)
     kept = [k for k in order if keep[k]]
     new[kept] = np.arange(1, len(kept) + 1)
     out = new[inverse].reshape(ids.shape)
-    scores = np.bincount(new[inverse], weights=conf.ravel(), minlength=len(kept) + 1) if conf is not None else None
-    segments = []
-    for k in range(1, len(kept) + 1):
-        area = int(counts[kept[k - 1]])
-        seg = {"id": k, "category_id": 1, "iscrowd": 0, "area": area}
-        if scores is not None:
-            seg["score"] = float(scores[k] / area)
-        segments.append(seg)
-    _add_bboxes(out, segments)
-    return out, segments
+    return out, segment_infos(out, conf)
 
 
-def _add_bboxes(ids: np.ndarray, segments: list[dict]) -> None:
-    if not segments:
-        return
+def segment_infos(ids: np.ndarray, conf: np.ndarray | None = None) -> list[dict]:
+    """segments_info (id, area, bbox, and a score = mean confidence when `conf` is given), one per
+    non-zero id of the map, in id order."""
     ys, xs = np.nonzero(ids)
-    lab = ids[ys, xs]
-    n = len(segments) + 1
-    big = np.iinfo(np.int64).max
-    x0 = np.full(n, big)
-    y0 = np.full(n, big)
-    x1 = np.full(n, -1)
-    y1 = np.full(n, -1)
+    uniq, lab = np.unique(ids[ys, xs], return_inverse=True)
+    n = len(uniq)
+    area = np.bincount(lab, minlength=n)
+    x0, y0 = np.full(n, xs.max(initial=0)), np.full(n, ys.max(initial=0))
+    x1, y1 = np.zeros(n, np.int64), np.zeros(n, np.int64)
     np.minimum.at(x0, lab, xs)
     np.minimum.at(y0, lab, ys)
     np.maximum.at(x1, lab, xs)
     np.maximum.at(y1, lab, ys)
-    for s in segments:
-        k = s["id"]
-        s["bbox"] = [int(x0[k]), int(y0[k]), int(x1[k] - x0[k] + 1), int(y1[k] - y0[k] + 1)]
-
-
-def segment_infos(ids: np.ndarray, conf: np.ndarray | None = None) -> list[dict]:
-    """segments_info (id, area, bbox, score when `conf` is given) for a map with arbitrary ids."""
+    scores = np.bincount(lab, weights=conf[ys, xs], minlength=n) / area if conf is not None else None
     segments = []
-    for seg in np.unique(ids[ids != 0]).tolist():
-        ys, xs = np.nonzero(ids == seg)
-        info = {"id": int(seg), "category_id": 1, "iscrowd": 0, "area": int(len(ys)),
-                "bbox": [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]}
-        if conf is not None:
-            info["score"] = float(conf[ys, xs].mean())
+    for k in range(n):
+        info = {"id": int(uniq[k]), "category_id": 1, "iscrowd": 0, "area": int(area[k]),
+                "bbox": [int(x0[k]), int(y0[k]), int(x1[k] - x0[k] + 1), int(y1[k] - y0[k] + 1)]}
+        if scores is not None:
+            info["score"] = float(scores[k])
         segments.append(info)
     return segments
 
