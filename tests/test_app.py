@@ -73,13 +73,17 @@ def _wait_for_status(page, text: str, timeout_ms: int = 180_000) -> None:
 
 
 def _paint_stroke(page) -> None:
+    """Brush a small loop that starts at the canvas centre: the editor centres the image but its zoom
+    varies with the layout, and a stroke that starts off the image is dropped."""
     page.locator("#editor button[aria-label='Brush']").click()
     page.wait_for_timeout(500)
     box = page.locator("#editor canvas").last.bounding_box()
-    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.5)
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    dx, dy = box["width"] * 0.04, box["height"] * 0.04
+    page.mouse.move(cx, cy)
     page.mouse.down()
-    for k in range(1, 21):
-        page.mouse.move(box["x"] + box["width"] * (0.3 + 0.02 * k), box["y"] + box["height"] * 0.5, steps=2)
+    for x, y in ((cx + dx, cy), (cx + dx, cy + dy), (cx - dx, cy + dy), (cx - dx, cy - dy), (cx, cy - dy)):
+        page.mouse.move(x, y, steps=8)
     page.mouse.up()
     page.wait_for_timeout(1500)  # the editor sends its layers to the app shortly after the stroke ends
 
