@@ -12,6 +12,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ldmseg.errors import LDMSegError
+from ldmseg.models.mask_autoencoder import MaskAutoencoder
 from ldmseg.training import checkpoint
 from ldmseg.training.autoencoder import train_autoencoder
 from ldmseg.training.config import AutoencoderConfig
@@ -118,3 +119,16 @@ def test_time_limit_stops_with_a_checkpoint_and_a_model(tmp_path: Path) -> None:
     steps = [checkpoint.load_tree(c, "state")["step"] for c in checkpoint.list_checkpoints(run / "checkpoints")]
     assert steps == [1]
     assert (run / "model" / "config.json").exists()
+
+
+def test_fine_tune_decoder_only_keeps_the_encoder(tmp_path: Path) -> None:
+    base = train_autoencoder(tiny_config(tmp_path / "base", max_steps=2))
+    tuned = train_autoencoder(tiny_config(tmp_path / "tuned", max_steps=3, init_from=str(base), freeze_encoder=True,
+                                          encoder_channels=(2, 2, 2, 2), lr=1e-2))
+    a = MaskAutoencoder.from_pretrained(base).state_dict()
+    b = MaskAutoencoder.from_pretrained(tuned).state_dict()  # --init-from wins over the architecture flags
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("encoder."))
+    assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("decoder."))
+    with pytest.raises(LDMSegError, match="--num-bits 7"):
+        train_autoencoder(tiny_config(tmp_path / "bad", init_from=str(base), num_bits=8))

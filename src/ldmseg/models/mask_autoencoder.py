@@ -108,6 +108,10 @@ class MaskAutoencoder(ModelMixin, ConfigMixin):
     def num_ids(self) -> int:
         return 2**self.config.num_bits
 
+    def encoder_module(self) -> nn.Module:
+        """f_t: the part to freeze when only the decoder is fine-tuned."""
+        return self.encoder
+
     def encode_distribution(self, bits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Posterior mean and log-variance (None for the deterministic AE)."""
         h = self.encoder(bits)

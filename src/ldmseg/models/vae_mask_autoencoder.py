@@ -43,6 +43,10 @@ class VAEMaskAutoencoder(ModelMixin, ConfigMixin):
     def num_ids(self) -> int:
         return 2**self.config.num_bits
 
+    def encoder_module(self) -> torch.nn.Module:
+        """f_t (encoder + quant_conv): the part to freeze when only the decoder is fine-tuned."""
+        return torch.nn.ModuleList([self.vae.encoder, self.vae.quant_conv])
+
     def encode_distribution(self, bits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         dist = self.vae.encode(bits).latent_dist
         return dist.mean, dist.logvar

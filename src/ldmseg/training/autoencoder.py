@@ -12,11 +12,12 @@ from ldmseg.data.datasets import PanopticDataset, SampleConfig, SyntheticDataset
 from ldmseg.data.synthetic import SceneConfig
 from ldmseg.diffusion.postprocess import logits_to_panoptic
 from ldmseg.errors import LDMSegError
-from ldmseg.models.mask_autoencoder import MaskAutoencoder, add_latent_noise, kl_divergence
+from ldmseg.models.mask_autoencoder import MaskAutoencoder, add_latent_noise, kl_divergence, load_mask_autoencoder
 from ldmseg.models.mask_losses import mask_autoencoder_loss, scaled_num_points
 from ldmseg.training.config import AutoencoderConfig
 from ldmseg.training.loop import train
 from ldmseg.training.validation import LogImage, agnostic_pq
+from ldmseg.weights import resolve_model_path
 
 VAL_SEED_OFFSET = 1_000_003  # held-out synthetic scenes never overlap the training stream
 
@@ -34,6 +35,20 @@ def mask_dataset(source: str, size: int, num_ids: int, seed: int, preset: str, t
 
 
 def build_autoencoder(cfg: AutoencoderConfig) -> torch.nn.Module:
+    """A new mask AE from the flags, or (--init-from) a saved one to fine-tune; --freeze-encoder fixes f_t."""
+    model = _new_or_saved_autoencoder(cfg)
+    if cfg.freeze_encoder:
+        model.encoder_module().requires_grad_(False)
+    return model
+
+
+def _new_or_saved_autoencoder(cfg: AutoencoderConfig) -> torch.nn.Module:
+    if cfg.init_from:
+        model = load_mask_autoencoder(resolve_model_path(cfg.init_from, "mask_autoencoder")).train()
+        if model.config.num_bits != cfg.num_bits:
+            raise LDMSegError(f"{cfg.init_from}: its mask AE has {model.config.num_bits} bits; pass "
+                              f"--num-bits {model.config.num_bits}")
+        return model
     if cfg.autoencoder == "sd-vae":
         if not cfg.pretrained_vae:
             raise LDMSegError("--autoencoder sd-vae needs --pretrained-vae DIR|HUB_ID")

@@ -89,6 +89,8 @@ class AutoencoderConfig(LoopConfig):
     val_size: int = 128
     num_bits: int = 7  # N = 128 ids
     autoencoder: str = "shallow"  # 'shallow' (§3.1) or 'sd-vae' (Table 1 †: SD's VAE fine-tuned)
+    init_from: str = ""  # a mask AE directory, or 'demo': fine-tune it (its architecture; the flags below ignored)
+    freeze_encoder: bool = False  # train the decoder only: latents, and stage-2 models trained on them, stay valid
     pretrained_vae: str = ""  # for 'sd-vae': a diffusers AutoencoderKL directory or hub id
     latent_channels: int = 4
     downsample_factor: int = 8
