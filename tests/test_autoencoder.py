@@ -9,6 +9,7 @@ import torch
 from diffusers import AutoencoderKL
 
 from ldmseg.data.bits import ids_to_bits
+from ldmseg.errors import LDMSegError
 from ldmseg.models import mask_losses as L
 from ldmseg.models.mask_autoencoder import MaskAutoencoder, load_mask_autoencoder
 from ldmseg.models.vae_mask_autoencoder import VAEMaskAutoencoder
@@ -45,6 +46,16 @@ def test_shapes_parameters_and_round_trip(tmp_path: Path) -> None:
     assert f16.encode_ids(blocks()).shape[-1] == 2 and f16.decode(f16.encode_ids(blocks())).shape[-1] == 16
     with pytest.raises(ValueError):
         MaskAutoencoder(downsample_factor=6)
+
+
+def test_unreadable_or_foreign_config_is_a_one_line_error(tmp_path: Path) -> None:
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "config.json").write_text("{not json")
+    with pytest.raises(LDMSegError, match=r"bad/config.json: cannot read the model config \(.*not a valid JSON"):
+        load_mask_autoencoder(tmp_path / "bad")
+    AutoencoderKL(block_out_channels=(8,), norm_num_groups=8, latent_channels=4).save_pretrained(tmp_path / "kl")
+    with pytest.raises(LDMSegError, match="not a mask autoencoder"):
+        load_mask_autoencoder(tmp_path / "kl")
 
 
 def test_gaussian_posterior() -> None:

@@ -8,6 +8,7 @@ g:   latents -> conv to width -> (transposed conv 2x2 stride 2, channel LayerNor
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +17,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from ldmseg.data.bits import ids_to_bits
+from ldmseg.errors import LDMSegError
 
 
 def kl_divergence(mean: torch.Tensor, logvar: torch.Tensor | None) -> torch.Tensor:
@@ -145,19 +147,14 @@ class MaskAutoencoder(ModelMixin, ConfigMixin):
         return logits.argmax(1)
 
 
-def load_mask_autoencoder(path) -> torch.nn.Module:
-    """Either mask AE from a save_pretrained directory, by the class name in its config."""
-    import json
-    from pathlib import Path
-
-    from ldmseg.errors import LDMSegError
-
+def load_mask_autoencoder(path: str | Path) -> torch.nn.Module:
+    """Either mask AE from a save_pretrained directory or a hub id, by the class name in its config."""
     config = Path(path) / "config.json"
     try:
-        name = json.loads(config.read_text()).get("_class_name")
-    except (OSError, json.JSONDecodeError) as e:
-        raise LDMSegError(f"{config}: cannot read the model config ({e})") from None
-    if name == "VAEMaskAutoencoder":
+        name = MaskAutoencoder.load_config(path).get("_class_name")
+    except (OSError, ValueError) as e:
+        raise LDMSegError(f"{config}: cannot read the model config ({str(e).splitlines()[0]})") from None
+    if name == "VAEMaskAutoencoder":  # imported here: that module builds on this one
         from ldmseg.models.vae_mask_autoencoder import VAEMaskAutoencoder
 
         return VAEMaskAutoencoder.from_pretrained(path).eval()
