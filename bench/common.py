@@ -48,9 +48,13 @@ def logged_curve(name: str, log: str | None) -> dict[int, float]:
     path = RESULTS / f"{name}.json"
     if log:
         found = re.findall(r"step (\d+): pq ([0-9.]+)", Path(log).read_text())
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({int(k): float(v) for k, v in found}, indent=2))
+        save_curve(name, {int(k): float(v) for k, v in found})
     return {int(k): v for k, v in json.loads(path.read_text()).items()} if path.exists() else {}
+
+
+def save_curve(name: str, curve: dict[int, float]) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(curve, indent=2))
 
 
 def curve_table(curve: dict[int, float]) -> list[str]:
