@@ -20,6 +20,7 @@ from common import ROOT, machine, save_results
 from ldmseg.data.datasets import SampleConfig, SyntheticDataset
 from ldmseg.data.masks import make_mask
 from ldmseg.data.synthetic import SceneConfig
+from ldmseg.diffusion.inpainting import DEFAULT_MASK_RULE
 from ldmseg.metrics.panoptic import PanopticEvaluator, segments_from_ids
 from ldmseg.predict import load_pipeline
 from ldmseg.training.autoencoder import VAL_SEED_OFFSET
@@ -30,7 +31,7 @@ BENCH_SEED = 4242 + VAL_SEED_OFFSET  # the stage-2 benchmark scenes
 DROP_RATES = (0.1, 0.3, 0.5, 0.7, 0.9)
 
 
-def run(pipe, items: list[dict], kind: str | None, drop: float, block: int, rule: str = "any",
+def run(pipe, items: list[dict], kind: str | None, drop: float, block: int, rule: str = DEFAULT_MASK_RULE,
         hints_only: bool = False, seed: int = 0) -> dict:
     """PQ/SQ/RQ x100 and the model's own agreement with the given ids, over all items."""
     ev = PanopticEvaluator([], class_agnostic=True)

@@ -12,6 +12,7 @@ from tqdm import tqdm
 from ldmseg.data import formats
 from ldmseg.data.masks import make_mask
 from ldmseg.data.transforms import resize_labels
+from ldmseg.diffusion.inpainting import DEFAULT_MASK_RULE
 from ldmseg.errors import LDMSegError
 from ldmseg.predict import load_pipeline
 from ldmseg.viz import overlay
@@ -28,8 +29,8 @@ def _configure(model: str, scheduler: str | None):
 
 
 def inpaint_image(model: str, image: str, partial: str, out: str, valid: str | None = None,
-                  steps: int | None = None, scheduler: str | None = None, seed: int = 0, mask_rule: str = "any"
-                  ) -> dict:
+                  steps: int | None = None, scheduler: str | None = None, seed: int = 0,
+                  mask_rule: str = DEFAULT_MASK_RULE) -> dict:
     """Write OUT/panoptic.png (COCO RGB ids), OUT/panoptic.json and OUT/overlay.png; returns the annotation."""
     rgb = formats.read_rgb(image)
     given = formats.read_panoptic_png(partial)
@@ -62,7 +63,7 @@ def hide_parts(gt_ids: np.ndarray, mask_type: str, drop_rate: float, block_size:
 
 def inpaint_set(model: str, images: str, panoptic_json: str, panoptic_dir: str, out: str, drop_rate: float,
                 block_size: int, mask_type: str = "blocks", seed: int = 0, steps: int | None = None,
-                scheduler: str | None = None, batch_size: int = 8, mask_rule: str = "any") -> dict:
+                scheduler: str | None = None, batch_size: int = 8, mask_rule: str = DEFAULT_MASK_RULE) -> dict:
     """Hide parts of every GT map, complete them; write COCO-panoptic predictions (GT image_id /
     file_name) plus OUT/masks/*.png (the known pixels given, white). Returns summary statistics."""
     from ldmseg.visualize import find_image

@@ -17,7 +17,7 @@ from diffusers.utils import BaseOutput
 from PIL import Image
 
 from ldmseg.data.transforms import resize_labels
-from ldmseg.diffusion.inpainting import known_latents, latent_mask, match_given_ids, to_model_ids
+from ldmseg.diffusion.inpainting import DEFAULT_MASK_RULE, known_latents, latent_mask, match_given_ids, to_model_ids
 from ldmseg.diffusion.postprocess import logits_to_panoptic, scaled_area, segment_infos
 from ldmseg.diffusion.sampling import sample_latents
 from ldmseg.diffusion.schedule import make_sampler
@@ -91,7 +91,7 @@ class LDMSegPipeline(DiffusionPipeline):
                  output_type: str = "np", return_dict: bool = True, output_logits: bool = False,
                  task: str = "panoptic", min_area: int | None = None, show_progress: bool = False,
                  partial_mask: np.ndarray | list[np.ndarray] | None = None,
-                 valid_mask: np.ndarray | list[np.ndarray] | None = None, mask_rule: str = "any",
+                 valid_mask: np.ndarray | list[np.ndarray] | None = None, mask_rule: str = DEFAULT_MASK_RULE,
                  keep_known: bool = True) -> LDMSegOutput | tuple:
         """Segment images; with `partial_mask` (HxW ids, 0 = unknown unless `valid_mask` says which
         pixels are given), complete it instead (Algorithm 3), keeping the given ids."""
