@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ldmseg.data.formats import atomic_path, write_json
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -22,8 +24,7 @@ def machine() -> str:
 
 def save_results(name: str, results: dict, markdown: str) -> None:
     """Write bench/results/NAME.json and replace the NAME section of docs/benchmarks.md."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2, default=_plain))
+    write_json(RESULTS / f"{name}.json", json.loads(json.dumps(results, default=_plain)), indent=2)
     text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\nWritten by the scripts in `bench/`.\n"
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
     block = f"{begin}\n{markdown.strip()}\n{end}"
@@ -31,7 +32,8 @@ def save_results(name: str, results: dict, markdown: str) -> None:
         text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S)
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
-    DOC.write_text(text)
+    with atomic_path(DOC) as tmp:
+        tmp.write_text(text)
 
 
 def _plain(obj):
@@ -53,8 +55,7 @@ def logged_curve(name: str, log: str | None) -> dict[int, float]:
 
 
 def save_curve(name: str, curve: dict[int, float]) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(curve, indent=2))
+    write_json(RESULTS / f"{name}.json", curve, indent=2)
 
 
 def curve_table(curve: dict[int, float]) -> list[str]:
