@@ -193,9 +193,32 @@ def test_fine_tuning_starts_from_the_saved_pipeline(tmp_path: Path) -> None:
     assert all(torch.equal(v, saved[k]) for k, v in task.model.unet.state_dict().items())
     exported = task.pipeline(task.model).config  # its post-processing settings carry over
     assert (exported.min_core_at_512, exported.confidence_threshold) == (1234.0, 0.4)
-    bad = DiffusionConfig(**{**cfg.__dict__, "self_condition_prob": 1.0 - cfg.self_condition_prob})
-    with pytest.raises(LDMSegError, match="self-conditioning"):
+    bad = DiffusionConfig(**{**cfg.__dict__, "self_condition_prob": 0.0})  # a self-conditioned model keeps it
+    with pytest.raises(LDMSegError, match="self-conditioned"):
         DiffusionTask(bad)
+
+
+def test_fine_tuning_adds_self_conditioning_without_changing_the_model(tmp_path: Path) -> None:
+    from ldmseg.training.config import DiffusionConfig
+    from ldmseg.training.diffusion import DiffusionTask
+
+    pipe = tiny_pipeline()
+    torch.manual_seed(1)
+    pipe.unet = build_unet("tiny", 4 + 8, 4, 4)
+    pipe.register_to_config(self_condition=False)
+    pipe.save_pretrained(tmp_path / "pipe")
+    pipe.mask_autoencoder.save_pretrained(tmp_path / "ae")
+    cfg = DiffusionConfig(out=str(tmp_path / "run"), ae=str(tmp_path / "ae"), init_from=str(tmp_path / "pipe"),
+                          size=32, self_condition_prob=0.5)
+    task = DiffusionTask(cfg)
+    unet = task.model.unet
+    assert unet.config.in_channels == 4 + 8 + 4 and task.pipeline(task.model).config.self_condition
+    x, t = torch.randn(2, 12, 4, 4), torch.tensor([10, 900])
+    hidden = pipe.task_embeddings("panoptic", 2)
+    with torch.no_grad():
+        before = pipe.unet(x, t, encoder_hidden_states=hidden).sample
+        after = unet(torch.cat([x, torch.randn(2, 4, 4, 4)], 1), t, encoder_hidden_states=hidden).sample
+    assert torch.allclose(before, after, atol=1e-6)  # the new estimate channels start at zero
 
 
 def test_predict_reports_corrupt_image_by_name(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

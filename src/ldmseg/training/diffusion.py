@@ -13,7 +13,8 @@ from ldmseg.data.synthetic import SceneConfig
 from ldmseg.diffusion.objective import DiffusionObjective, ObjectiveConfig
 from ldmseg.diffusion.schedule import make_sampler
 from ldmseg.errors import LDMSegError
-from ldmseg.models.denoiser import TaskEmbeddings, build_unet, bypass_cross_attention, load_pretrained_unet
+from ldmseg.models.denoiser import (TaskEmbeddings, build_unet, bypass_cross_attention, load_pretrained_unet,
+                                    widen_conv_in)
 from ldmseg.models.image_encoder import LearnedImageEncoder, SDVAEImageEncoder
 from ldmseg.models.mask_autoencoder import load_mask_autoencoder
 from ldmseg.pipeline import LDMSegPipeline
@@ -103,9 +104,11 @@ class DiffusionTask:
         """The trainable parts, scale factor and post-processing settings of a saved pipeline (fine-tuning);
         its AE must be --ae."""
         pipe = LDMSegPipeline.from_pretrained(resolve_pipeline_path(path))
-        if pipe.config.self_condition != objective.self_condition:
-            raise LDMSegError(f"{path}: self-conditioning is {pipe.config.self_condition} there; match "
-                              "--self-condition-prob to it")
+        if pipe.config.self_condition and not objective.self_condition:
+            raise LDMSegError(f"{path}: this model is self-conditioned; fine-tune it with --self-condition-prob > 0")
+        if objective.self_condition and not pipe.config.self_condition:
+            # the self-conditioning estimate is conv_in's last input: zero kernels leave the model unchanged at step 0
+            widen_conv_in(pipe.unet, pipe.unet.config.in_channels + pipe.unet.config.out_channels)
         postprocess = {k: pipe.config[k] for k in POSTPROCESS_SETTINGS}
         return Denoiser(pipe.unet, pipe.image_encoder, pipe.task_embeddings, objective), pipe.config.scale_factor, \
             postprocess
