@@ -160,7 +160,8 @@ def main() -> None:
         lines += ["", "Then fine-tuned on the CPU, each time on new scenes (batch 32, lr 2e-4 cosine; steps counted "
                   "from the start of each fine-tuning; validation on 64 held-out scenes of the run's own seed, DDIM "
                   "trailing 10 steps, with the id pruning the model had then: 512 px at 512^2 in the first, 4096 "
-                  "in the second; step 0 measured by scripts/val_pq.py):"]
+                  "in the second, 2048 in the third; the third adds self-conditioning, probability 0.5; step 0 "
+                  "measured by scripts/val_pq.py):"]
         for i, curve in enumerate(ft_curves, 1):
             lines += ["", f"Fine-tuning {i}:", "", *curve_table(curve)]
     save_results("diffusion", res, "\n".join(lines))
