@@ -13,7 +13,8 @@ from test_diffusion import tiny_pipeline
 from ldmseg.cli import main
 from ldmseg.data import formats
 from ldmseg.data.masks import MASK_TYPES, make_mask
-from ldmseg.diffusion.inpainting import latent_mask, match_given_ids, to_model_ids
+from ldmseg.diffusion.inpainting import given_ids_mask, latent_mask, match_given_ids, to_model_ids
+from ldmseg.diffusion.postprocess import logits_to_panoptic
 from ldmseg.diffusion.sampling import sample_latents
 from ldmseg.diffusion.schedule import output_for_x0, predicted_x0, training_scheduler
 from ldmseg.errors import LDMSegError
@@ -86,6 +87,22 @@ def test_model_ids_are_distinct_and_bounded() -> None:
     assert ids[0, 0] == 0 and len(np.unique(ids[ids != 0])) == 63 and ids.max() < 128
     with pytest.raises(LDMSegError, match="at most 15"):
         to_model_ids(partial, np.ones((8, 8), bool), 16, np.random.default_rng(0))
+
+
+def test_given_ids_survive_id_pruning() -> None:
+    logits = torch.full((1, 8, 8, 8), -5.0)
+    logits[0, 1] = 5.0
+    logits[0, 3, 2:4, 2:4] = 6.0  # a small segment of 4 confident pixels
+    given = np.zeros((8, 8), np.int64)
+    given[2, 2] = 3  # ... that the user gave
+    (pruned, _), = logits_to_panoptic(logits, threshold=0.0, min_core=5)
+    assert len(np.unique(pruned)) == 1
+    protected = given_ids_mask(given, 8)
+    assert protected[0].tolist() == [i == 3 for i in range(8)]
+    (kept, _), = logits_to_panoptic(logits, threshold=0.0, min_core=5, protected=protected)
+    assert len(np.unique(kept)) == 2 and (kept[2:4, 2:4] != kept[0, 0]).all()
+    (absent, _), = logits_to_panoptic(logits, threshold=0.0, min_core=5, protected=given_ids_mask(given * 2, 8))
+    assert len(np.unique(absent)) == 1  # protecting an id the decoder never predicts adds nothing
 
 
 @pytest.mark.parametrize("kind", MASK_TYPES)

@@ -187,7 +187,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     ip.add_argument("--steps", type=int, default=None)
     ip.add_argument("--scheduler", default=None, help="ddim | dpm++ | unipc | euler | ddpm")
     ip.add_argument("--mask-rule", default="nearest", choices=["nearest", "any", "all"],
-                    help="which latent cells count as known (all three within 1.3 PQ in bench/inpaint.py)")
+                    help="which latent cells count as known (all three within 3 PQ in bench/inpaint.py)")
     ip.add_argument("--seed", type=int, default=0)
     ip.set_defaults(func=_cmd_inpaint)
 

@@ -17,7 +17,14 @@ from diffusers.utils import BaseOutput
 from PIL import Image
 
 from ldmseg.data.transforms import resize_labels
-from ldmseg.diffusion.inpainting import DEFAULT_MASK_RULE, known_latents, latent_mask, match_given_ids, to_model_ids
+from ldmseg.diffusion.inpainting import (
+    DEFAULT_MASK_RULE,
+    given_ids_mask,
+    known_latents,
+    latent_mask,
+    match_given_ids,
+    to_model_ids,
+)
 from ldmseg.diffusion.postprocess import logits_to_panoptic, scaled_area, segment_infos
 from ldmseg.diffusion.sampling import sample_latents
 from ldmseg.diffusion.schedule import make_sampler
@@ -122,7 +129,8 @@ class LDMSegPipeline(DiffusionPipeline):
             full = F.interpolate(lg[None], size=size, mode="bilinear", align_corners=False)
             area = min_area if min_area is not None else scaled_area(self.config.min_area_at_512, *size)
             core = scaled_area(self.config.min_core_at_512, *size)
-            (ids, segs), = logits_to_panoptic(full, self.config.confidence_threshold, area, core)
+            protected = given_ids_mask(model_ids[i], lg.shape[0]) if hints is not None else None
+            (ids, segs), = logits_to_panoptic(full, self.config.confidence_threshold, area, core, protected)
             if hints is not None:
                 ids, agreement = match_given_ids(ids, *hints[i], keep_known=keep_known)
                 segs = segment_infos(ids, full[0].float().softmax(0).amax(0).cpu().numpy())

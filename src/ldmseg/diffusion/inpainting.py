@@ -5,8 +5,9 @@ how the completed map keeps the ids it was given.
   pixels are VOID (all bits 0), and the mask AE encodes the result; times s, like the training latents.
 - `latent_mask`: which latent cells count as known. A cell covers f x f pixels; 'nearest' (the pixel
   nearest-neighbour downsampling picks, the cell's top-left one; the default), 'any' (at least one
-  pixel known) or 'all' (every pixel): within 1.3 PQ of each other in bench/inpaint.py, 'nearest'
-  best in its last two runs.
+  pixel known) or 'all' (every pixel): within 3 PQ of each other in bench/inpaint.py, 'nearest'
+  best or within 0.3 PQ of the best in its last three runs.
+- `given_ids_mask`: the model ids a hint uses, exempt from the post-processing's id pruning.
 - `match_given_ids`: every predicted segment that overlaps given pixels takes the given id it overlaps
   most, the others get fresh ids; known pixels then keep their given id.
 """
@@ -49,6 +50,13 @@ def to_model_ids(partial: np.ndarray, valid: np.ndarray, num_ids: int, rng: np.r
     for g, m in lut.items():
         out[ids == g] = m
     return out
+
+
+def given_ids_mask(model_ids: np.ndarray, num_ids: int) -> torch.Tensor:
+    """[1, num_ids] bool: which model ids a hint map uses (exempt from id pruning: given segments exist)."""
+    mask = torch.zeros(1, num_ids, dtype=torch.bool)
+    mask[0, torch.from_numpy(np.unique(model_ids[model_ids != 0]))] = True
+    return mask
 
 
 @torch.no_grad()

@@ -20,23 +20,29 @@ def scaled_area(area_at_512: float, height: int, width: int) -> int:
     return int(round(area_at_512 * height * width / 512**2))
 
 
-def prune_ids(logits: torch.Tensor, min_core: int) -> torch.Tensor:
-    """Set the logits of ids that are the confident argmax at fewer than `min_core` pixels to -inf."""
+def prune_ids(logits: torch.Tensor, min_core: int, protected: torch.Tensor | None = None) -> torch.Tensor:
+    """Set the logits of ids that are the confident argmax at fewer than `min_core` pixels to -inf.
+
+    `protected` [B, N] bool: ids never pruned (inpainting: the ids the user gave exist, however small).
+    """
     b, n = logits.shape[:2]
     conf, ids = logits.float().softmax(1).max(1)
     ids = ids.masked_fill(conf < 0.5, n)  # bin n collects the unconfident pixels
     offsets = torch.arange(b, device=ids.device).view(b, 1, 1) * (n + 1)
     core = torch.bincount((ids + offsets).flatten(), minlength=b * (n + 1)).view(b, n + 1)[:, :n]
     keep = core >= max(min_core, 1)
+    if protected is not None:
+        keep |= protected.to(keep.device) & (core > 0)
     keep |= ~keep.any(1, keepdim=True)  # nothing confident at all: prune nothing
     return logits.float().masked_fill(~keep[:, :, None, None], float("-inf"))
 
 
-def logits_to_panoptic(logits: torch.Tensor, threshold: float = 0.5, min_area: int = 0, min_core: int = 0
-                       ) -> list[tuple[np.ndarray, list[dict]]]:
-    """[B, N, H, W] logits -> per image (int32 ids, segments_info with id / area / score / bbox)."""
+def logits_to_panoptic(logits: torch.Tensor, threshold: float = 0.5, min_area: int = 0, min_core: int = 0,
+                       protected: torch.Tensor | None = None) -> list[tuple[np.ndarray, list[dict]]]:
+    """[B, N, H, W] logits -> per image (int32 ids, segments_info with id / area / score / bbox);
+    `protected` [B, N] bool: ids exempt from pruning."""
     if min_core > 0:
-        logits = prune_ids(logits, min_core)
+        logits = prune_ids(logits, min_core, protected)
     probs = logits.float().softmax(1)
     conf, ids = probs.max(1)
     ids = torch.where(conf < threshold, torch.zeros_like(ids), ids)

@@ -13,8 +13,13 @@ from ldmseg.data.synthetic import SceneConfig
 from ldmseg.diffusion.objective import DiffusionObjective, ObjectiveConfig
 from ldmseg.diffusion.schedule import make_sampler
 from ldmseg.errors import LDMSegError
-from ldmseg.models.denoiser import (TaskEmbeddings, build_unet, bypass_cross_attention, load_pretrained_unet,
-                                    widen_conv_in)
+from ldmseg.models.denoiser import (
+    TaskEmbeddings,
+    build_unet,
+    bypass_cross_attention,
+    load_pretrained_unet,
+    widen_conv_in,
+)
 from ldmseg.models.image_encoder import LearnedImageEncoder, SDVAEImageEncoder
 from ldmseg.models.mask_autoencoder import load_mask_autoencoder
 from ldmseg.pipeline import LDMSegPipeline
