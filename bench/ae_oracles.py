@@ -51,13 +51,8 @@ def oracle(transform: Callable[[np.ndarray], np.ndarray]) -> Callable[[list[dict
     return predict
 
 
-def segment_areas(ids: np.ndarray) -> np.ndarray:
-    values, counts = np.unique(ids, return_counts=True)
-    return counts[values != 0]
-
-
 def area_shares(items: list[dict]) -> dict[str, float]:
-    areas = np.concatenate([segment_areas(it["ids"].numpy()) for it in items])
+    areas = np.array([s["area"] for it in items for s in segments_from_ids(it["ids"].numpy())])
     return {f"<{a}": 100 * float((areas < a).mean()) for a in MIN_AREAS} | {"segments": int(areas.size)}
 
 
