@@ -2,6 +2,10 @@
 latent noise, PQ vs training steps (from the run's TensorBoard log), size and throughput.
 
     python bench/autoencoder.py [--ae demo|DIR] [--run runs/demo-ae] [--num 500] [--size 256]
+    python bench/autoencoder.py --process-size 512   # the same scenes squashed to 512^2 first (paper protocol)
+
+With --process-size P != --size, each mask is resized (nearest) to P x P before encoding and decoded back to
+its own size, as `ldmseg reconstruct --size P` does; that table goes into a section of its own.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import ROOT, curve_table, logged_curve, machine, save_results
+from common import ROOT, curve_table, logged_curve, machine, new_plot, save_plot, save_results
 
 from ldmseg.data.datasets import SampleConfig, SyntheticDataset
 from ldmseg.data.synthetic import SceneConfig
@@ -23,24 +27,13 @@ BENCH_SEED = 777 + VAL_SEED_OFFSET  # held out: training scenes use seeds (0, i)
 
 
 def plot_curve(curve: dict[int, float], seconds_per_step: float | None, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig, ax = new_plot()
     ax.plot(list(curve), list(curve.values()), marker="o", label="64 held-out scenes (default+dense), argmax")
-    ax.set_xlabel("training step (batch 16, 256x256)")
-    ax.set_ylabel("recon PQ (class-agnostic)")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
     if seconds_per_step:
         sec = ax.secondary_xaxis("top", functions=(lambda s: s * seconds_per_step / 60,
                                                    lambda m: m * 60 / seconds_per_step))
         sec.set_xlabel("GPU minutes (H100)")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    save_plot(fig, ax, path, "training step (batch 16, 256x256)", "recon PQ (class-agnostic)", legend_size=7)
 
 
 def throughput(ae: torch.nn.Module, size: int, batch: int = 4, repeats: int = 3) -> float:
@@ -64,6 +57,42 @@ SETTINGS = (  # (latent noise x std, confidence threshold, id-pruning core at 51
 )
 
 
+PROCESSED_SETTINGS = SETTINGS[2:3]  # encoding at 512^2 costs ~4x: the default post-processing only
+
+
+def score_settings(ae: torch.nn.Module, size: int, num: int, process: int, res: dict) -> list[tuple]:
+    """The settings rows on the benchmark scenes of both presets: (preset, label, PQ/SQ/RQ), also put in res."""
+    table = []
+    for preset in ("default", "dense"):
+        ds = SyntheticDataset(SceneConfig.preset(preset, size), SampleConfig(size=size, num_ids=ae.num_ids),
+                              seed=BENCH_SEED, length=num)
+        items = [ds[i] for i in range(len(ds))]
+        for noise, threshold, core_at_512, label in SETTINGS if process == size else PROCESSED_SETTINGS:
+            gen = torch.Generator().manual_seed(0)
+            core = int(round(core_at_512 * size**2 / 512**2))
+            r = reconstruction_pq(ae, items, latent_noise=noise, generator=gen, threshold=threshold, min_core=core,
+                                  process_size=process)
+            res[f"{preset}/{label}"] = r
+            table.append((preset, label, r))
+            print(preset, label, r, flush=True)
+    return table
+
+
+def markdown_rows(table: list[tuple]) -> list[str]:
+    return ["| scenes | decoding | PQ | SQ | RQ |", "|---|---|---|---|---|",
+            *(f"| {preset} | {label} | {r['pq']:.1f} | {r['sq']:.1f} | {r['rq']:.1f} |" for preset, label, r in table)]
+
+
+def processed_section(args: argparse.Namespace, process: int, table: list[tuple]) -> list[str]:
+    return [f"## Stage 1: reconstruction with the masks encoded at {process}x{process}", "",
+            f"The same {args.num} + {args.num} scenes at {args.size}x{args.size} and the same AE `{args.ae}`, but each "
+            f"mask resized (nearest) to {process}x{process} before encoding, as `ldmseg reconstruct --size {process}` "
+            f"does (the paper reconstructs at 512x512), and decoded straight back to {args.size}x{args.size}; "
+            f"post-processing at {args.size}x{args.size} as above. The latent grid is "
+            f"{process // 8}x{process // 8} instead of {args.size // 8}x{args.size // 8}: small segments span more "
+            f"latent cells. {machine()}.", "", *markdown_rows(table)]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--ae", default="demo")
@@ -71,23 +100,18 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--log", default=None, help="console log of the AE's training run (validation lines)")
     ap.add_argument("--seconds-per-step", type=float, default=None)
+    ap.add_argument("--process-size", type=int, default=None, help="encode the masks at this size (default: --size)")
     args = ap.parse_args()
     torch.set_num_threads(2)
     ae = load_mask_autoencoder(resolve_model_path(args.ae, "mask_autoencoder"))
     params = sum(p.numel() for p in ae.parameters())
-    res: dict = {"machine": machine(), "ae": args.ae, "params": params, "num": args.num, "size": args.size}
-    table = []
-    for preset in ("default", "dense"):
-        ds = SyntheticDataset(SceneConfig.preset(preset, args.size), SampleConfig(size=args.size, num_ids=ae.num_ids),
-                              seed=BENCH_SEED, length=args.num)
-        items = [ds[i] for i in range(len(ds))]
-        for noise, threshold, core_at_512, label in SETTINGS:
-            gen = torch.Generator().manual_seed(0)
-            core = int(round(core_at_512 * args.size**2 / 512**2))
-            r = reconstruction_pq(ae, items, latent_noise=noise, generator=gen, threshold=threshold, min_core=core)
-            res[f"{preset}/{label}"] = r
-            table.append((preset, label, r))
-            print(preset, label, r, flush=True)
+    process = args.process_size or args.size
+    res: dict = {"machine": machine(), "ae": args.ae, "params": params, "num": args.num, "size": args.size,
+                 "process_size": process}
+    table = score_settings(ae, args.size, args.num, process, res)
+    if process != args.size:
+        save_results(f"autoencoder_at_{process}", res, "\n".join(processed_section(args, process, table)))
+        return
     res["masks_per_s_512"] = throughput(ae, 512)
     res["masks_per_s_256"] = throughput(ae, 256)
     lines = ["## Stage 1: mask autoencoder reconstruction", "",
@@ -96,9 +120,7 @@ def main() -> None:
              "Noise: Gaussian noise of k x the latent std added to the latents before decoding. Id pruning: ids "
              "that are the confident argmax at fewer than 512 px at 512^2 (scaled) give their pixels to the best "
              f"surviving id. {machine()}.", "",
-             "| scenes | decoding | PQ | SQ | RQ |", "|---|---|---|---|---|"]
-    for preset, label, r in table:
-        lines.append(f"| {preset} | {label} | {r['pq']:.1f} | {r['sq']:.1f} | {r['rq']:.1f} |")
+             *markdown_rows(table)]
     lines += ["", f"Throughput (encode + decode + argmax, batch 4, CPU): {res['masks_per_s_512']:.1f} masks/s at "
               f"512x512, {res['masks_per_s_256']:.1f} masks/s at 256x256. GPU: see GPU timings."]
     curve = logged_curve("ae_curve", args.log)

@@ -62,3 +62,24 @@ def curve_table(curve: dict[int, float]) -> list[str]:
     """A markdown table: one column per step, PQ below."""
     return ["| step | " + " | ".join(str(k) for k in curve) + " |", "|---" * (len(curve) + 1) + "|",
             "| PQ | " + " | ".join(f"{v:.1f}" for v in curve.values()) + " |"]
+
+
+def new_plot(figsize: tuple[float, float] = (5, 3.2)):
+    """(figure, axes) drawn off-screen (the benchmark machines have no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=figsize)
+
+
+def save_plot(fig, ax, path: Path, xlabel: str, ylabel: str, legend_size: int | None = None) -> None:
+    """Label, legend and grid a benchmark figure, then write it as PNG atomically."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=legend_size)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)

@@ -11,7 +11,7 @@ import itertools
 import time
 
 import torch
-from common import ROOT, curve_table, logged_curve, machine, save_curve, save_results
+from common import ROOT, curve_table, logged_curve, machine, new_plot, save_curve, save_plot, save_results
 
 from ldmseg.baseline import colour_components
 from ldmseg.data.datasets import SampleConfig, SyntheticDataset
@@ -42,22 +42,11 @@ def speed(pipe, ds, steps: int, batch: int) -> float:
 
 
 def plot(results: dict, path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig, ax = new_plot()
     for name, points in results.items():
         ax.plot(list(points), list(points.values()), marker="o", label=name)
     ax.set_xscale("log")
-    ax.set_xlabel("sampling steps")
-    ax.set_ylabel("class-agnostic PQ")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    save_plot(fig, ax, path, "sampling steps", "class-agnostic PQ")
 
 
 NOISE_LEVELS = (0, 50, 200, 500, 800, 999)

@@ -15,7 +15,7 @@ import argparse
 
 import numpy as np
 import torch
-from common import ROOT, machine, save_results
+from common import ROOT, machine, new_plot, save_plot, save_results
 
 from ldmseg.data.datasets import SampleConfig, SyntheticDataset
 from ldmseg.data.masks import make_mask
@@ -62,23 +62,12 @@ def run(pipe, items: list[dict], kind: str | None, drop: float, block: int, rule
 
 
 def plot(curves: dict[str, dict[float, float]], no_hint: float, path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    fig, ax = new_plot((5.5, 3.5))
     for name, pts in curves.items():
         ax.plot([100 * d for d in pts], list(pts.values()), marker="o", label=name,
                 linestyle="--" if "hints only" in name else "-")
     ax.axhline(no_hint, color="grey", linestyle=":", label="no hint")
-    ax.set_xlabel("drop rate d (% of the image hidden)")
-    ax.set_ylabel("class-agnostic PQ")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    save_plot(fig, ax, path, "drop rate d (% of the image hidden)", "class-agnostic PQ", legend_size=7)
 
 
 def figure(pipe, items: list[dict], block: int, drop: float, path) -> None:

@@ -14,15 +14,12 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
 from ldmseg.data.datasets import SampleConfig, SyntheticDataset
 from ldmseg.data.formats import write_json
 from ldmseg.data.synthetic import SceneConfig
-from ldmseg.diffusion.postprocess import logits_to_panoptic, scaled_area
-from ldmseg.metrics.panoptic import PanopticEvaluator, segments_from_ids
 from ldmseg.predict import load_pipeline
 from ldmseg.training.autoencoder import VAL_SEED_OFFSET
+from ldmseg.training.diffusion import sampled_pq_by_min_core
 
 TUNING_SEED = 7 + VAL_SEED_OFFSET
 CANDIDATES = (0, 512, 1024, 2048, 4096, 8192)
@@ -39,19 +36,7 @@ def main() -> None:
     ds = SyntheticDataset(SceneConfig.preset("default", size),
                           SampleConfig(size=size, num_ids=pipe.mask_autoencoder.num_ids), seed=TUNING_SEED,
                           length=args.num)
-    evaluators = {c: PanopticEvaluator([], class_agnostic=True) for c in CANDIDATES}
-    gen = torch.Generator().manual_seed(0)
-    for start in range(0, args.num, 16):
-        items = [ds[i] for i in range(start, min(args.num, start + 16))]
-        out = pipe([it["image"] for it in items], generator=gen, output_logits=True)
-        for item, logits in zip(items, out.logits, strict=True):
-            gt = item["ids"].numpy()
-            area = scaled_area(pipe.config.min_area_at_512, *gt.shape)
-            for core, ev in evaluators.items():
-                (pred, segs), = logits_to_panoptic(logits[None], pipe.config.confidence_threshold, area,
-                                                   scaled_area(core, *gt.shape))
-                ev.process(gt, segments_from_ids(gt), pred, segs)
-    scores = {c: 100 * ev.evaluate()["All"]["pq"] for c, ev in evaluators.items()}
+    scores = sampled_pq_by_min_core(pipe, ds, {c: c for c in CANDIDATES})
     for c, pq in scores.items():
         print(f"min_core_at_512 {c:5d}: PQ {pq:.1f}")
     best = max(scores, key=scores.get)

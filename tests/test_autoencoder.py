@@ -182,3 +182,16 @@ def test_id_pruning_gives_boundary_fragments_to_a_neighbour() -> None:
     flat[0, 2] = 0.5
     (ids, _), = logits_to_panoptic(flat, threshold=0.0, min_core=5)
     assert (ids == ids[0, 0]).all() and ids[0, 0] != 0
+
+
+def test_reconstruction_pq_encodes_at_the_process_size() -> None:
+    from ldmseg.training.autoencoder import reconstruction_pq
+
+    ae = MaskAutoencoder(encoder_channels=(4, 8, 8, 8), decoder_channels=8)
+    seen, decoded, encode, decode = [], [], ae.encode_ids, ae.decode
+    ae.encode_ids = lambda ids: seen.append(tuple(ids.shape[-2:])) or encode(ids)
+    ae.decode = lambda z, size=None: decoded.append(size) or decode(z, size)
+    items = [{"ids": ids} for ids in blocks(3, 32)]
+    r = reconstruction_pq(ae, items, batch_size=2, process_size=64)
+    assert seen == [(64, 64)] * 2 and decoded == [(32, 32)] * 2  # encoded at 64^2, decoded straight to 32^2
+    assert 0 <= r["pq"] <= 100

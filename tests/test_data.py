@@ -125,6 +125,10 @@ def test_ade20k_reduce_zero_label_applied_once(tmp_path: Path) -> None:
 def test_transforms() -> None:
     ids = np.array([[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 0, 0], [3, 3, 0, 0]])
     assert (transforms.resize_labels(ids, (2, 2)) == [[1, 2], [3, 0]]).all()
+    batch = np.stack([ids, ids.T])  # [B, H, W]: each map resized as on its own; x2 then /2 is exact
+    up = transforms.resize_labels(batch, (8, 8))
+    assert up.shape == (2, 8, 8) and (up[1] == transforms.resize_labels(ids.T, (8, 8))).all()
+    assert (transforms.resize_labels(up, (4, 4)) == batch).all()
     assert transforms.fit_size((100, 50), 64, "pad") == (64, 32)
     assert transforms.fit_size((100, 50), 64, "squash") == (64, 64)
     segs = [{"id": 1, "area": 4, "iscrowd": 1}, {"id": 2, "area": 4, "iscrowd": 0}, {"id": 3, "area": 2}]

@@ -228,3 +228,20 @@ def test_predict_reports_corrupt_image_by_name(tmp_path: Path, capsys: pytest.Ca
                  str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "bad.jpg" in err and "corrupt" in err and not (tmp_path / "o").exists()
+
+
+def test_scoring_several_id_prunings_reproduces_the_pipeline() -> None:
+    from ldmseg.training.diffusion import sampled_pq_by_min_core
+
+    pipe = tiny_pipeline()
+    pipe.register_to_config(min_core_at_512=2048.0)
+    with torch.no_grad():  # random weights are never confident: sharpen the decoder's logits
+        pipe.mask_autoencoder.decoder[-1].weight.mul_(100)
+    images = [torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(i)) * 2 - 1 for i in range(3)]
+    out = pipe(images, num_inference_steps=2, generator=torch.Generator().manual_seed(0))
+    assert all(len(segs) > 0 for segs in out.segments_info)
+    items = [{"image": im, "ids": torch.from_numpy(ids.astype(np.int64))} for im, ids in zip(images, out.panoptic,
+                                                                                            strict=True)]
+    pq = sampled_pq_by_min_core(pipe, items, {"own": 2048.0, "none": 0.0}, steps=2, batch_size=3, seed=0)
+    assert pq["own"] == pytest.approx(100.0)  # the same samples, post-processed as the pipeline does
+    assert pq["none"] < 100.0  # without pruning, fragments the pipeline removed come back

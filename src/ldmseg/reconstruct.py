@@ -65,7 +65,7 @@ def reconstruct_set(ae_path: str, images: str, panoptic_json: str, panoptic_dir:
         z = ae.encode_ids(torch.stack(batch))
         stats.update(z)
         z = add_latent_noise(z, latent_noise, gen, per_sample_random=False)
-        logits = ae.decode(z, size=(size, size))
+        logits = ae.decode(z)  # at H/2, resampled once below, straight to each mask's own size
         for rec, gt_ids, lg in zip(chunk, originals, logits, strict=True):
             full = torch.nn.functional.interpolate(lg[None], size=gt_ids.shape, mode="bilinear", align_corners=False)
             min_area, min_core = (scaled_area(a, *gt_ids.shape) for a in (min_area_at_512, min_core_at_512))

@@ -18,13 +18,13 @@ def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of an integer map to (height, width)."""
-    if labels.shape[:2] == tuple(size):
+    """Nearest-neighbour resize of an integer map ([..., H, W]) to (height, width)."""
+    if labels.shape[-2:] == tuple(size):
         return labels
-    h, w = labels.shape
+    h, w = labels.shape[-2:]
     ys = np.minimum(((np.arange(size[0]) + 0.5) * h / size[0]).astype(np.int64), h - 1)
     xs = np.minimum(((np.arange(size[1]) + 0.5) * w / size[1]).astype(np.int64), w - 1)
-    return labels[ys[:, None], xs[None, :]]
+    return labels[..., ys[:, None], xs[None, :]]
 
 
 def resize_float(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:

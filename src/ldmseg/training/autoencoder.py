@@ -10,6 +10,7 @@ from torch.utils.data import Dataset
 from ldmseg.data.bits import ids_to_bits
 from ldmseg.data.datasets import PanopticDataset, SampleConfig, SyntheticDataset
 from ldmseg.data.synthetic import SceneConfig
+from ldmseg.data.transforms import resize_labels
 from ldmseg.diffusion.postprocess import logits_to_panoptic
 from ldmseg.errors import LDMSegError
 from ldmseg.models.mask_autoencoder import MaskAutoencoder, add_latent_noise, kl_divergence, load_mask_autoencoder
@@ -97,17 +98,22 @@ class AutoencoderTask:
 
 def reconstruction_pq(ae: MaskAutoencoder, dataset: Dataset, batch_size: int = 16, min_area: int = 0,
                       latent_noise: float = 0.0, step: int = 0, log_image: LogImage | None = None,
-                      generator: torch.Generator | None = None, threshold: float = 0.0, min_core: int = 0
-                      ) -> dict[str, float]:
+                      generator: torch.Generator | None = None, threshold: float = 0.0, min_core: int = 0,
+                      process_size: int | None = None) -> dict[str, float]:
     """Class-agnostic PQ of encode -> (noise) -> decode -> post-process on a mask dataset.
 
     threshold 0 = plain argmax (reconstruction); 0.5 = the prediction rule of the research code.
     min_core > 0 prunes ids owning fewer confident pixels (diffusion.postprocess.prune_ids).
+    process_size: masks are resized (nearest) to this square size before encoding, as `ldmseg reconstruct
+    --size` does, and decoded straight back to their own size; None encodes them as they are.
     """
     def predict(items: list[dict]) -> list:
-        ids = torch.stack([it["ids"] for it in items]).to(ae.device)
-        latents = add_latent_noise(ae.encode_ids(ids), latent_noise, generator, per_sample_random=False)
-        return logits_to_panoptic(ae.decode(latents, size=tuple(ids.shape[-2:])), threshold, min_area, min_core)
+        ids = torch.stack([it["ids"] for it in items])
+        size = tuple(ids.shape[-2:])
+        if process_size is not None:
+            ids = torch.from_numpy(resize_labels(ids.numpy(), (process_size, process_size)))
+        latents = add_latent_noise(ae.encode_ids(ids.to(ae.device)), latent_noise, generator, per_sample_random=False)
+        return logits_to_panoptic(ae.decode(latents, size=size), threshold, min_area, min_core)
 
     return agnostic_pq(dataset, predict, batch_size, tag="val/reconstruction", step=step, log_image=log_image)
 

@@ -11,8 +11,10 @@ from torch import nn
 from ldmseg.data.datasets import PanopticDataset, SampleConfig, SyntheticDataset
 from ldmseg.data.synthetic import SceneConfig
 from ldmseg.diffusion.objective import DiffusionObjective, ObjectiveConfig
+from ldmseg.diffusion.postprocess import logits_to_panoptic, scaled_area
 from ldmseg.diffusion.schedule import make_sampler
 from ldmseg.errors import LDMSegError
+from ldmseg.metrics.panoptic import PanopticEvaluator, segments_from_ids
 from ldmseg.models.denoiser import (
     TaskEmbeddings,
     build_unet,
@@ -157,6 +159,26 @@ def sampled_pq(pipe: LDMSegPipeline, dataset, steps: int, batch_size: int = 8, s
 
     return agnostic_pq(dataset, predict, batch_size, show_image=True, tag="val/samples", step=step,
                        log_image=log_image)
+
+
+@torch.no_grad()
+def sampled_pq_by_min_core(pipe: LDMSegPipeline, dataset, cores: dict, steps: int | None = None,
+                           batch_size: int = 16, seed: int = 0) -> dict:
+    """Sample each item once and score the same logits under each id-pruning size (name -> px at 512^2):
+    compares post-processings without the sampling noise of separate runs. Returns name -> PQ x100."""
+    evaluators = {name: PanopticEvaluator([], class_agnostic=True) for name in cores}
+    gen = torch.Generator().manual_seed(seed)
+    for start in range(0, len(dataset), batch_size):
+        items = [dataset[i] for i in range(start, min(len(dataset), start + batch_size))]
+        out = pipe([it["image"] for it in items], num_inference_steps=steps, generator=gen, output_logits=True)
+        for item, logits in zip(items, out.logits, strict=True):
+            gt = item["ids"].numpy()
+            area = scaled_area(pipe.config.min_area_at_512, *gt.shape)
+            for name, core in cores.items():
+                (pred, segs), = logits_to_panoptic(logits[None], pipe.config.confidence_threshold, area,
+                                                   scaled_area(core, *gt.shape))
+                evaluators[name].process(gt, segments_from_ids(gt), pred, segs)
+    return {name: 100 * ev.evaluate()["All"]["pq"] for name, ev in evaluators.items()}
 
 
 def train_diffusion(cfg: DiffusionConfig) -> Path:
