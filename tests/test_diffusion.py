@@ -168,7 +168,7 @@ def test_train_export_predict_evaluate(tmp_path: Path) -> None:
     Image.open(s / "images" / "000001.png").convert("L").save(s / "images" / "000001.png")  # grayscale input
     assert main(["predict", "--model", str(run / "model"), "--images", str(s / "images"), "--panoptic-json",
                  str(s / "panoptic.json"), "--out", str(tmp_path / "pred"), "--steps", "2", "--scheduler",
-                 "dpm++"]) == 0
+                 "dpm++", "--ensemble-size", "2"]) == 0
     pred = json.loads((tmp_path / "pred" / "panoptic.json").read_text())
     assert [a["image_id"] for a in pred["annotations"]] == [0, 1]
     assert len(list((tmp_path / "pred" / "overlays").glob("*.png"))) == 2

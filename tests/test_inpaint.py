@@ -146,7 +146,8 @@ def test_inpaint_cli_round_trip(synth_set: Path, tmp_path: Path, capsys: pytest.
     out = tmp_path / "out"
     assert main(["inpaint", "--model", str(tmp_path / "model"), "--images", str(synth_set / "images"),
                  "--panoptic-json", str(synth_set / "panoptic.json"), "--panoptic-dir", str(synth_set / "panoptic"),
-                 "--out", str(out), "--drop-rate", "0.5", "--block-size", "8", "--steps", "2"]) == 0
+                 "--out", str(out), "--drop-rate", "0.5", "--block-size", "8", "--steps", "2", "--ensemble-size",
+                 "3"]) == 0
     pred = json.loads((out / "panoptic.json").read_text())
     gt = json.loads((synth_set / "panoptic.json").read_text())
     assert [a["image_id"] for a in pred["annotations"]] == [a["image_id"] for a in gt["annotations"]]

@@ -71,14 +71,15 @@ def _cmd_predict(a: argparse.Namespace) -> None:
     from ldmseg.predict import predict_folder
 
     out = predict_folder(a.model, a.images, a.out, a.panoptic_json, a.steps, a.scheduler, a.seed, a.batch_size,
-                         a.resolution)
+                         a.resolution, a.ensemble_size)
     print(f"wrote predictions to {out}")
 
 
 def _cmd_inpaint(a: argparse.Namespace) -> None:
     from ldmseg import inpaint
 
-    common = dict(steps=a.steps, scheduler=a.scheduler, seed=a.seed, mask_rule=a.mask_rule)
+    common = dict(steps=a.steps, scheduler=a.scheduler, seed=a.seed, mask_rule=a.mask_rule,
+                  ensemble_size=a.ensemble_size)
     if bool(a.image) == bool(a.images):
         raise LDMSegError("inpaint: give either --image with --partial, or --images with --panoptic-json and "
                           "--panoptic-dir")
@@ -103,6 +104,10 @@ def _cmd_app(a: argparse.Namespace) -> None:
     except ImportError as err:
         raise LDMSegError(f"the app needs Gradio: pip install 'ldmseg[app]' ({err})") from None
     serve(a.model, a.host, a.port, a.steps)
+
+
+ENSEMBLE_HELP = ("samples per image; the one the others agree with most is kept "
+                 "(default: the model's; K samples cost K times one)")
 
 
 def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
@@ -168,6 +173,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     pr.add_argument("--seed", type=int, default=0)
     pr.add_argument("--batch-size", type=int, default=4)
     pr.add_argument("--resolution", type=int, default=None, help="processing resolution (default: the model's)")
+    pr.add_argument("--ensemble-size", type=int, default=None, help=ENSEMBLE_HELP)
     pr.set_defaults(func=_cmd_predict)
 
     ip = sub.add_parser("inpaint", help="complete a partial panoptic mask (one image, or a COCO set with "
@@ -189,6 +195,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     ip.add_argument("--mask-rule", default="nearest", choices=["nearest", "any", "all"],
                     help="which latent cells count as known (all three within 3 PQ in bench/inpaint.py)")
     ip.add_argument("--seed", type=int, default=0)
+    ip.add_argument("--ensemble-size", type=int, default=None, help=ENSEMBLE_HELP)
     ip.set_defaults(func=_cmd_inpaint)
 
     ap_ = sub.add_parser("app", help="interactive page: segment an image, complete brush strokes")

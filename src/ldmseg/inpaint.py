@@ -30,7 +30,7 @@ def _configure(model: str, scheduler: str | None):
 
 def inpaint_image(model: str, image: str, partial: str, out: str, valid: str | None = None,
                   steps: int | None = None, scheduler: str | None = None, seed: int = 0,
-                  mask_rule: str = DEFAULT_MASK_RULE) -> dict:
+                  mask_rule: str = DEFAULT_MASK_RULE, ensemble_size: int | None = None) -> dict:
     """Write OUT/panoptic.png (COCO RGB ids), OUT/panoptic.json and OUT/overlay.png; returns the annotation."""
     rgb = formats.read_rgb(image)
     given = formats.read_panoptic_png(partial)
@@ -42,7 +42,7 @@ def inpaint_image(model: str, image: str, partial: str, out: str, valid: str | N
         raise LDMSegError(f"{valid}: size {known.shape[1]}x{known.shape[0]} differs from the partial mask's")
     pipe = _configure(model, scheduler)
     result = pipe(rgb, num_inference_steps=steps, generator=torch.Generator().manual_seed(seed), partial_mask=given,
-                  valid_mask=known, mask_rule=mask_rule)
+                  valid_mask=known, mask_rule=mask_rule, ensemble_size=ensemble_size)
     ids, segs = result.panoptic[0], result.segments_info[0]
     out_dir = Path(out)
     formats.write_panoptic_png(out_dir / "panoptic.png", ids)
@@ -63,7 +63,8 @@ def hide_parts(gt_ids: np.ndarray, mask_type: str, drop_rate: float, block_size:
 
 def inpaint_set(model: str, images: str, panoptic_json: str, panoptic_dir: str, out: str, drop_rate: float,
                 block_size: int, mask_type: str = "blocks", seed: int = 0, steps: int | None = None,
-                scheduler: str | None = None, batch_size: int = 8, mask_rule: str = DEFAULT_MASK_RULE) -> dict:
+                scheduler: str | None = None, batch_size: int = 8, mask_rule: str = DEFAULT_MASK_RULE,
+                ensemble_size: int | None = None) -> dict:
     """Hide parts of every GT map, complete them; write COCO-panoptic predictions (GT image_id /
     file_name) plus OUT/masks/*.png (the known pixels given, white). Returns summary statistics."""
     from ldmseg.visualize import find_image
@@ -85,7 +86,7 @@ def inpaint_set(model: str, images: str, panoptic_json: str, panoptic_dir: str, 
         valids = [hide_parts(g, mask_type, drop_rate, block_size, resolution, rng) for g in gts]
         partials = [np.where(v, g, 0) for g, v in zip(gts, valids, strict=True)]
         result = pipe(rgbs, num_inference_steps=steps, generator=gen, partial_mask=partials, valid_mask=valids,
-                      mask_rule=mask_rule)
+                      mask_rule=mask_rule, ensemble_size=ensemble_size)
         for rec, ids, segs, v in zip(chunk, result.panoptic, result.segments_info, valids, strict=True):
             formats.write_panoptic_png(out_dir / "panoptic" / rec.png_file, ids)
             formats.write_png(out_dir / "masks" / rec.png_file, v.astype(np.uint8) * 255)

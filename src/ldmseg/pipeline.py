@@ -17,6 +17,7 @@ from diffusers.utils import BaseOutput
 from PIL import Image
 
 from ldmseg.data.transforms import resize_labels
+from ldmseg.diffusion.ensemble import consensus_index
 from ldmseg.diffusion.inpainting import (
     DEFAULT_MASK_RULE,
     given_ids_mask,
@@ -72,7 +73,7 @@ class LDMSegPipeline(DiffusionPipeline):
     def __init__(self, unet, image_encoder, mask_autoencoder, scheduler, task_embeddings,
                  scale_factor: float = 1.0, self_condition: bool = True, default_num_inference_steps: int = 50,
                  default_processing_resolution: int = 512, confidence_threshold: float = 0.5,
-                 min_area_at_512: float = 512.0, min_core_at_512: float = 512.0):
+                 min_area_at_512: float = 512.0, min_core_at_512: float = 512.0, default_ensemble_size: int = 1):
         super().__init__()
         self.register_modules(unet=unet, image_encoder=image_encoder, mask_autoencoder=mask_autoencoder,
                               scheduler=scheduler, task_embeddings=task_embeddings)
@@ -80,7 +81,7 @@ class LDMSegPipeline(DiffusionPipeline):
                                 default_num_inference_steps=default_num_inference_steps,
                                 default_processing_resolution=default_processing_resolution,
                                 confidence_threshold=confidence_threshold, min_area_at_512=min_area_at_512,
-                                min_core_at_512=min_core_at_512)
+                                min_core_at_512=min_core_at_512, default_ensemble_size=default_ensemble_size)
 
     def use_sampler(self, name: str, spacing: str = "trailing") -> None:
         """Swap the scheduler for another diffusers sampler (ddim, dpm++, unipc, euler, ddpm)."""
@@ -99,19 +100,26 @@ class LDMSegPipeline(DiffusionPipeline):
                  task: str = "panoptic", min_area: int | None = None, show_progress: bool = False,
                  partial_mask: np.ndarray | list[np.ndarray] | None = None,
                  valid_mask: np.ndarray | list[np.ndarray] | None = None, mask_rule: str = DEFAULT_MASK_RULE,
-                 keep_known: bool = True) -> LDMSegOutput | tuple:
+                 keep_known: bool = True, ensemble_size: int | None = None) -> LDMSegOutput | tuple:
         """Segment images; with `partial_mask` (HxW ids, 0 = unknown unless `valid_mask` says which
-        pixels are given), complete it instead (Algorithm 3), keeping the given ids."""
+        pixels are given), complete it instead (Algorithm 3), keeping the given ids. With
+        `ensemble_size` K > 1 every image is sampled K times and the sample the others agree with
+        most is returned (diffusion.ensemble)."""
         images = image if isinstance(image, list) else [image]
         steps = num_inference_steps or self.config.default_num_inference_steps
         res = processing_resolution or self.config.default_processing_resolution
+        k = self.config.default_ensemble_size if ensemble_size is None else ensemble_size
+        if k < 1:
+            raise LDMSegError(f"ensemble_size must be >= 1, got {k}")
         tensors = [to_tensor(im) for im in images]
         sizes = [tuple(t.shape[-2:]) for t in tensors]
+        hints = _hints(partial_mask, valid_mask, sizes) if partial_mask is not None else None
         device = self.unet.device
         batch = torch.stack([F.interpolate(t[None], size=(res, res), mode="bilinear", align_corners=False,
                                            antialias=True)[0] for t in tensors]).to(device)
-        z_img = self.image_encoder.encode(batch)
-        hints = _hints(partial_mask, valid_mask, sizes) if partial_mask is not None else None
+        z_img = self.image_encoder.encode(batch).repeat_interleave(k, 0)  # each image's K samples side by side
+        sizes = _repeat(sizes, k)
+        hints = _repeat(hints, k) if hints is not None else None
         known = known_mask = None
         if hints is not None:
             seed = int(torch.randint(0, 2**31, (1,), generator=generator)) if generator is not None else 0
@@ -139,6 +147,13 @@ class LDMSegPipeline(DiffusionPipeline):
             infos.append(segs)
             if output_logits:
                 kept.append(full[0].cpu())
+        if k > 1:
+            picks = [i * k + consensus_index(list(zip(panoptic[i * k:(i + 1) * k], infos[i * k:(i + 1) * k],
+                                                      strict=True)))
+                     for i in range(len(images))]
+            panoptic, infos = [panoptic[i] for i in picks], [infos[i] for i in picks]
+            kept = [kept[i] for i in picks] if kept else kept
+            agreements = [agreements[i] for i in picks] if agreements else agreements
         if output_type == "pil":
             from ldmseg.viz import colorize
 
@@ -147,6 +162,11 @@ class LDMSegPipeline(DiffusionPipeline):
             return panoptic, infos
         return LDMSegOutput(panoptic=panoptic, segments_info=infos, logits=kept or None,
                             known_agreement=agreements or None)
+
+
+def _repeat(items: list, k: int) -> list:
+    """Each item k times in a row: [a, b] -> [a, a, b, b] for k = 2."""
+    return [item for item in items for _ in range(k)]
 
 
 def _hints(partial_mask, valid_mask, sizes: list[tuple[int, int]]) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -38,8 +38,9 @@ def _jobs(images: Path, panoptic_json: str | None) -> list[tuple[object, Path, s
 
 def predict_folder(model: str, images: str, out: str, panoptic_json: str | None = None, steps: int | None = None,
                    scheduler: str | None = None, seed: int = 0, batch_size: int = 4,
-                   resolution: int | None = None) -> Path:
-    """Segment every image; write OUT/panoptic.json, OUT/panoptic/*.png and OUT/overlays/*.png."""
+                   resolution: int | None = None, ensemble_size: int | None = None) -> Path:
+    """Segment every image; write OUT/panoptic.json, OUT/panoptic/*.png and OUT/overlays/*.png.
+    ensemble_size: samples drawn per image, the consensus kept (default: the model's)."""
     jobs = _jobs(Path(images), panoptic_json)
     loaded = {path: formats.read_rgb(path) for _, path, _ in jobs}  # every file checked before any output
     pipe = load_pipeline(model)
@@ -51,7 +52,7 @@ def predict_folder(model: str, images: str, out: str, panoptic_json: str | None 
     for start in tqdm(range(0, len(jobs), batch_size), desc="segmenting", unit="batch"):
         chunk = jobs[start:start + batch_size]
         result = pipe([loaded[p] for _, p, _ in chunk], num_inference_steps=steps, processing_resolution=resolution,
-                      generator=gen)
+                      generator=gen, ensemble_size=ensemble_size)
         for (image_id, path, png), ids, segs in zip(chunk, result.panoptic, result.segments_info, strict=True):
             formats.write_panoptic_png(out_dir / "panoptic" / png, ids)
             formats.write_png(out_dir / "overlays" / png, overlay(loaded[path], ids))

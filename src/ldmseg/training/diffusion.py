@@ -149,12 +149,15 @@ class DiffusionTask:
 
 
 def sampled_pq(pipe: LDMSegPipeline, dataset, steps: int, batch_size: int = 8, seed: int = 0, step: int = 0,
-               log_image: LogImage | None = None, min_area: int | None = None) -> dict[str, float]:
-    """Class-agnostic PQ of pipeline samples on a dataset of (image, ids) items."""
+               log_image: LogImage | None = None, min_area: int | None = None, ensemble_size: int = 1
+               ) -> dict[str, float]:
+    """Class-agnostic PQ of pipeline samples on a dataset of (image, ids) items (one sample per image
+    unless `ensemble_size` says otherwise, whatever the pipeline's default)."""
     gen = torch.Generator().manual_seed(seed)
 
     def predict(items: list[dict]) -> list:
-        out = pipe([it["image"] for it in items], num_inference_steps=steps, generator=gen, min_area=min_area)
+        out = pipe([it["image"] for it in items], num_inference_steps=steps, generator=gen, min_area=min_area,
+                   ensemble_size=ensemble_size)
         return list(zip(out.panoptic, out.segments_info, strict=True))
 
     return agnostic_pq(dataset, predict, batch_size, show_image=True, tag="val/samples", step=step,
@@ -165,12 +168,14 @@ def sampled_pq(pipe: LDMSegPipeline, dataset, steps: int, batch_size: int = 8, s
 def sampled_pq_by_min_core(pipe: LDMSegPipeline, dataset, cores: dict, steps: int | None = None,
                            batch_size: int = 16, seed: int = 0) -> dict:
     """Sample each item once and score the same logits under each id-pruning size (name -> px at 512^2):
-    compares post-processings without the sampling noise of separate runs. Returns name -> PQ x100."""
+    compares post-processings without the sampling noise of separate runs (one sample per item: an ensemble's
+    choice depends on the post-processing). Returns name -> PQ x100."""
     evaluators = {name: PanopticEvaluator([], class_agnostic=True) for name in cores}
     gen = torch.Generator().manual_seed(seed)
     for start in range(0, len(dataset), batch_size):
         items = [dataset[i] for i in range(start, min(len(dataset), start + batch_size))]
-        out = pipe([it["image"] for it in items], num_inference_steps=steps, generator=gen, output_logits=True)
+        out = pipe([it["image"] for it in items], num_inference_steps=steps, generator=gen, output_logits=True,
+                   ensemble_size=1)
         for item, logits in zip(items, out.logits, strict=True):
             gt = item["ids"].numpy()
             area = scaled_area(pipe.config.min_area_at_512, *gt.shape)
