@@ -7,7 +7,14 @@ import pytest
 import torch
 from test_diffusion import tiny_pipeline
 
-from ldmseg.diffusion.ensemble import agreement, consensus_index
+from ldmseg.diffusion.ensemble import (
+    agreement,
+    confirmations,
+    consensus_index,
+    drop_segments,
+    ensemble,
+    unconfirmed_ids,
+)
 from ldmseg.diffusion.postprocess import segment_infos
 from ldmseg.errors import LDMSegError
 from ldmseg.pipeline import LDMSegPipeline
@@ -52,6 +59,22 @@ def test_consensus_keeps_the_sample_the_others_agree_with() -> None:
     assert consensus_index([sample(a)]) == 0
 
 
+def test_segments_the_other_samples_do_not_find_are_dropped() -> None:
+    a = scene()
+    renamed = np.choose(a, [0, 7, 5, 9]).astype(np.int32)
+    without = np.where(a == 3, 1, a)  # segment 3 missed: its pixels went to segment 1
+    samples = [sample(a), sample(renamed), sample(without)]
+    assert confirmations(samples, 0) == {1: 2, 2: 2, 3: 1}
+    assert unconfirmed_ids(samples, 0, 0.75) == {3} and unconfirmed_ids(samples, 0, 0.5) == set()
+    ids, segs = drop_segments(sample(np.where(a == 3, 0, a) + 2 * (a == 3)), {1}, renumber=True)  # drop id 1
+    assert set(np.unique(ids).tolist()) == {0, 1} and [s["id"] for s in segs] == [1] and segs[0]["score"] == 0.9
+    assert (ids[a == 1] == 0).all() and (ids[a == 2] == 1).all() and (ids[a == 3] == 1).all()
+    index, (kept, kept_segs) = ensemble([sample(a), sample(a), sample(without), sample(without)], 0.75)
+    assert index == 0 and 3 not in kept and (kept[a == 3] == 0).all() and len(kept_segs) == 2
+    _, (kept, _) = ensemble([sample(a), sample(a), sample(without), sample(without)], 0.75, protected={3})
+    assert np.array_equal(kept, a)  # a given id (inpainting) stays
+
+
 def test_pipeline_returns_the_consensus_of_the_same_samples() -> None:
     tiny = tiny_pipeline()  # without the post-processing's thresholds, its samples differ from one another
     pipe = LDMSegPipeline(**tiny.components, scale_factor=0.5, default_num_inference_steps=3,
@@ -68,9 +91,8 @@ def test_pipeline_returns_the_consensus_of_the_same_samples() -> None:
     assert any(not np.array_equal(each.panoptic[0], each.panoptic[j]) for j in range(1, k))  # something to choose
     for i in range(2):
         candidates = list(zip(each.panoptic[i * k:(i + 1) * k], each.segments_info[i * k:(i + 1) * k], strict=True))
-        pick = i * k + consensus_index(candidates)
-        assert np.array_equal(out.panoptic[i], each.panoptic[pick])
-        assert out.segments_info[i] == each.segments_info[pick]
-        assert torch.equal(out.logits[i], each.logits[pick])
+        index, (ids, segs) = ensemble(candidates, pipe.config.ensemble_min_support)
+        assert np.array_equal(out.panoptic[i], ids) and out.segments_info[i] == segs
+        assert torch.equal(out.logits[i], each.logits[i * k + index])
     with pytest.raises(LDMSegError, match="ensemble_size"):
         pipe(images, ensemble_size=0)

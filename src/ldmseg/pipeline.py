@@ -17,7 +17,7 @@ from diffusers.utils import BaseOutput
 from PIL import Image
 
 from ldmseg.data.transforms import resize_labels
-from ldmseg.diffusion.ensemble import consensus_index
+from ldmseg.diffusion.ensemble import ensemble
 from ldmseg.diffusion.inpainting import (
     DEFAULT_MASK_RULE,
     given_ids_mask,
@@ -73,7 +73,8 @@ class LDMSegPipeline(DiffusionPipeline):
     def __init__(self, unet, image_encoder, mask_autoencoder, scheduler, task_embeddings,
                  scale_factor: float = 1.0, self_condition: bool = True, default_num_inference_steps: int = 50,
                  default_processing_resolution: int = 512, confidence_threshold: float = 0.5,
-                 min_area_at_512: float = 512.0, min_core_at_512: float = 512.0, default_ensemble_size: int = 1):
+                 min_area_at_512: float = 512.0, min_core_at_512: float = 512.0, default_ensemble_size: int = 1,
+                 ensemble_min_support: float = 0.25):
         super().__init__()
         self.register_modules(unet=unet, image_encoder=image_encoder, mask_autoencoder=mask_autoencoder,
                               scheduler=scheduler, task_embeddings=task_embeddings)
@@ -81,7 +82,8 @@ class LDMSegPipeline(DiffusionPipeline):
                                 default_num_inference_steps=default_num_inference_steps,
                                 default_processing_resolution=default_processing_resolution,
                                 confidence_threshold=confidence_threshold, min_area_at_512=min_area_at_512,
-                                min_core_at_512=min_core_at_512, default_ensemble_size=default_ensemble_size)
+                                min_core_at_512=min_core_at_512, default_ensemble_size=default_ensemble_size,
+                                ensemble_min_support=ensemble_min_support)
 
     def use_sampler(self, name: str, spacing: str = "trailing") -> None:
         """Swap the scheduler for another diffusers sampler (ddim, dpm++, unipc, euler, ddpm)."""
@@ -104,7 +106,8 @@ class LDMSegPipeline(DiffusionPipeline):
         """Segment images; with `partial_mask` (HxW ids, 0 = unknown unless `valid_mask` says which
         pixels are given), complete it instead (Algorithm 3), keeping the given ids. With
         `ensemble_size` K > 1 every image is sampled K times and the sample the others agree with
-        most is returned (diffusion.ensemble)."""
+        most is returned, without the segments fewer than `ensemble_min_support` of the others
+        found (diffusion.ensemble)."""
         images = image if isinstance(image, list) else [image]
         steps = num_inference_steps or self.config.default_num_inference_steps
         res = processing_resolution or self.config.default_processing_resolution
@@ -148,10 +151,15 @@ class LDMSegPipeline(DiffusionPipeline):
             if output_logits:
                 kept.append(full[0].cpu())
         if k > 1:
-            picks = [i * k + consensus_index(list(zip(panoptic[i * k:(i + 1) * k], infos[i * k:(i + 1) * k],
-                                                      strict=True)))
-                     for i in range(len(images))]
-            panoptic, infos = [panoptic[i] for i in picks], [infos[i] for i in picks]
+            picks, chosen = [], []
+            for i in range(len(images)):
+                samples = list(zip(panoptic[i * k:(i + 1) * k], infos[i * k:(i + 1) * k], strict=True))
+                given = set(np.unique(hints[i * k][0][hints[i * k][1]]).tolist()) if hints is not None else set()
+                index, sample = ensemble(samples, self.config.ensemble_min_support, renumber=hints is None,
+                                         protected=given)
+                picks.append(i * k + index)
+                chosen.append(sample)
+            panoptic, infos = [ids for ids, _ in chosen], [segs for _, segs in chosen]
             kept = [kept[i] for i in picks] if kept else kept
             agreements = [agreements[i] for i in picks] if agreements else agreements
         if output_type == "pil":

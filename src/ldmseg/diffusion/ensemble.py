@@ -1,10 +1,12 @@
-"""Ensembling: keep the one of several sampled panoptic maps of an image that the others agree with most.
+"""Ensembling: of several sampled panoptic maps of an image, keep the one the others agree with most,
+minus the segments the others do not confirm.
 
 Sampling is stochastic and every sample names its segments with arbitrary ids (REFERENCE §4), so
 samples cannot be averaged pixel by pixel. Segment matching is what PQ already does, so the kept
 sample is the medoid under PQ: the one with the highest mean class-agnostic PQ against the other
-samples (minimum Bayes risk for the metric we are judged by). A fragment that one sample invents is
-rarely repeated by the others; segments that all samples find are.
+samples (minimum Bayes risk for the metric we are judged by). Then each of its segments must be
+found again (IoU > 0.5) by a share of the other samples: a fragment that one sample invents is rarely
+repeated by the others, segments that are really there are. Unconfirmed segments become VOID.
 """
 
 from __future__ import annotations
@@ -59,3 +61,53 @@ def consensus_index(samples: Sequence[Sample]) -> int:
             agree[i, j] = agree[j, i] = agreement(samples[i], samples[j])
     total = np.round(agree.sum(1), 9)  # equal sums must compare equal despite float summation order
     return max(range(k), key=lambda i: (total[i], mean_score(samples[i]), -i))
+
+
+def confirmations(samples: Sequence[Sample], index: int) -> dict[int, int]:
+    """For each segment id of sample `index`: how many of the other samples have a segment with IoU > 0.5
+    with it (at most one can: the match is unique, as in PQ)."""
+    ref = samples[index][0].astype(np.int64).ravel()
+    ref_ids, ref_area = np.unique(ref, return_counts=True)
+    count = {int(i): 0 for i in ref_ids if i != 0}
+    for k, (other, _) in enumerate(samples):
+        if k == index:
+            continue
+        other = other.astype(np.int64).ravel()
+        other_ids, other_area = np.unique(other, return_counts=True)
+        pairs, inter = np.unique(ref * (int(other.max()) + 1) + other, return_counts=True)
+        r, o = np.divmod(pairs, int(other.max()) + 1)
+        union = ref_area[np.searchsorted(ref_ids, r)] + other_area[np.searchsorted(other_ids, o)] - inter
+        for rid in r[(r != 0) & (o != 0) & (inter / union > 0.5)]:
+            count[int(rid)] += 1
+    return count
+
+
+def unconfirmed_ids(samples: Sequence[Sample], index: int, min_support: float) -> set[int]:
+    """Ids of sample `index` found again in fewer than ceil(min_support x (K - 1)) of the other samples."""
+    need = int(np.ceil(min_support * (len(samples) - 1) - 1e-9))
+    return {i for i, n in confirmations(samples, index).items() if n < need}
+
+
+def drop_segments(sample: Sample, ids: set[int], renumber: bool) -> Sample:
+    """The sample with segments `ids` made VOID; `renumber` closes the gaps in 1..K (size order kept, since
+    post-processing numbers segments largest first)."""
+    pred, segs = sample
+    kept = [s for s in segs if s["id"] not in ids]
+    pred = np.where(np.isin(pred, list(ids)), 0, pred) if ids else pred
+    if not renumber or not ids:
+        return pred, kept
+    lut = np.zeros(int(pred.max()) + 1, pred.dtype)
+    old = sorted(s["id"] for s in kept)
+    lut[old] = np.arange(1, len(old) + 1)
+    return lut[pred], [{**s, "id": int(lut[s["id"]])} for s in kept]
+
+
+def ensemble(samples: Sequence[Sample], min_support: float, renumber: bool = True,
+             protected: set[int] = frozenset()) -> tuple[int, Sample]:
+    """(index of the consensus sample, that sample without its unconfirmed segments); `protected` ids
+    are never dropped (inpainting: the ids the user gave)."""
+    index = consensus_index(samples)
+    if min_support <= 0 or len(samples) < 2:
+        return index, samples[index]
+    return index, drop_segments(samples[index], unconfirmed_ids(samples, index, min_support) - protected,
+                                renumber)
