@@ -151,15 +151,7 @@ class LDMSegPipeline(DiffusionPipeline):
             if output_logits:
                 kept.append(full[0].cpu())
         if k > 1:
-            picks, chosen = [], []
-            for i in range(len(images)):
-                samples = list(zip(panoptic[i * k:(i + 1) * k], infos[i * k:(i + 1) * k], strict=True))
-                given = set(np.unique(hints[i * k][0][hints[i * k][1]]).tolist()) if hints is not None else set()
-                index, sample = ensemble(samples, self.config.ensemble_min_support, renumber=hints is None,
-                                         protected=given)
-                picks.append(i * k + index)
-                chosen.append(sample)
-            panoptic, infos = [ids for ids, _ in chosen], [segs for _, segs in chosen]
+            panoptic, infos, picks = self._ensembles(panoptic, infos, hints, k)
             kept = [kept[i] for i in picks] if kept else kept
             agreements = [agreements[i] for i in picks] if agreements else agreements
         if output_type == "pil":
@@ -170,6 +162,21 @@ class LDMSegPipeline(DiffusionPipeline):
             return panoptic, infos
         return LDMSegOutput(panoptic=panoptic, segments_info=infos, logits=kept or None,
                             known_agreement=agreements or None)
+
+    def _ensembles(self, panoptic: list[np.ndarray], infos: list[list[dict]], hints: list | None, k: int
+                   ) -> tuple[list[np.ndarray], list[list[dict]], list[int]]:
+        """Per image, from its K post-processed samples side by side: the ensemble's map and segments, and
+        the index of the sample it came from (diffusion.ensemble)."""
+        maps, segments, picks = [], [], []
+        for start in range(0, len(panoptic), k):
+            samples = list(zip(panoptic[start:start + k], infos[start:start + k], strict=True))
+            given = set(np.unique(hints[start][0][hints[start][1]]).tolist()) if hints is not None else set()
+            index, (ids, segs) = ensemble(samples, self.config.ensemble_min_support, renumber=hints is None,
+                                          protected=given)
+            maps.append(ids)
+            segments.append(segs)
+            picks.append(start + index)
+        return maps, segments, picks
 
 
 def _repeat(items: list, k: int) -> list:
