@@ -27,18 +27,38 @@ from ldmseg.training.validation import agnostic_pq, item_image
 BENCH_SEED = 4242 + VAL_SEED_OFFSET
 STEPS = (1, 2, 4, 10, 20, 50)
 SAMPLERS = (("ddim", "leading"), ("ddim", "trailing"), ("dpm++", "trailing"))
+ENSEMBLES, ENSEMBLE_STEPS = (1, 2, 4, 8), 4  # DPM-Solver++ trailing
 
 
 def baseline_pq(ds) -> dict:
     return agnostic_pq(ds, lambda items: [colour_components(item_image(it)) for it in items])
 
 
-def speed(pipe, ds, steps: int, batch: int) -> float:
+def speed(pipe, ds, steps: int, batch: int, ensemble_size: int = 1) -> float:
     images = [ds[i]["image"] for i in range(batch)]
-    pipe(images, num_inference_steps=steps)
+    pipe(images, num_inference_steps=steps, ensemble_size=ensemble_size)
     t = time.perf_counter()
-    pipe(images, num_inference_steps=steps)
+    pipe(images, num_inference_steps=steps, ensemble_size=ensemble_size)
     return batch / (time.perf_counter() - t)
+
+
+def ensembles(pipe, ds, res: dict) -> list[str]:
+    """PQ and speed of K-sample ensembles (the pipeline's ensemble_size); K = 1 is the sampler table's."""
+    pipe.use_sampler("dpm++", "trailing")
+    for k in ENSEMBLES:
+        r = res[f"dpm++ trailing/{ENSEMBLE_STEPS}"] if k == 1 else sampled_pq(pipe, ds, ENSEMBLE_STEPS, 16,
+                                                                              ensemble_size=k)
+        res[f"ensemble/{k}"] = {**r, "images_per_s": speed(pipe, ds, ENSEMBLE_STEPS, 8, k)}
+        print("ensemble", k, res[f"ensemble/{k}"], flush=True)
+    return ["", f"Ensembles (DPM-Solver++ trailing, {ENSEMBLE_STEPS} steps): every image sampled K times, the sample "
+            "with the highest mean PQ against the others kept (`ensemble_size`, `--ensemble-size`; the demo model "
+            f"serves with K = {pipe.config.default_ensemble_size}):", "",
+            "| K | " + " | ".join(str(k) for k in ENSEMBLES) + " |", "|---" * (len(ENSEMBLES) + 1) + "|",
+            "| PQ | " + " | ".join(f"{res[f'ensemble/{k}']['pq']:.1f}" for k in ENSEMBLES) + " |",
+            "| SQ / RQ | " + " | ".join(f"{res[f'ensemble/{k}']['sq']:.1f} / {res[f'ensemble/{k}']['rq']:.1f}"
+                                       for k in ENSEMBLES) + " |",
+            "| images/s (batch 8, CPU) | " + " | ".join(f"{res[f'ensemble/{k}']['images_per_s']:.2f}"
+                                                       for k in ENSEMBLES) + " |"]
 
 
 def plot(results: dict, path) -> None:
@@ -118,6 +138,7 @@ def main() -> None:
             curves[label][steps] = r["pq"]
             res[f"{label}/{steps}"] = r
             print(label, steps, r, flush=True)
+    ensemble_lines = ensembles(pipe, ds, res)
     pipe.use_sampler("ddim", "trailing")
     res["one_step_x0_pq"] = {t: one_step_pq(pipe, ds, t) for t in NOISE_LEVELS}
     print("one-step x0 PQ", res["one_step_x0_pq"], flush=True)
@@ -133,6 +154,7 @@ def main() -> None:
         lines.append(f"| {label} | " + " | ".join(f"{pts[s]:.1f}" for s in STEPS) + " |")
     lines += ["", "![PQ vs steps](figures/pq_vs_steps.png)", "", "Speed (DDIM trailing, CPU):", ""]
     lines += [f"- {k}: {v:.2f} images/s" for k, v in res["images_per_s"].items()]
+    lines += ensemble_lines
     lines += ["", "Diagnostic, one-step x0 estimate from the true latents noised to timestep t (100 scenes; t = 0 is "
               "the mask AE's own reconstruction at this resolution):", "",
               "| t | " + " | ".join(str(t) for t in NOISE_LEVELS) + " |", "|---" * (len(NOISE_LEVELS) + 1) + "|",
@@ -149,8 +171,10 @@ def main() -> None:
         lines += ["", "Then fine-tuned on the CPU, each time on new scenes (batch 32, lr 2e-4 cosine; steps counted "
                   "from the start of each fine-tuning; validation on 64 held-out scenes of the run's own seed, DDIM "
                   "trailing 10 steps, with the id pruning the model had then: 512 px at 512^2 in the first, 4096 "
-                  "in the second, 2048 in the third; the third adds self-conditioning, probability 0.5; step 0 "
-                  "measured by scripts/val_pq.py):"]
+                  "in the second, 2048 in the third, 4096 in the fourth, 2048 in the fifth; the third adds "
+                  "self-conditioning, probability 0.5, which the later ones keep; the fourth and fifth train under "
+                  "bf16 autocast; step 0 measured by scripts/val_pq.py; the fourth's intermediate points were lost "
+                  "with the machine that ran it, its last point is scripts/val_pq.py on the model it saved):"]
         for i, curve in enumerate(ft_curves, 1):
             lines += ["", f"Fine-tuning {i}:", "", *curve_table(curve)]
     save_results("diffusion", res, "\n".join(lines))

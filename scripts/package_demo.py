@@ -3,6 +3,8 @@
     python scripts/package_demo.py --ae runs/demo-ae/model [--pipeline runs/demo-ldmseg/model]
 
 Weights are stored as float16 to halve the package (diffusers loads them back into float32 models).
+The pipeline is saved with the demo's serving defaults (SERVING: sampler, steps, ensemble size), chosen
+on bench/diffusion.py's scenes; its id pruning stays what scripts/tune_min_core.py wrote.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 DEMO = Path(__file__).resolve().parents[1] / "src" / "ldmseg" / "weights" / "demo"
+SERVING = {"sampler": "dpm++", "spacing": "trailing", "steps": 4, "ensemble_size": 8}
 
 
 def halve(directory: Path) -> None:
@@ -26,11 +29,23 @@ def halve(directory: Path) -> None:
 
 
 def drop_local_paths(directory: Path) -> None:
-    """Remove the `_name_or_path` diffusers records in configs: a path on the machine that trained it."""
-    for f in directory.rglob("config.json"):
+    """Remove the `_name_or_path` diffusers records in configs and model_index.json: a path on the machine
+    that trained it."""
+    for f in directory.rglob("*.json"):
         config = json.loads(f.read_text())
         if config.pop("_name_or_path", None) is not None:
             f.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def save_for_serving(pipeline: str, directory: Path) -> None:
+    """Save a trained pipeline to `directory` with the SERVING sampler, step count and ensemble size."""
+    from ldmseg.pipeline import LDMSegPipeline
+
+    pipe = LDMSegPipeline.from_pretrained(pipeline)
+    pipe.use_sampler(SERVING["sampler"], SERVING["spacing"])
+    pipe.register_to_config(default_num_inference_steps=SERVING["steps"],
+                            default_ensemble_size=SERVING["ensemble_size"])
+    pipe.save_pretrained(directory)
 
 
 def main() -> None:
@@ -41,7 +56,7 @@ def main() -> None:
     tmp = DEMO.with_name("demo.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     if args.pipeline:
-        shutil.copytree(args.pipeline, tmp)
+        save_for_serving(args.pipeline, tmp)
     else:
         tmp.mkdir(parents=True)
     shutil.rmtree(tmp / "mask_autoencoder", ignore_errors=True)
