@@ -84,13 +84,14 @@ def markdown_rows(table: list[tuple]) -> list[str]:
 
 
 def processed_section(args: argparse.Namespace, process: int, table: list[tuple]) -> list[str]:
+    size = f"{args.size}x{args.size}"
     return [f"## Stage 1: reconstruction with the masks encoded at {process}x{process}", "",
-            f"The same {args.num} + {args.num} scenes at {args.size}x{args.size} and the same AE `{args.ae}`, but each "
+            f"The first {args.num} + {args.num} of these scenes at {size} and the same AE `{args.ae}`, but each "
             f"mask resized (nearest) to {process}x{process} before encoding, as `ldmseg reconstruct --size {process}` "
-            f"does (the paper reconstructs at 512x512), and decoded straight back to {args.size}x{args.size}; "
-            f"post-processing at {args.size}x{args.size} as above. The latent grid is "
-            f"{process // 8}x{process // 8} instead of {args.size // 8}x{args.size // 8}: small segments span more "
-            f"latent cells. {machine()}.", "", *markdown_rows(table)]
+            f"does (the paper reconstructs at 512x512), and decoded straight back to {size}; post-processing at "
+            f"{size} as above. The latent grid is {process // 8}x{process // 8} instead of "
+            f"{args.size // 8}x{args.size // 8}: small segments span more latent cells. {machine()}.", "",
+            *markdown_rows(table)]
 
 
 def main() -> None:
