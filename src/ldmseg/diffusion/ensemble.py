@@ -11,7 +11,7 @@ repeated by the others, segments that are really there are. Unconfirmed segments
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 
 import numpy as np
 
@@ -88,7 +88,7 @@ def unconfirmed_ids(samples: Sequence[Sample], index: int, min_support: float) -
     return {i for i, n in confirmations(samples, index).items() if n < need}
 
 
-def drop_segments(sample: Sample, ids: set[int], renumber: bool) -> Sample:
+def drop_segments(sample: Sample, ids: Set[int], renumber: bool) -> Sample:
     """The sample with segments `ids` made VOID; `renumber` closes the gaps in 1..K (size order kept, since
     post-processing numbers segments largest first)."""
     pred, segs = sample
@@ -103,7 +103,7 @@ def drop_segments(sample: Sample, ids: set[int], renumber: bool) -> Sample:
 
 
 def ensemble(samples: Sequence[Sample], min_support: float, renumber: bool = True,
-             protected: set[int] = frozenset()) -> tuple[int, Sample]:
+             protected: Set[int] = frozenset()) -> tuple[int, Sample]:
     """(index of the consensus sample, that sample without its unconfirmed segments); `protected` ids
     are never dropped (inpainting: the ids the user gave)."""
     index = consensus_index(samples)
