@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The test command (README, .ci/run): a fresh venv ($VENV, default .venv) with the CPU torch wheel
-# and the project's test extras (pytest, ruff, Gradio, Playwright), Debian's chromium for the app's
-# browser test when it is missing (Playwright cannot download browsers here), then pytest.
+# The test command (README, .ci/run): a fresh venv ($VENV, default .venv) with the CPU torch wheel,
+# the project's test extras (pytest, ruff, Gradio, Playwright) and panopticapi's own evaluation code
+# (the tests' reference), Debian's chromium for the app's browser test when it is missing (Playwright
+# cannot download browsers here), then pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -14,4 +15,5 @@ python3 -m venv "$VENV"
 python -m pip install -q --upgrade pip
 pip install -q torch==2.13.0
 pip install -q -e ".[test]"
+pip install -q --no-deps panopticapi-lite  # the official evaluation code, a test-only reference
 python -m pytest -q "$@"

@@ -152,11 +152,35 @@ def _require(cond: bool, path: Path, msg: str) -> None:
         raise LDMSegError(f"{path}: {msg}")
 
 
-def load_panoptic_json(path: str | Path, categories: dict[int, dict] | None = None) -> PanopticSet:
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _bad_segment(path: Path, image_id: Any, s: Any, seen: set, categories: dict, need_area: bool) -> str | None:
+    """Why a segments_info entry is invalid, or None (the message is only built for a bad entry)."""
+    if not isinstance(s, dict):
+        return f"image {image_id!r}: segment is not an object: {str(s)[:80]}"
+    if not _is_int(s.get("id")):
+        return f"image {image_id!r}: segment id must be an integer, got {s.get('id')!r}"
+    if not _is_int(s.get("category_id")):
+        return f"image {image_id!r}: segment {s['id']}: category_id must be an integer, got {s.get('category_id')!r}"
+    if s["id"] in seen:
+        return f"image {image_id!r}: duplicate segment id {s['id']}"
+    if s["category_id"] not in categories:
+        return f"image {image_id!r}: segment {s['id']} has unknown category_id {s['category_id']}"
+    area = s.get("area")
+    if need_area and (not isinstance(area, (int, float)) or isinstance(area, bool)):
+        return f"image {image_id!r}: segment {s['id']}: 'area' must be a number, got {area!r}"
+    return None
+
+
+def load_panoptic_json(path: str | Path, categories: dict[int, dict] | None = None,
+                       need_area: bool = False) -> PanopticSet:
     """Parse and validate a COCO-panoptic JSON (GT or predictions).
 
-    Predictions may omit `categories`; pass the GT's. Checks duplicate image ids, duplicate
-    segment ids, and category ids unknown to the category list.
+    Predictions may omit `categories`; pass the GT's. Checks value types, duplicate image ids, duplicate
+    segment ids and category ids unknown to the category list; `need_area` (GT for scoring) requires each
+    segment's area. A valid file pays only for the tests themselves: messages are built on failure.
     """
     path = Path(path)
     data = read_json(path)
@@ -166,28 +190,32 @@ def load_panoptic_json(path: str | Path, categories: dict[int, dict] | None = No
         _require(isinstance(data.get("categories"), list), path, "missing 'categories' list")
         categories = {}
         for c in data["categories"]:
-            _require(isinstance(c, dict) and "id" in c, path, f"category without id: {c!r}")
-            categories[int(c["id"])] = c
+            if not (isinstance(c, dict) and _is_int(c.get("id"))):
+                raise LDMSegError(f"{path}: category without an integer id: {str(c)[:80]}")
+            categories[c["id"]] = c
     images = {}
     for im in data.get("images", []) or []:
         if isinstance(im, dict) and "id" in im:
             images[im["id"]] = im
     records, seen = [], set()
     for ann in data["annotations"]:
-        _require(isinstance(ann, dict), path, f"annotation is not an object: {ann!r}")
-        for key in ("image_id", "file_name", "segments_info"):
-            _require(key in ann, path, f"annotation without '{key}': {str(ann)[:80]}")
+        if not (isinstance(ann, dict) and "image_id" in ann and isinstance(ann.get("file_name"), str)
+                and isinstance(ann.get("segments_info"), list)):
+            raise LDMSegError(f"{path}: annotation needs image_id, file_name (a string) and segments_info "
+                              f"(a list): {str(ann)[:80]}")
         image_id = ann["image_id"]
-        _require(image_id not in seen, path, f"duplicate image_id {image_id!r}")
+        if image_id in seen:
+            raise LDMSegError(f"{path}: duplicate image_id {image_id!r}")
         seen.add(image_id)
-        seg_ids = set()
+        seg_ids: set = set()
         for s in ann["segments_info"]:
-            _require(isinstance(s, dict) and "id" in s and "category_id" in s, path,
-                     f"image {image_id!r}: segment without id/category_id: {s!r}")
-            _require(s["id"] not in seg_ids, path, f"image {image_id!r}: duplicate segment id {s['id']}")
+            if (type(s) is not dict or type(s.get("id")) is not int or type(s.get("category_id")) is not int
+                    or s["id"] in seg_ids or s["category_id"] not in categories
+                    or (need_area and type(s.get("area")) not in (int, float))):
+                why = _bad_segment(path, image_id, s, seg_ids, categories, need_area)
+                if why:
+                    raise LDMSegError(f"{path}: {why}")
             seg_ids.add(s["id"])
-            _require(int(s["category_id"]) in categories, path,
-                     f"image {image_id!r}: segment {s['id']} has unknown category_id {s['category_id']}")
         im = images.get(image_id, {})
         records.append(PanopticRecord(image_id, im.get("file_name"), ann["file_name"], ann["segments_info"],
                                       im.get("width"), im.get("height")))
