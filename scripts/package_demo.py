@@ -1,6 +1,9 @@
 """Copy trained models into src/ldmseg/weights/demo (the layout `demo_model_dir()` serves).
 
     python scripts/package_demo.py --ae runs/demo-ae/model [--pipeline runs/demo-ldmseg/model]
+    python scripts/package_demo.py --ae-v2 runs/ae-v2/model   # the next mask AE, weights/mask_autoencoder_v2
+
+The v2 AE is shipped on its own (`--ae demo-v2`) until a stage-2 model trained on it replaces the demo.
 
 Weights are stored as float16 to halve the package (diffusers loads them back into float32 models).
 The pipeline is saved with the demo's serving defaults (SERVING: sampler, steps, ensemble size), chosen
@@ -17,7 +20,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-DEMO = Path(__file__).resolve().parents[1] / "src" / "ldmseg" / "weights" / "demo"
+WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "ldmseg" / "weights"
+DEMO, AE_V2 = WEIGHTS / "demo", WEIGHTS / "mask_autoencoder_v2"
 SERVING = {"sampler": "dpm++", "spacing": "trailing", "steps": 4, "ensemble_size": 8}
 
 
@@ -48,11 +52,31 @@ def save_for_serving(pipeline: str, directory: Path) -> None:
     pipe.save_pretrained(directory)
 
 
+def replace_directory(tmp: Path, target: Path) -> None:
+    """Halve and clean `tmp`, then put it in place of `target`."""
+    halve(tmp)
+    drop_local_paths(tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    size = sum(f.stat().st_size for f in target.rglob("*") if f.is_file())
+    print(f"packaged {target} ({size / 1e6:.1f} MB)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--ae", required=True, help="mask AE save_pretrained directory")
+    ap.add_argument("--ae", help="mask AE save_pretrained directory")
     ap.add_argument("--pipeline", help="LDMSegPipeline save_pretrained directory (its AE must be --ae)")
+    ap.add_argument("--ae-v2", help="mask AE save_pretrained directory to ship as weights/mask_autoencoder_v2")
     args = ap.parse_args()
+    if args.ae_v2:
+        tmp = AE_V2.with_name(AE_V2.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(args.ae_v2, tmp)
+        replace_directory(tmp, AE_V2)
+    if not args.ae:
+        if not args.ae_v2:
+            ap.error("give --ae (and --pipeline) or --ae-v2")
+        return
     tmp = DEMO.with_name("demo.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     if args.pipeline:
@@ -61,12 +85,7 @@ def main() -> None:
         tmp.mkdir(parents=True)
     shutil.rmtree(tmp / "mask_autoencoder", ignore_errors=True)
     shutil.copytree(args.ae, tmp / "mask_autoencoder")
-    halve(tmp)
-    drop_local_paths(tmp)
-    shutil.rmtree(DEMO, ignore_errors=True)
-    tmp.rename(DEMO)
-    size = sum(f.stat().st_size for f in DEMO.rglob("*") if f.is_file())
-    print(f"packaged {DEMO} ({size / 1e6:.1f} MB)")
+    replace_directory(tmp, DEMO)
 
 
 if __name__ == "__main__":

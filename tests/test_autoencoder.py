@@ -58,6 +58,38 @@ def test_unreadable_or_foreign_config_is_a_one_line_error(tmp_path: Path) -> Non
         load_mask_autoencoder(tmp_path / "kl")
 
 
+def test_point_head_equals_sampled_logits_and_options_build() -> None:
+    """Training's point logits are the dense logits sampled at the points (exact for a linear head)."""
+    torch.manual_seed(0)
+    ids, coords = blocks(), torch.rand(2, 50, 2)
+    for options in ({}, {"decoder_refine": True, "head_hidden": 32}, {"input_stem": "unshuffle"}):
+        ae = MaskAutoencoder(encoder_channels=(8, 16, 16, 16), decoder_channels=32, **options)
+        z = ae.encode_ids(ids)
+        assert z.shape == (2, 4, 4, 4)
+        dense = L.sample_at(ae.decode(z), coords)
+        if not options.get("head_hidden"):  # linear head: sampling commutes with it
+            assert torch.allclose(ae.point_logits(ae.decode_features(z), coords), dense, atol=1e-5)
+        else:  # nonlinear head: equal at pixel centres
+            centres = (torch.randint(0, 16, (2, 50, 2)) + 0.5) / 16
+            assert torch.allclose(ae.point_logits(ae.decode_features(z), centres),
+                                  L.sample_at(ae.decode(z), centres), atol=1e-5)
+    with pytest.raises(ValueError, match="input_stem"):
+        MaskAutoencoder(input_stem="fold")
+
+
+def test_refinement_added_to_a_trained_ae_starts_as_a_no_op() -> None:
+    from ldmseg.training.autoencoder import with_refinement
+
+    torch.manual_seed(0)
+    ae = MaskAutoencoder(encoder_channels=(8, 16, 16, 16), decoder_channels=32).eval()
+    refined = with_refinement(ae).eval()
+    assert len(refined.refine) == 2 and refined.config.decoder_refine
+    z = ae.encode_ids(blocks())
+    assert torch.equal(ae.decode(z), refined.decode(z))
+    torch.nn.init.normal_(refined.refine[0].conv.weight)
+    assert not torch.allclose(ae.decode(z), refined.decode(z))
+
+
 def test_gaussian_posterior() -> None:
     ae = MaskAutoencoder(gaussian=True, encoder_channels=(8, 8, 8, 8), decoder_channels=16)
     mean, logvar = ae.encode_distribution(ids_to_bits(blocks(), 7))
@@ -69,11 +101,11 @@ def test_losses_near_zero_when_perfect_and_grow_with_error() -> None:
     torch.manual_seed(0)
     ids = blocks()
     good = perfect_logits(ids, 16)
-    loss, parts = L.mask_autoencoder_loss(good, ids, num_points=200)
+    loss, parts = L.mask_autoencoder_loss(L.dense_point_logits(good), ids, num_points=200)
     assert parts["ce"] < 0.01 and parts["bce"] < 0.01 and parts["dice"] < 0.02  # bilinear blur at borders
     wrong = ids.clone()
     wrong[:, 16:, :16] = 5  # one segment predicted as another
-    bad_loss, bad = L.mask_autoencoder_loss(perfect_logits(wrong, 16), ids, num_points=200)
+    bad_loss, bad = L.mask_autoencoder_loss(L.dense_point_logits(perfect_logits(wrong, 16)), ids, num_points=200)
     assert bad["ce"] > 1 and bad["bce"] > 0.1 and bad["dice"] > 0.2 and bad_loss > loss + 1
 
 
@@ -99,8 +131,8 @@ def test_importance_sampler_picks_uncertain_points() -> None:
     logits = torch.zeros(1, 4, 64, 64)
     logits[:, 0] = 10.0  # confident everywhere ...
     logits[:, 1, :, 30:34] = 10.0  # ... except a vertical band where two ids tie
-    pts = L.importance_points(L.top2_margin_uncertainty, logits, num_points=100, oversample=20,
-                              importance_ratio=0.75)
+    pts = L.importance_points(L.top2_margin_uncertainty, L.dense_point_logits(logits), 1, logits.device,
+                              num_points=100, oversample=20, importance_ratio=0.75)
     x = pts[0, :, 0] * 64
     in_band = ((x > 29) & (x < 35)).float()
     assert in_band[:75].mean() > 0.9  # importance points sit on the uncertain band
@@ -128,7 +160,7 @@ def test_sd_vae_variant_loads_widens_and_round_trips(tmp_path: Path) -> None:
     z = ae.encode_ids(ids)
     logits = ae.decode(z)
     assert logits.shape == (1, 16, 16, 16)
-    loss, _ = L.mask_autoencoder_loss(logits, ids, num_points=64)
+    loss, _ = L.mask_autoencoder_loss(L.dense_point_logits(logits), ids, num_points=64)
     loss.backward()
     ae.save_pretrained(tmp_path / "ft")
     again = load_mask_autoencoder(tmp_path / "ft")

@@ -177,3 +177,29 @@ def test_preset_mix_alternates_scene_configs() -> None:
         assert (ds[i]["ids"].numpy() == generate_scene([3, i], mix[i % 2]).ids).all()
     with pytest.raises(ValueError, match="unknown scene preset"):
         SceneConfig.presets("default+nope")
+
+
+def test_mask_crops_focus_on_segments_and_are_deterministic() -> None:
+    from ldmseg.data.datasets import MaskCrops
+
+    sample = SampleConfig(size=96, num_ids=128)
+    sources = [SyntheticDataset(SceneConfig.preset("dense", 96), sample, seed=3, render=False)]
+    focused = MaskCrops(sources, crop=32, crops=6, seed=3, focus=1.0)
+    item = focused[(5, 11)]["ids"]
+    assert item.shape == (6, 32, 32) and torch.equal(item, focused[(5, 11)]["ids"])
+    assert not torch.equal(item, focused[(5, 12)]["ids"])  # another sample seed: other crops
+    full = sources[0][(5, 11)]["ids"]
+    assert set(torch.unique(item).tolist()) <= set(torch.unique(full).tolist())  # crops of the item's own map
+    assert all((c != 0).any() for c in item)  # centred on a segment: never an all-VOID crop
+    with pytest.raises(LDMSegError, match="smaller than the crop"):
+        MaskCrops(sources, crop=128, crops=1)[0]
+
+
+def test_masks_only_scenes_and_the_coco_preset() -> None:
+    cfg = SceneConfig.preset("coco", 256)
+    masks_only = generate_scene([0, 1], cfg, render=False)
+    assert (masks_only.image == 0).all() and masks_only.ids.max() > 0
+    again = generate_scene([0, 1], cfg, render=False)
+    assert np.array_equal(masks_only.ids, again.ids)
+    small = [s["area"] < 32 * 32 / 4 for i in range(6) for s in generate_scene([0, i], cfg, render=False).segments]
+    assert 0.15 < np.mean(small) < 0.7  # many small objects, as in COCO (at 512^2: < 32^2 px)

@@ -132,3 +132,21 @@ def test_fine_tune_decoder_only_keeps_the_encoder(tmp_path: Path) -> None:
     assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("decoder."))
     with pytest.raises(LDMSegError, match="--num-bits 7"):
         train_autoencoder(tiny_config(tmp_path / "bad", init_from=str(base), num_bits=8))
+
+
+def test_crop_training_with_new_options_resumes_exactly(tmp_path: Path) -> None:
+    """Crops of masks made at two sizes, channels_last, the refined decoder and MLP head: exact resume."""
+    crops = dict(size=48, scene_sizes=(48, 64), crop=32, crops_per_mask=3, channels_last=True,
+                 decoder_refine=True, head_hidden=16, input_stem="unshuffle")
+    full = tmp_path / "full"
+    train_autoencoder(tiny_config(full, **crops))
+    part = tmp_path / "part"
+    (part / "checkpoints").mkdir(parents=True)
+    shutil.copytree(full / "checkpoints" / "step_00000002", part / "checkpoints" / "step_00000002")
+    train_autoencoder(tiny_config(part, resume="latest", **crops))
+    a, b = model_state(full, 4), model_state(part, 4)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    model = MaskAutoencoder.from_pretrained(full / "model")
+    assert model.config.decoder_refine and model.config.head_hidden == 16 and model.config.input_stem == "unshuffle"
+    with pytest.raises(LDMSegError, match="--scene-sizes needs --crop"):
+        train_autoencoder(tiny_config(tmp_path / "bad", scene_sizes=(32, 48)))

@@ -74,18 +74,58 @@ class SyntheticDataset(Dataset):
     """
 
     def __init__(self, scene: SceneConfig | Sequence[SceneConfig], sample: SampleConfig, seed: int = 0,
-                 length: int | None = None):
+                 length: int | None = None, render: bool = True):
         self.scenes = [scene] if isinstance(scene, SceneConfig) else list(scene)
-        self.sample, self.seed, self.length = sample, seed, length
+        self.sample, self.seed, self.length, self.render = sample, seed, length, render
 
     def __len__(self) -> int:
         return self.length if self.length is not None else 2**62
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
         index, sample_seed = _key(key)
-        s = generate_scene([self.seed, index], self.scenes[index % len(self.scenes)])
+        s = generate_scene([self.seed, index], self.scenes[index % len(self.scenes)], render=self.render)
         rng = np.random.default_rng([self.seed, sample_seed, 1])
         return prepare_sample(s.image, s.ids, s.segments, self.sample, rng, s.semantic, s.depth)
+
+
+class MaskCrops(Dataset):
+    """`crops` square crops of `crop` px from each item's id map: the mask AE is local (receptive field
+    ~100 px), so it learns from crops at the pixel scale it is used at, for a fraction of a whole mask's
+    compute. Item i comes from source i mod k (e.g. the same scenes made at several sizes). With
+    probability `focus` a crop is centred on a random pixel of a random segment, so small segments and
+    their boundaries are seen as often as large ones; otherwise it is placed uniformly.
+    Items are {"ids": [crops, crop, crop]}.
+    """
+
+    def __init__(self, sources: Sequence[Dataset], crop: int, crops: int, seed: int = 0, focus: float = 0.5):
+        self.sources, self.crop, self.crops, self.seed, self.focus = list(sources), crop, crops, seed, focus
+
+    def __len__(self) -> int:
+        return min(len(s) for s in self.sources)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        index, sample_seed = _key(key)
+        ids = self.sources[index % len(self.sources)][(index, sample_seed)]["ids"]
+        h, w = ids.shape
+        if min(h, w) < self.crop:
+            raise LDMSegError(f"masks of {w}x{h} px are smaller than the crop of {self.crop} px")
+        rng = np.random.default_rng([self.seed, sample_seed, 4])
+        flat = ids.numpy().ravel()
+        segments = np.unique(flat[flat != 0])
+        crops = []
+        for _ in range(self.crops):
+            if len(segments) and rng.random() < self.focus:
+                pixel = int(rng.choice(np.flatnonzero(flat == rng.choice(segments))))
+                y0, x0 = (self._corner(c, n, rng) for c, n in zip(divmod(pixel, w), (h, w), strict=True))
+            else:
+                y0, x0 = int(rng.integers(0, h - self.crop + 1)), int(rng.integers(0, w - self.crop + 1))
+            crops.append(ids[y0:y0 + self.crop, x0:x0 + self.crop])
+        return {"ids": torch.stack(crops)}
+
+    def _corner(self, centre: int, extent: int, rng: np.random.Generator) -> int:
+        """Crop start that puts `centre` near the middle (jittered by a quarter crop), inside the map."""
+        jitter = int(rng.integers(-(self.crop // 4), self.crop // 4 + 1))
+        return int(np.clip(centre - self.crop // 2 + jitter, 0, extent - self.crop))
 
 
 class PanopticDataset(Dataset):

@@ -3,6 +3,12 @@
 f_t: bit planes -> a few stride-2 3x3 convs with SiLU -> D latent channels (no quantisation).
 g:   latents -> conv to width -> (transposed conv 2x2 stride 2, channel LayerNorm, SiLU) x k
      -> norm -> 1x1 conv to N logits at H/2; bilinear x2 to full size at inference only.
+
+Beyond the paper's stack (config options; the defaults are the paper's): a pixel-unshuffle input
+stem (no 3x3 conv at full resolution), a 3x3 refinement conv after each upsampling, and a
+two-layer per-pixel head. Training evaluates the head only at the loss's sampled points: it is
+per-pixel, so heading bilinearly sampled features equals sampling the logits (exactly, for the
+linear head), at a fraction of the cost of N logit maps at H/2.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from torch import nn
 
 from ldmseg.data.bits import ids_to_bits
 from ldmseg.errors import LDMSegError
+from ldmseg.models.layers import LayerNorm2d
+from ldmseg.models.mask_losses import sample_at
 
 
 def kl_divergence(mean: torch.Tensor, logvar: torch.Tensor | None) -> torch.Tensor:
@@ -40,28 +48,14 @@ def add_latent_noise(latents: torch.Tensor, max_scale: float, generator: torch.G
 
 def autoencode(ae: nn.Module, bits: torch.Tensor, latent_noise: float
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Shared training pass of both mask AEs: (logits, posterior mean, log-variance or None).
+    """Shared training pass of both mask AEs: (decoded, posterior mean, log-variance or None).
 
-    A plain tuple, so that accelerate's mixed-precision output casting can rebuild it.
+    `decoded` is what `ae.point_logits(decoded, coords)` turns into logits at points. A plain tuple,
+    so that accelerate's mixed-precision output casting can rebuild it.
     """
     mean, logvar = ae.encode_distribution(bits)
     latents = mean if logvar is None else mean + torch.randn_like(mean) * (0.5 * logvar).exp()
-    return ae.decode(add_latent_noise(latents, latent_noise)), mean, logvar
-
-
-class LayerNorm2d(nn.Module):
-    """LayerNorm over channels at every pixel (as in SAM / the authors' decoder)."""
-
-    def __init__(self, channels: int, eps: float = 1e-6):
-        super().__init__()
-        self.weight, self.bias = nn.Parameter(torch.ones(channels)), nn.Parameter(torch.zeros(channels))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = x.mean(1, keepdim=True)
-        var = (x - mean).pow(2).mean(1, keepdim=True)
-        x = (x - mean) / torch.sqrt(var + self.eps)
-        return x * self.weight[:, None, None] + self.bias[:, None, None]
+    return ae.decode_for_loss(add_latent_noise(latents, latent_noise)), mean, logvar
 
 
 class ResBlock(nn.Module):
@@ -76,26 +70,38 @@ class ResBlock(nn.Module):
         return x + self.net(x)
 
 
+class RefineConv(nn.Module):
+    """x + conv3x3(x), the conv zero-initialised: spatial context at sub-cell resolution after an upsampling
+    (the transposed 2x2 convs see one cell each), and a no-op at step 0, so it can be added to a trained AE."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        nn.init.zeros_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(x)
+
+
 class MaskAutoencoder(ModelMixin, ConfigMixin):
     """Bit-encoded panoptic masks <-> continuous latents at 1/f resolution."""
 
     @register_to_config
     def __init__(self, num_bits: int = 7, latent_channels: int = 4, downsample_factor: int = 8,
                  encoder_channels: tuple[int, ...] = (32, 64, 128, 256), decoder_channels: int = 256,
-                 decoder_blocks: int = 1, gaussian: bool = False):
+                 decoder_blocks: int = 1, gaussian: bool = False, input_stem: str = "conv",
+                 decoder_refine: bool = False, head_hidden: int = 0):
         super().__init__()
         stages = int(math.log2(downsample_factor))
         if 2**stages != downsample_factor or stages < 1:
             raise ValueError(f"downsample_factor must be a power of two >= 2, got {downsample_factor}")
         if len(encoder_channels) != stages + 1:
             raise ValueError(f"encoder_channels needs {stages + 1} widths for f={downsample_factor}")
-        enc: list[nn.Module] = [nn.Conv2d(num_bits, encoder_channels[0], 3, padding=1), nn.SiLU()]
-        for c_in, c_out in zip(encoder_channels[:-1], encoder_channels[1:], strict=True):
-            enc += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.SiLU(),
-                    nn.Conv2d(c_out, c_out, 3, padding=1), nn.SiLU()]
-        enc += [nn.GroupNorm(min(32, encoder_channels[-1]), encoder_channels[-1]), nn.SiLU(),
-                nn.Conv2d(encoder_channels[-1], latent_channels * (2 if gaussian else 1), 3, padding=1)]
-        self.encoder = nn.Sequential(*enc)
+        self.encoder = nn.Sequential(*_encoder_layers(num_bits, encoder_channels, input_stem),
+                                     nn.GroupNorm(min(32, encoder_channels[-1]), encoder_channels[-1]), nn.SiLU(),
+                                     nn.Conv2d(encoder_channels[-1], latent_channels * (2 if gaussian else 1), 3,
+                                               padding=1))
 
         dec: list[nn.Module] = [nn.Conv2d(latent_channels, decoder_channels, 3, padding=1)]
         dec += [ResBlock(decoder_channels) for _ in range(decoder_blocks)]
@@ -103,8 +109,12 @@ class MaskAutoencoder(ModelMixin, ConfigMixin):
         for _ in range(stages - 1):
             dec += [nn.ConvTranspose2d(width, width // 2, 2, stride=2), LayerNorm2d(width // 2), nn.SiLU()]
             width //= 2
-        dec += [LayerNorm2d(width), nn.Conv2d(width, 2**num_bits, 1)]
-        self.decoder = nn.Sequential(*dec)
+        head: nn.Module = nn.Conv2d(width, 2**num_bits, 1)
+        if head_hidden:
+            head = nn.Sequential(nn.Conv2d(width, head_hidden, 1), nn.SiLU(), nn.Conv2d(head_hidden, 2**num_bits, 1))
+        self.decoder = nn.Sequential(*dec, LayerNorm2d(width), head)
+        widths = [decoder_channels // 2**k for k in range(1, stages)]
+        self.refine = nn.ModuleList([RefineConv(c) for c in widths] if decoder_refine else [])
 
     @property
     def num_ids(self) -> int:
@@ -129,9 +139,25 @@ class MaskAutoencoder(ModelMixin, ConfigMixin):
     def encode_ids(self, ids: torch.Tensor) -> torch.Tensor:
         return self.encode(ids_to_bits(ids, self.config.num_bits))
 
+    def decode_features(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents -> the head's per-pixel input features at H/2 (refined after each upsampling)."""
+        x, refine = latents, iter(self.refine)
+        for layer in self.decoder[:-1]:
+            x = layer(x)
+            if self.refine and isinstance(layer, nn.SiLU):  # top-level SiLUs end the upsampling stages
+                x = next(refine)(x)
+        return x
+
+    def decode_for_loss(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.decode_features(latents)
+
+    def point_logits(self, features: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+        """Logits [B, N, P] at coords [B, P, 2] in [0, 1]: the head on bilinearly sampled features."""
+        return self.decoder[-1](sample_at(features, coords).unsqueeze(-1)).squeeze(-1)
+
     def decode(self, latents: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
         """Latents -> N logits at H/2, or bilinearly resized to `size` (inference)."""
-        logits = self.decoder(latents)
+        logits = self.decoder[-1](self.decode_features(latents))
         if size is not None and tuple(logits.shape[-2:]) != tuple(size):
             logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
         return logits
@@ -145,6 +171,27 @@ class MaskAutoencoder(ModelMixin, ConfigMixin):
         """[B, H, W] ids -> [B, H, W] ids by argmax of the decoded logits (no post-processing)."""
         logits = self.decode(self.encode_ids(ids), size=tuple(ids.shape[-2:]))
         return logits.argmax(1)
+
+
+def _encoder_layers(num_bits: int, channels: tuple[int, ...], stem: str) -> list[nn.Module]:
+    """f_t up to its last norm: 'conv' = the paper's 3x3 conv at full resolution, then per stage a stride-2
+    conv and a conv; 'unshuffle' = bit planes folded 2x2 into channels (lossless), so the first stage's
+    convs run at H/2 on 4 log2(N) channels and nothing runs at full resolution."""
+    if stem not in ("conv", "unshuffle"):
+        raise ValueError(f"unknown input_stem {stem!r} (conv | unshuffle)")
+    if stem == "conv":
+        layers: list[nn.Module] = [nn.Conv2d(num_bits, channels[0], 3, padding=1), nn.SiLU()]
+        c_prev, stages = channels[0], channels[1:]
+        strides = [2] * len(stages)
+    else:
+        layers = [nn.PixelUnshuffle(2)]
+        c_prev, stages = 4 * num_bits, channels[1:]
+        strides = [1] + [2] * (len(stages) - 1)
+    for c_out, stride in zip(stages, strides, strict=True):
+        layers += [nn.Conv2d(c_prev, c_out, 3, stride=stride, padding=1), nn.SiLU(),
+                   nn.Conv2d(c_out, c_out, 3, padding=1), nn.SiLU()]
+        c_prev = c_out
+    return layers
 
 
 def load_mask_autoencoder(path: str | Path) -> torch.nn.Module:

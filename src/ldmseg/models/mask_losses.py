@@ -1,19 +1,26 @@
 """Stage-1 losses: CE over N id logits + per-segment BCE/Dice on each segment's own channel,
 evaluated at PointRend-style importance-sampled points (Kirillov et al.; Mask2Former).
 
-No Hungarian matching is needed: a segment's id *is* its channel.
+No Hungarian matching is needed: a segment's id *is* its channel. The losses see logits only at
+points, through a `PointLogits` function, so a model may compute them at the points alone.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
 
 def sample_at(values: torch.Tensor, coords: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
-    """values [B, C, H, W], coords [B, P, 2] as (x, y) in [0, 1] -> [B, C, P]."""
+    """values [B, C, H, W], coords [B, P, 2] as (x, y) in [0, 1] -> [B, C, P].
+
+    Border padding: a point within half a pixel of the edge takes the edge value, as the bilinear
+    upsampling at inference does (zero padding would blend logits with 0 there).
+    """
     grid = coords.unsqueeze(2) * 2 - 1
-    return F.grid_sample(values, grid, mode=mode, align_corners=False).squeeze(-1)
+    return F.grid_sample(values, grid, mode=mode, padding_mode="border", align_corners=False).squeeze(-1)
 
 
 def sample_ids_at(ids: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
@@ -30,21 +37,29 @@ def top2_margin_uncertainty(logits: torch.Tensor) -> torch.Tensor:
     return -(top2[:, 0] - top2[:, 1])
 
 
-def importance_points(uncertainty_fn, logits: torch.Tensor, num_points: int, oversample: float,
-                      importance_ratio: float, generator: torch.Generator | None = None) -> torch.Tensor:
+PointLogits = Callable[[torch.Tensor], torch.Tensor]  # coords [B, P, 2] in [0, 1] -> logits [B, N, P]
+
+
+def dense_point_logits(logits: torch.Tensor) -> PointLogits:
+    """Point logits from a dense logit map [B, N, h, w], bilinearly sampled."""
+    return lambda coords: sample_at(logits, coords)
+
+
+def importance_points(uncertainty_fn, logits_at: PointLogits, batch: int, device: torch.device, num_points: int,
+                      oversample: float, importance_ratio: float, generator: torch.Generator | None = None
+                      ) -> torch.Tensor:
     """Draw oversample*k random points, keep the importance_ratio*k most uncertain plus random ones.
 
-    `uncertainty_fn` maps logits sampled at points [B, C, P] to [B, P] scores.
+    `uncertainty_fn` maps logits at points [B, C, P] to [B, P] scores.
     """
-    b = logits.shape[0]
     n_over = max(1, int(num_points * oversample))
-    cand = torch.rand(b, n_over, 2, device=logits.device, generator=generator)
+    cand = torch.rand(batch, n_over, 2, device=device, generator=generator)
     with torch.no_grad():
-        score = uncertainty_fn(sample_at(logits.detach(), cand))
+        score = uncertainty_fn(logits_at(cand).float())
     n_imp = int(importance_ratio * num_points)
     idx = score.topk(n_imp, dim=1).indices
     picked = torch.gather(cand, 1, idx.unsqueeze(-1).expand(-1, -1, 2))
-    rand = torch.rand(b, num_points - n_imp, 2, device=logits.device, generator=generator)
+    rand = torch.rand(batch, num_points - n_imp, 2, device=device, generator=generator)
     return torch.cat([picked, rand], 1)
 
 
@@ -93,14 +108,16 @@ def scaled_num_points(points_at_512: int, height: int, width: int) -> int:
     return max(16, round(points_at_512 * height * width / 512**2))
 
 
-def mask_autoencoder_loss(logits: torch.Tensor, ids: torch.Tensor, num_points: int, oversample: float = 3.0,
+def mask_autoencoder_loss(logits_at: PointLogits, ids: torch.Tensor, num_points: int, oversample: float = 3.0,
                           importance_ratio: float = 0.75, ce_weight: float = 1.0, bce_weight: float = 1.0,
                           dice_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
-    """Total stage-1 loss from decoder logits [B, N, h, w] and full-resolution target ids [B, H, W]."""
+    """Total stage-1 loss from the decoder's point logits and full-resolution target ids [B, H, W]."""
     segs = present_ids(ids)
-    ce_pts = importance_points(top2_margin_uncertainty, logits, num_points, oversample, importance_ratio)
-    mask_pts = importance_points(segment_uncertainty(segs), logits, num_points, oversample, importance_ratio)
-    ce = id_cross_entropy(sample_at(logits, ce_pts), sample_ids_at(ids, ce_pts))
-    bce, dice = segment_bce_dice(sample_at(logits, mask_pts), sample_ids_at(ids, mask_pts), segs)
+    b, dev = ids.shape[0], ids.device
+    ce_pts = importance_points(top2_margin_uncertainty, logits_at, b, dev, num_points, oversample, importance_ratio)
+    mask_pts = importance_points(segment_uncertainty(segs), logits_at, b, dev, num_points, oversample,
+                                 importance_ratio)
+    ce = id_cross_entropy(logits_at(ce_pts).float(), sample_ids_at(ids, ce_pts))
+    bce, dice = segment_bce_dice(logits_at(mask_pts).float(), sample_ids_at(ids, mask_pts), segs)
     total = ce_weight * ce + bce_weight * bce + dice_weight * dice
     return total, {"ce": ce.item(), "bce": bce.item(), "dice": dice.item()}

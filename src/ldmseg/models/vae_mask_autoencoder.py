@@ -16,6 +16,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from ldmseg.data.bits import ids_to_bits
 from ldmseg.models.image_encoder import sd_subfolder
 from ldmseg.models.mask_autoencoder import autoencode
+from ldmseg.models.mask_losses import sample_at
 
 
 class VAEMaskAutoencoder(ModelMixin, ConfigMixin):
@@ -62,6 +63,13 @@ class VAEMaskAutoencoder(ModelMixin, ConfigMixin):
         if size is not None and tuple(logits.shape[-2:]) != tuple(size):
             logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
         return logits
+
+    def decode_for_loss(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.decode(latents)
+
+    def point_logits(self, logits: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+        """Logits [B, N, P] at coords [B, P, 2] in [0, 1], bilinearly sampled."""
+        return sample_at(logits, coords)
 
     def forward(self, bits: torch.Tensor, latent_noise: float = 0.0) -> tuple:
         return autoencode(self, bits, latent_noise)

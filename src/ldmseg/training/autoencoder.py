@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ldmseg.data.bits import ids_to_bits
-from ldmseg.data.datasets import PanopticDataset, SampleConfig, SyntheticDataset
+from ldmseg.data.datasets import MaskCrops, PanopticDataset, SampleConfig, SyntheticDataset
 from ldmseg.data.synthetic import SceneConfig
 from ldmseg.data.transforms import resize_labels
 from ldmseg.diffusion.postprocess import logits_to_panoptic
@@ -25,14 +25,26 @@ VAL_SEED_OFFSET = 1_000_003  # held-out synthetic scenes never overlap the train
 
 def mask_dataset(source: str, size: int, num_ids: int, seed: int, preset: str, train: bool,
                  length: int | None = None) -> Dataset:
-    """Masks for the AE: synthetic scenes (on the fly) or a COCO-panoptic folder. Crowd stays a segment."""
+    """Masks for the AE: synthetic scenes (on the fly, masks only) or a COCO-panoptic folder. Crowd stays
+    a segment."""
     sample = SampleConfig(size=size, num_ids=num_ids, hflip=train, crowd_to_void=False)
     if source == "synthetic":
-        return SyntheticDataset(SceneConfig.presets(preset, size), sample, seed=seed, length=length)
+        return SyntheticDataset(SceneConfig.presets(preset, size), sample, seed=seed, length=length, render=False)
     root = Path(source)
     if not (root / "panoptic.json").exists():
         raise LDMSegError(f"{root}: expected a COCO-panoptic folder with panoptic.json, images/, panoptic/")
     return PanopticDataset(root / "images", root / "panoptic.json", root / "panoptic", sample, seed=seed)
+
+
+def training_masks(cfg: AutoencoderConfig, num_ids: int) -> Dataset:
+    """The training stream: whole masks at --size, or --crop crops of masks made at each of --scene-sizes."""
+    sizes = cfg.scene_sizes or (cfg.size,)
+    sources = [mask_dataset(cfg.data, size, num_ids, cfg.seed, cfg.preset, train=True) for size in sizes]
+    if not cfg.crop:
+        if len(sources) > 1:
+            raise LDMSegError("--scene-sizes needs --crop (a batch holds masks of one size)")
+        return sources[0]
+    return MaskCrops(sources, cfg.crop, cfg.crops_per_mask, seed=cfg.seed, focus=cfg.crop_focus)
 
 
 def build_autoencoder(cfg: AutoencoderConfig) -> torch.nn.Module:
@@ -49,6 +61,8 @@ def _new_or_saved_autoencoder(cfg: AutoencoderConfig) -> torch.nn.Module:
         if model.config.num_bits != cfg.num_bits:
             raise LDMSegError(f"{cfg.init_from}: its mask AE has {model.config.num_bits} bits; pass "
                               f"--num-bits {model.config.num_bits}")
+        if cfg.decoder_refine and isinstance(model, MaskAutoencoder) and not model.config.decoder_refine:
+            return with_refinement(model)
         return model
     if cfg.autoencoder == "sd-vae":
         if not cfg.pretrained_vae:
@@ -61,7 +75,17 @@ def _new_or_saved_autoencoder(cfg: AutoencoderConfig) -> torch.nn.Module:
     return MaskAutoencoder(num_bits=cfg.num_bits, latent_channels=cfg.latent_channels,
                            downsample_factor=cfg.downsample_factor, encoder_channels=tuple(cfg.encoder_channels),
                            decoder_channels=cfg.decoder_channels, decoder_blocks=cfg.decoder_blocks,
-                           gaussian=cfg.gaussian)
+                           gaussian=cfg.gaussian, input_stem=cfg.input_stem, decoder_refine=cfg.decoder_refine,
+                           head_hidden=cfg.head_hidden)
+
+
+def with_refinement(ae: MaskAutoencoder) -> MaskAutoencoder:
+    """The same AE with the decoder's refinement convs added: zero-initialised, so it decodes exactly as
+    before at step 0 (fine-tuning a trained AE into the refined architecture)."""
+    refined = MaskAutoencoder(**{**ae.config, "decoder_refine": True})
+    missing = refined.load_state_dict(ae.state_dict(), strict=False).missing_keys
+    assert all(k.startswith("refine.") for k in missing), missing
+    return refined.train()
 
 
 class AutoencoderTask:
@@ -71,17 +95,22 @@ class AutoencoderTask:
         self.cfg = cfg
         self.model = build_autoencoder(cfg)
         num_ids = 2**cfg.num_bits
-        self.train_dataset = mask_dataset(cfg.data, cfg.size, num_ids, cfg.seed, cfg.preset, train=True)
+        self.train_dataset = training_masks(cfg, num_ids)
         source = cfg.val_data or "synthetic"
         self.val_dataset = mask_dataset(source, cfg.val_size, num_ids, cfg.seed + VAL_SEED_OFFSET, cfg.preset,
                                         train=False, length=cfg.val_num)
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
-        ids = batch["ids"]
-        logits, mean, logvar = model(ids_to_bits(ids, self.cfg.num_bits), latent_noise=self.cfg.latent_noise)
+        ids = batch["ids"].flatten(0, -3)  # crops: [B, K, c, c] -> [B K, c, c]
+        bits = ids_to_bits(ids, self.cfg.num_bits)
+        if self.cfg.channels_last:
+            bits = bits.contiguous(memory_format=torch.channels_last)
+        decoded, mean, logvar = model(bits, latent_noise=self.cfg.latent_noise)
+        ae = getattr(model, "module", model)  # DDP-wrapped: the head is the inner model's
         n_points = scaled_num_points(self.cfg.points_at_512, *ids.shape[-2:])
-        loss, logs = mask_autoencoder_loss(logits, ids, n_points, self.cfg.oversample, self.cfg.importance_ratio,
-                                           self.cfg.ce_weight, self.cfg.bce_weight, self.cfg.dice_weight)
+        loss, logs = mask_autoencoder_loss(lambda coords: ae.point_logits(decoded, coords), ids, n_points,
+                                           self.cfg.oversample, self.cfg.importance_ratio, self.cfg.ce_weight,
+                                           self.cfg.bce_weight, self.cfg.dice_weight)
         if self.cfg.kl_weight > 0:
             kl = kl_divergence(mean, logvar)
             loss = loss + self.cfg.kl_weight * kl

@@ -35,6 +35,7 @@ class LoopConfig:
     seed: int = 0
     num_workers: int = 0
     threads: int = 0  # torch CPU threads (0 = torch's default)
+    channels_last: bool = False  # NHWC weights and activations (faster convs under bf16 on CPUs with AMX)
     time_limit_minutes: float = 0.0  # stop early (checkpoint + export) after this wall time; 0 = no limit
 
     def save(self, path: str | Path) -> None:
@@ -85,11 +86,16 @@ class AutoencoderConfig(LoopConfig):
     val_data: str = ""  # '' = held-out synthetic scenes
     preset: str = "dense"  # synthetic scene preset(s) for training; "default+dense" mixes them
     size: int = 128
+    scene_sizes: tuple[int, ...] = ()  # synthetic: make scenes at these sizes in turn (default: --size)
+    crop: int = 0  # train on crops of this many px of each mask (0 = whole masks)
+    crops_per_mask: int = 4  # with --crop: crops taken from each mask (a batch holds batch_size x this crops)
+    crop_focus: float = 0.5  # with --crop: share of crops centred on a random segment (small ones seen as often)
     val_num: int = 48
     val_size: int = 128
     num_bits: int = 7  # N = 128 ids
     autoencoder: str = "shallow"  # 'shallow' (§3.1) or 'sd-vae' (Table 1 †: SD's VAE fine-tuned)
-    init_from: str = ""  # a mask AE directory, or 'demo': fine-tune it (its architecture; the flags below ignored)
+    init_from: str = ""  # a mask AE directory, 'demo' or 'demo-v2': fine-tune it (its architecture; the flags
+    # below ignored, except --decoder-refine, which adds the refinement convs to an AE without them)
     freeze_encoder: bool = False  # train the decoder only: latents, and stage-2 models trained on them, stay valid
     pretrained_vae: str = ""  # for 'sd-vae': a diffusers AutoencoderKL directory or hub id
     latent_channels: int = 4
@@ -97,6 +103,9 @@ class AutoencoderConfig(LoopConfig):
     encoder_channels: tuple[int, ...] = (32, 64, 128, 256)
     decoder_channels: int = 256
     decoder_blocks: int = 1
+    input_stem: str = "conv"  # 'conv' (paper: 3x3 conv at full resolution) or 'unshuffle' (2x2 fold, none)
+    decoder_refine: bool = False  # a residual 3x3 conv (zero-initialised) after each upsampling of the decoder
+    head_hidden: int = 0  # > 0: a two-layer per-pixel head of this width instead of the linear 1x1 conv
     gaussian: bool = False
     kl_weight: float = 0.0
     latent_noise: float = 0.25  # train the decoder on latents + U(0, this) x std noise (robustness)

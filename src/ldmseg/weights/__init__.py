@@ -7,6 +7,7 @@ from pathlib import Path
 from ldmseg.errors import LDMSegError
 
 DEMO_DIR = Path(__file__).parent / "demo"
+AE_V2_DIR = Path(__file__).parent / "mask_autoencoder_v2"  # the next mask AE, until a stage-2 demo is trained on it
 
 
 def demo_model_dir() -> Path:
@@ -31,7 +32,10 @@ def _resolve(path: str, demo: Path, marker: str, what: str) -> Path | str:
 
 
 def resolve_model_path(path: str, component: str) -> Path | str:
-    """A single model (e.g. the mask autoencoder): 'demo', a save_pretrained directory, or a hub id."""
+    """A single model (e.g. the mask autoencoder): 'demo', a save_pretrained directory, or a hub id;
+    for the mask autoencoder also 'demo-v2', the shipped next AE."""
+    if path == "demo-v2" and component == "mask_autoencoder":
+        return _resolve("demo", AE_V2_DIR, "config.json", "v2 mask autoencoder")
     return _resolve(path, DEMO_DIR / component, "config.json", component.replace("_", " "))
 
 
