@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -115,3 +116,22 @@ def test_synth_and_visualize_cli(tmp_path: Path) -> None:
     assert len(pics) == 2
     from PIL import Image
     assert Image.open(pics[0]).size[0] > 5 * 48
+
+
+@pytest.mark.parametrize("command", ["predict", "inpaint", "reconstruct", "app", "demo"])
+def test_threads_flag_and_passive_waiting(command: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from ldmseg.cli import _use_threads, build_parser
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    required = {"predict": ["--images", "x", "--out", "y"], "inpaint": ["--out", "y"],
+                "reconstruct": ["--ae", "demo", "--images", "x", "--panoptic-json", "j", "--panoptic-dir", "d",
+                                "--out", "y"], "app": [], "demo": []}[command]
+    before = torch.get_num_threads()
+    try:
+        _use_threads(build_parser().parse_args([command, *required, "--threads", "1"]))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"

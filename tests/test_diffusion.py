@@ -245,3 +245,43 @@ def test_scoring_several_id_prunings_reproduces_the_pipeline() -> None:
     pq = sampled_pq_by_min_core(pipe, items, {"own": 2048.0, "none": 0.0}, steps=2, batch_size=3, seed=0)
     assert pq["own"] == pytest.approx(100.0)  # the same samples, post-processed as the pipeline does
     assert pq["none"] < 100.0  # without pruning, fragments the pipeline removed come back
+
+
+def test_the_api_people_try_first(tmp_path: Path) -> None:
+    """`from ldmseg import LDMSegPipeline`, 'demo' by name, and pickled weights refused."""
+    import ldmseg
+
+    assert ldmseg.LDMSegPipeline is LDMSegPipeline
+    demo = ldmseg.LDMSegPipeline.from_pretrained("demo")
+    assert demo.mask_autoencoder.num_ids == 128
+    pipe = tiny_pipeline()
+    pipe.save_pretrained(tmp_path / "p")
+    weights = next((tmp_path / "p" / "unet").glob("*.safetensors"))
+    weights.rename(weights.with_suffix(".bin"))  # only a (would-be pickled) .bin left
+    with pytest.raises((OSError, ValueError, EnvironmentError)):
+        LDMSegPipeline.from_pretrained(tmp_path / "p")
+
+
+def test_post_processing_at_the_processing_resolution() -> None:
+    """Deciding at r x r and upsampling only the ids that can still win: exact at equal sizes, and at a
+    larger size the same as post-processing all N upsampled channels except at rare boundary pixels."""
+    import torch.nn.functional as F
+
+    from ldmseg.diffusion.postprocess import logits_to_panoptic, panoptic_from_survivors, survivors_to_size
+
+    torch.manual_seed(0)
+    blocks = torch.zeros(1, 32, 8, 8)
+    blocks[0, 3, :4], blocks[0, 7, 4:, :4], blocks[0, 9, 4:, 4:] = 6.0, 6.0, 6.0
+    logits = F.interpolate(blocks, size=(32, 32), mode="bilinear") + torch.randn(1, 32, 32, 32) * 0.5
+    (ref, ref_segs), = logits_to_panoptic(logits, 0.5, 4, 20)
+    stack, ids = survivors_to_size(logits[0], (32, 32), 20)
+    assert stack.shape[0] == len(ids) + 1 < 8  # a few survivors + the rest, not 32 channels
+    same, segs, _ = panoptic_from_survivors(stack, ids, 0.5, 4)
+    assert np.array_equal(same, ref)
+    assert [{**x, "score": round(x["score"], 6)} for x in segs] == [{**x, "score": round(x["score"], 6)}
+                                                                   for x in ref_segs]
+    big = F.interpolate(logits, size=(80, 96), mode="bilinear", align_corners=False)
+    (full, _), = logits_to_panoptic(big, 0.5, 25, 125)
+    up, _, _ = panoptic_from_survivors(*survivors_to_size(logits[0], (80, 96), 20), 0.5, 25)
+    names = {int(u): int(np.bincount(full[up == u]).argmax()) for u in np.unique(up)}  # ids are renumbered
+    assert (np.vectorize(names.get)(up) == full).mean() > 0.99

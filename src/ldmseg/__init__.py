@@ -12,6 +12,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
+    "LDMSegPipeline": "ldmseg.pipeline",
+    "LDMSegOutput": "ldmseg.pipeline",
     "MaskAutoencoder": "ldmseg.models.mask_autoencoder",
     "PanopticEvaluator": "ldmseg.metrics.panoptic",
     "SemanticEvaluator": "ldmseg.metrics.semantic",

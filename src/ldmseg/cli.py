@@ -106,6 +106,24 @@ def _cmd_app(a: argparse.Namespace) -> None:
     serve(a.model, a.host, a.port, a.steps)
 
 
+THREADS_HELP = "torch CPU threads (default: torch's, one per core)"
+
+
+def _add_threads(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, default=0, help=THREADS_HELP)
+
+
+def _use_threads(args: argparse.Namespace) -> None:
+    """Thread settings before any torch work: OpenMP threads sleep when idle instead of spinning (unless
+    OMP_WAIT_POLICY is set): on a machine where another process holds a core, spinning threads made sampling
+    15-17x slower; then --threads N."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if getattr(args, "threads", 0) and args.command not in ("train", "train-ae"):  # training: LoopConfig.threads
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
 ENSEMBLE_HELP = ("samples per image; the one the others agree with most is kept "
                  "(default: the model's; K samples cost K times one)")
 
@@ -150,6 +168,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     d.add_argument("--out", default="ldmseg-demo")
     d.add_argument("--num", type=int, default=50)
     d.add_argument("--seed", type=int, default=12345)
+    _add_threads(d)
     d.set_defaults(func=_cmd_demo)
 
     t = sub.add_parser("train-ae", help="train the stage-1 mask autoencoder")
@@ -174,6 +193,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     pr.add_argument("--batch-size", type=int, default=4)
     pr.add_argument("--resolution", type=int, default=None, help="processing resolution (default: the model's)")
     pr.add_argument("--ensemble-size", type=int, default=None, help=ENSEMBLE_HELP)
+    _add_threads(pr)
     pr.set_defaults(func=_cmd_predict)
 
     ip = sub.add_parser("inpaint", help="complete a partial panoptic mask (one image, or a COCO set with "
@@ -196,6 +216,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
                     help="which latent cells count as known (all three within 3 PQ in bench/inpaint.py)")
     ip.add_argument("--seed", type=int, default=0)
     ip.add_argument("--ensemble-size", type=int, default=None, help=ENSEMBLE_HELP)
+    _add_threads(ip)
     ip.set_defaults(func=_cmd_inpaint)
 
     ap_ = sub.add_parser("app", help="interactive page: segment an image, complete brush strokes")
@@ -203,6 +224,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     ap_.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes it to the network)")
     ap_.add_argument("--port", type=int, default=7860)
     ap_.add_argument("--steps", type=int, default=None)
+    _add_threads(ap_)
     ap_.set_defaults(func=_cmd_app)
 
     r = sub.add_parser("reconstruct", help="encode + decode GT masks with a mask AE; write COCO-panoptic")
@@ -222,6 +244,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     r.add_argument("--min-core", type=float, default=512.0,
                    help="id pruning: ids that are the confident argmax at fewer px than this (at 512^2, scaled) "
                         "give their pixels to a neighbour; 0 = off")
+    _add_threads(r)
     r.set_defaults(func=_cmd_reconstruct)
     return p
 
@@ -244,6 +267,7 @@ def _config_defaults(argv: Sequence[str] | None) -> dict | None:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser(_config_defaults(argv)).parse_args(argv)
+        _use_threads(args)
         args.func(args)
     except LDMSegError as e:
         print(f"ldmseg: error: {e}", file=sys.stderr)

@@ -26,7 +26,7 @@ from ldmseg.diffusion.inpainting import (
     match_given_ids,
     to_model_ids,
 )
-from ldmseg.diffusion.postprocess import logits_to_panoptic, scaled_area, segment_infos
+from ldmseg.diffusion.postprocess import panoptic_from_survivors, scaled_area, segment_infos, survivors_to_size
 from ldmseg.diffusion.sampling import sample_latents
 from ldmseg.diffusion.schedule import make_sampler
 from ldmseg.errors import LDMSegError
@@ -85,6 +85,15 @@ class LDMSegPipeline(DiffusionPipeline):
                                 min_core_at_512=min_core_at_512, default_ensemble_size=default_ensemble_size,
                                 ensemble_min_support=ensemble_min_support)
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> LDMSegPipeline:
+        """A saved pipeline: 'demo' (the shipped weights), a local directory or a hub id. Weights are read
+        from safetensors only (no unpickling), unless `use_safetensors` says otherwise."""
+        from ldmseg.weights import resolve_pipeline_path
+
+        kwargs.setdefault("use_safetensors", True)
+        return super().from_pretrained(resolve_pipeline_path(str(pretrained_model_name_or_path)), **kwargs)
+
     def use_sampler(self, name: str, spacing: str = "trailing") -> None:
         """Swap the scheduler for another diffusers sampler (ddim, dpm++, unipc, euler, ddpm)."""
         self.scheduler = make_sampler(name, self.scheduler.config.prediction_type, spacing)
@@ -135,21 +144,22 @@ class LDMSegPipeline(DiffusionPipeline):
                            self.config.self_condition, generator=generator, progress=show_progress,
                            known=known, known_mask=known_mask)
         logits = self.mask_autoencoder.decode(z / self.config.scale_factor, size=(res, res))
+        core = scaled_area(self.config.min_core_at_512, res, res)
         panoptic, infos, kept, agreements = [], [], [], []
         for i, (lg, size) in enumerate(zip(logits, sizes, strict=True)):
-            full = F.interpolate(lg[None], size=size, mode="bilinear", align_corners=False)
+            # post-processing decides at res x res; only the ids that can still win are upsampled
             area = min_area if min_area is not None else scaled_area(self.config.min_area_at_512, *size)
-            core = scaled_area(self.config.min_core_at_512, *size)
-            protected = given_ids_mask(model_ids[i], lg.shape[0]) if hints is not None else None
-            (ids, segs), = logits_to_panoptic(full, self.config.confidence_threshold, area, core, protected)
+            protected = given_ids_mask(model_ids[i], lg.shape[0])[0] if hints is not None else None
+            stack, survivors = survivors_to_size(lg, size, core, protected)
+            ids, segs, conf = panoptic_from_survivors(stack, survivors, self.config.confidence_threshold, area)
             if hints is not None:
                 ids, agreement = match_given_ids(ids, *hints[i], keep_known=keep_known)
-                segs = segment_infos(ids, full[0].float().softmax(0).amax(0).cpu().numpy())
+                segs = segment_infos(ids, conf)
                 agreements.append(agreement)
             panoptic.append(ids)
             infos.append(segs)
             if output_logits:
-                kept.append(full[0].cpu())
+                kept.append(F.interpolate(lg[None].float(), size=size, mode="bilinear", align_corners=False)[0].cpu())
         if k > 1:
             panoptic, infos, picks = self._ensembles(panoptic, infos, hints, k)
             kept = [kept[i] for i in picks] if kept else kept

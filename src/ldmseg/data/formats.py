@@ -94,8 +94,10 @@ def read_panoptic_png(path: str | Path) -> np.ndarray:
     img = _open_image(Path(path))
     if img.mode != "RGB":
         raise LDMSegError(f"{path}: panoptic PNG must be RGB, got mode {img.mode}")
-    # RGBX bytes read as little-endian uint32 are R + 256 G + 256^2 B + 256^3 X: mask X away.
-    return np.asarray(img.convert("RGBX")).view("<u4")[..., 0] & np.uint32(0xFFFFFF)
+    # RGBX bytes read as little-endian uint32 are R + 256 G + 256^2 B + 256^3 X: mask X away. PIL's raw
+    # RGBX packer writes them straight from the decoded RGB (~5x faster than convert("RGBX")).
+    w, h = img.size
+    return np.frombuffer(img.tobytes("raw", "RGBX"), "<u4").reshape(h, w) & np.uint32(0xFFFFFF)
 
 
 def read_rgb(path: str | Path) -> np.ndarray:

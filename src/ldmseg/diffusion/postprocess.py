@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 
 def scaled_area(area_at_512: float, height: int, width: int) -> int:
@@ -101,3 +102,42 @@ def majority_categories(pred_ids: np.ndarray, segments: list[dict], gt_ids: np.n
             s["category_id"] = cat_of.get(int(vals[np.argmax(cnt)]), default)
         else:
             s["category_id"] = default
+
+
+def survivors_to_size(logits: torch.Tensor, size: tuple[int, int], min_core: int = 0,
+                      protected: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits [N, r, r] at the processing resolution -> ([K + 1, H, W] logits at `size`, the K ids).
+
+    Only what can still win is upsampled: id pruning runs at r x r (`min_core` in px at that size), the
+    K ids that are the argmax somewhere there keep their channels, and every other unpruned id is folded
+    into one extra channel (their logsumexp), so that softmax confidences stay those of all N ids. Memory
+    and time then grow with K + 1 (typically 10-30) instead of N = 128 channels at full size. At equal
+    sizes this is exactly the full-resolution post-processing; when upsampling, an id with no pixel of its
+    own at r x r can no longer appear from the interpolation between two others (a fragment).
+    """
+    lg = logits.float()
+    if min_core > 0:
+        lg = prune_ids(lg[None], min_core, protected[None] if protected is not None else None)[0]
+    keep = torch.zeros(lg.shape[0], dtype=torch.bool, device=lg.device)
+    keep[lg.argmax(0).unique()] = True
+    if protected is not None:
+        keep |= protected.to(keep.device) & torch.isfinite(lg).any(dim=(1, 2))
+    ids = keep.nonzero()[:, 0]
+    rest = lg[~keep].logsumexp(0, keepdim=True) if (~keep).any() else torch.full_like(lg[:1], float("-inf"))
+    stack = torch.cat([lg[ids], rest])
+    if tuple(stack.shape[-2:]) != tuple(size):
+        stack = F.interpolate(stack[None], size=size, mode="bilinear", align_corners=False)[0]
+    return stack, ids
+
+
+def panoptic_from_survivors(stack: torch.Tensor, ids: torch.Tensor, threshold: float = 0.5, min_area: int = 0
+                            ) -> tuple[np.ndarray, list[dict], np.ndarray]:
+    """`survivors_to_size` output -> (int32 ids, segments_info, confidence map): as logits_to_panoptic on
+    the full logits, except that ids without a pixel of their own at the processing resolution cannot win."""
+    stack = stack.float()
+    arg = stack[:-1].argmax(0)  # the extra channel only shares the probability mass
+    conf = (stack.gather(0, arg[None])[0] - stack.logsumexp(0)).exp()
+    model_ids = torch.where(conf < threshold, torch.zeros_like(arg), ids[arg])
+    conf_np = conf.cpu().numpy()
+    out, segments = renumber(model_ids.cpu().numpy(), conf_np, min_area)
+    return out, segments, conf_np
