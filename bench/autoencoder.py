@@ -102,6 +102,7 @@ def main() -> None:
     ap.add_argument("--log", default=None, help="console log of the AE's training run (validation lines)")
     ap.add_argument("--seconds-per-step", type=float, default=None)
     ap.add_argument("--process-size", type=int, default=None, help="encode the masks at this size (default: --size)")
+    ap.add_argument("--name", default="autoencoder", help="results file / docs section (another AE: its own)")
     args = ap.parse_args()
     torch.set_num_threads(2)
     ae = load_mask_autoencoder(resolve_model_path(args.ae, "mask_autoencoder"))
@@ -124,13 +125,15 @@ def main() -> None:
              *markdown_rows(table)]
     lines += ["", f"Throughput (encode + decode + argmax, batch 4, CPU): {res['masks_per_s_512']:.1f} masks/s at "
               f"512x512, {res['masks_per_s_256']:.1f} masks/s at 256x256. GPU: see GPU timings."]
-    curve = logged_curve("ae_curve", args.log)
+    curve = logged_curve("ae_curve", args.log) if args.name == "autoencoder" else {}
     if curve:
         res["curve"] = curve
         plot_curve(curve, args.seconds_per_step, ROOT / "docs" / "figures" / "ae_pq_vs_steps.png")
         lines += ["", "Validation recon PQ during training (argmax, 64 held-out scenes alternating default / dense, "
                   "256x256):", "", "![AE PQ vs steps](figures/ae_pq_vs_steps.png)", "", *curve_table(curve)]
-    save_results("autoencoder", res, "\n".join(lines))
+    if args.name != "autoencoder":
+        lines[0] = f"## Stage 1: mask autoencoder reconstruction, `{args.ae}`"
+    save_results(args.name, res, "\n".join(lines))
     print("\n".join(lines))
 
 
