@@ -64,10 +64,10 @@ def pair_counts(gt_ids: np.ndarray, pred_ids: np.ndarray) -> tuple[np.ndarray, n
 
 def _positions(values: np.ndarray, seg_ids: np.ndarray) -> np.ndarray:
     """1-based index of each value in `seg_ids` (0 where absent); both small arrays."""
-    order = np.argsort(seg_ids, kind="stable")
-    at = np.searchsorted(seg_ids[order], values).clip(max=max(len(seg_ids) - 1, 0))
     if not len(seg_ids):
         return np.zeros(len(values), np.int64)
+    order = np.argsort(seg_ids, kind="stable")
+    at = np.searchsorted(seg_ids[order], values).clip(max=len(seg_ids) - 1)
     return np.where(seg_ids[order][at] == values, order[at] + 1, 0)
 
 
