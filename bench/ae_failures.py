@@ -15,7 +15,7 @@ from common import machine, save_results
 from ldmseg.data.synthetic import SceneConfig, categories, generate_scene
 from ldmseg.diffusion.postprocess import logits_to_panoptic, majority_categories, scaled_area
 from ldmseg.metrics.panoptic import PanopticEvaluator, segments_from_ids
-from ldmseg.models.mask_autoencoder import load_mask_autoencoder
+from ldmseg.models.loading import load_mask_autoencoder
 from ldmseg.training.autoencoder import VAL_SEED_OFFSET
 from ldmseg.weights import resolve_model_path
 

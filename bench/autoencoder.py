@@ -19,7 +19,7 @@ from common import ROOT, curve_table, logged_curve, machine, new_plot, save_plot
 
 from ldmseg.data.datasets import SampleConfig, SyntheticDataset
 from ldmseg.data.synthetic import SceneConfig
-from ldmseg.models.mask_autoencoder import load_mask_autoencoder
+from ldmseg.models.loading import load_mask_autoencoder
 from ldmseg.training.autoencoder import VAL_SEED_OFFSET, reconstruction_pq
 from ldmseg.weights import resolve_model_path
 

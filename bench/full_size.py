@@ -64,7 +64,7 @@ def train_step(gradient_checkpointing: bool) -> dict:
 
 def sample(steps: int = 4) -> dict:
     from ldmseg.diffusion.schedule import make_sampler
-    from ldmseg.models.mask_autoencoder import load_mask_autoencoder
+    from ldmseg.models.loading import load_mask_autoencoder
     from ldmseg.pipeline import LDMSegPipeline
     from ldmseg.weights import resolve_model_path
 

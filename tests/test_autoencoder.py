@@ -11,7 +11,8 @@ from diffusers import AutoencoderKL
 from ldmseg.data.bits import ids_to_bits
 from ldmseg.errors import LDMSegError
 from ldmseg.models import mask_losses as L
-from ldmseg.models.mask_autoencoder import MaskAutoencoder, load_mask_autoencoder
+from ldmseg.models.loading import load_mask_autoencoder
+from ldmseg.models.mask_autoencoder import MaskAutoencoder
 from ldmseg.models.vae_mask_autoencoder import VAEMaskAutoencoder
 
 

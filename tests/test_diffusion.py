@@ -109,7 +109,7 @@ def test_samplers_are_seeded(name: str) -> None:
     pipe = tiny_pipeline()
     pipe.use_sampler(name)
     z_img = torch.randn(2, 8, 4, 4)
-    den = pipe._denoise("panoptic")
+    den = pipe._denoise("instances")
     a = sample_latents(den, pipe.scheduler, z_img, 4, 3, True, torch.Generator().manual_seed(1))
     b = sample_latents(den, pipe.scheduler, z_img, 4, 3, True, torch.Generator().manual_seed(1))
     c = sample_latents(den, pipe.scheduler, z_img, 4, 3, True, torch.Generator().manual_seed(2))
@@ -188,7 +188,7 @@ def test_fine_tuning_starts_from_the_saved_pipeline(tmp_path: Path) -> None:
     cfg = DiffusionConfig(out=str(tmp_path / "run"), ae=str(tmp_path / "ae"), init_from=str(tmp_path / "pipe"),
                           size=32, self_condition_prob=float(pipe.config.self_condition))
     task = DiffusionTask(cfg)
-    assert task.scale == pytest.approx(pipe.config.scale_factor)
+    assert task.scales["instances"] == pytest.approx(pipe.config.scale_factor)
     saved = pipe.unet.state_dict()
     assert all(torch.equal(v, saved[k]) for k, v in task.model.unet.state_dict().items())
     exported = task.pipeline(task.model).config  # its post-processing settings carry over
@@ -214,7 +214,7 @@ def test_fine_tuning_adds_self_conditioning_without_changing_the_model(tmp_path:
     unet = task.model.unet
     assert unet.config.in_channels == 4 + 8 + 4 and task.pipeline(task.model).config.self_condition
     x, t = torch.randn(2, 12, 4, 4), torch.tensor([10, 900])
-    hidden = pipe.task_embeddings("panoptic", 2)
+    hidden = pipe.task_embeddings("instances", 2)
     with torch.no_grad():
         before = pipe.unet(x, t, encoder_hidden_states=hidden).sample
         after = unet(torch.cat([x, torch.randn(2, 4, 4, 4)], 1), t, encoder_hidden_states=hidden).sample
@@ -285,3 +285,30 @@ def test_post_processing_at_the_processing_resolution() -> None:
     up, _, _ = panoptic_from_survivors(*survivors_to_size(logits[0], (80, 96), 20), 0.5, 25)
     names = {int(u): int(np.bincount(full[up == u]).argmax()) for u in np.unique(up)}  # ids are renumbered
     assert (np.vectorize(names.get)(up) == full).mean() > 0.99
+
+
+def test_predict_skips_a_bad_file_and_finishes_the_good_ones(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    tiny_pipeline().save_pretrained(tmp_path / "pipe")
+    (tmp_path / "imgs").mkdir()
+    Image.fromarray(np.zeros((24, 32, 3), np.uint8)).save(tmp_path / "imgs" / "good.png")
+    (tmp_path / "imgs" / "bad.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "o"
+    assert main(["predict", "--model", str(tmp_path / "pipe"), "--images", str(tmp_path / "imgs"), "--out",
+                 str(out), "--steps", "1", "--task", "instances"]) == 2
+    err = capsys.readouterr().err
+    assert "bad.jpg" in err and "skipped.json" in err and "Traceback" not in err
+    assert (out / "panoptic" / "good.png").exists() and not (out / "panoptic" / "bad.png").exists()
+    assert [a["file_name"] for a in json.loads((out / "panoptic.json").read_text())["annotations"]] == ["good.png"]
+    skipped = json.loads((out / "skipped.json").read_text())
+    assert len(skipped) == 1 and skipped[0]["input"].endswith("bad.jpg") and "corrupt" in skipped[0]["error"]
+
+
+def test_pixel_limit_is_checked_before_decoding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ldmseg.data import formats
+
+    Image.fromarray(np.zeros((100, 200, 3), np.uint8)).save(tmp_path / "big.png")
+    monkeypatch.setenv("LDMSEG_MAX_PIXELS", "10000")
+    with pytest.raises(LDMSegError, match="200x100 px is over the limit"):
+        formats.read_rgb(tmp_path / "big.png")
+    monkeypatch.setenv("LDMSEG_MAX_PIXELS", "30000")
+    assert formats.read_rgb(tmp_path / "big.png").shape == (100, 200, 3)

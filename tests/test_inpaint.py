@@ -33,7 +33,7 @@ def test_output_for_x0_inverts_predicted_x0(prediction_type: str) -> None:
 def test_sampler_pastes_known_latents_into_every_x0_estimate(name: str) -> None:
     pipe = tiny_pipeline("epsilon")
     pipe.use_sampler(name)
-    den = pipe._denoise("panoptic")
+    den = pipe._denoise("instances")
     seen = []
 
     def recording(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

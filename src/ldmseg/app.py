@@ -15,7 +15,8 @@ import numpy as np
 
 from ldmseg.data import formats
 from ldmseg.errors import LDMSegError
-from ldmseg.viz import overlay
+from ldmseg.predict import AGNOSTIC_CATEGORIES
+from ldmseg.viz import blend, colorize_depth, colorize_semantic, overlay
 
 PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
            "#fabed4", "#469990", "#9a6324", "#800000"]  # palette colour k paints segment id k + 1
@@ -55,22 +56,39 @@ class Segmenter:
         self.pipe.set_progress_bar_config(disable=True)
         self.steps = steps
 
-    def run(self, editor: dict | None, seed: int, use_strokes: bool) -> tuple[np.ndarray, list[str], str]:
-        """(overlay, [panoptic.png, panoptic.json], status line) for the editor's image (and strokes)."""
+    def run(self, editor: dict | None, seed: int, use_strokes: bool, task: str | None = None
+            ) -> tuple[np.ndarray, list[str], str]:
+        """(picture, files to download, status line) for the editor's image (and strokes) and a task of the model
+        (default: its own, ldmseg.tasks)."""
         import torch
 
         image = _background(editor)
+        task = task or self.pipe.default_task()
         partial = strokes_to_partial(editor.get("layers") or [], image.shape[:2]) if use_strokes else None
         if use_strokes and not partial.any():
             raise LDMSegError("paint at least one stroke before pressing Complete")
+        if use_strokes and task not in ("instances", "panoptic"):
+            raise LDMSegError(f"strokes complete segments: choose the task instances or panoptic, not {task}")
         out = self.pipe(image, num_inference_steps=self.steps, generator=torch.Generator().manual_seed(int(seed)),
-                        partial_mask=partial)
-        ids, segments = out.panoptic[0], out.segments_info[0]
+                        partial_mask=partial, task=task)
         folder = Path(tempfile.mkdtemp(prefix="ldmseg-app-"))
+        if task == "semantic":
+            labels = out.semantic[0]
+            formats.write_png(folder / "semantic.png", labels.astype(np.uint8))
+            names = {c["id"]: c["name"] for c in self.pipe.categories}
+            found = ", ".join(names.get(int(c), str(int(c))) for c in np.unique(labels))
+            return (blend(image, colorize_semantic(labels, self.pipe.categories)), [str(folder / "semantic.png")],
+                    f"classes: {found}; seed {int(seed)}")
+        if task == "depth":
+            formats.write_depth_png(folder / "depth.png", out.depth[0])
+            return (colorize_depth(out.depth[0]), [str(folder / "depth.png")],
+                    f"relative depth (uint16 PNG = depth x 65535); seed {int(seed)}")
+        ids, segments = out.panoptic[0], out.segments_info[0]
         formats.write_panoptic_png(folder / "panoptic.png", ids)
+        categories = self.pipe.categories if task == "panoptic" else AGNOSTIC_CATEGORIES
         formats.write_json(folder / "panoptic.json", {
             "annotations": [{"image_id": 0, "file_name": "panoptic.png", "segments_info": segments}],
-            "categories": [{"id": 1, "name": "object", "supercategory": "object", "isthing": 1}]})
+            "categories": categories})
         status = f"{len(segments)} segments, seed {int(seed)}"
         if partial is not None:
             status += f"; {100 * out.known_agreement[0]:.0f}% of painted pixels kept by the model itself"
@@ -105,9 +123,9 @@ def example_images(folder: Path, num: int = 3) -> list[str]:
 def build_app(segmenter: Segmenter, examples: list[str]):
     import gradio as gr
 
-    def handle(editor, seed, use_strokes):
+    def handle(editor, seed, use_strokes, task):
         try:
-            return segmenter.run(editor, seed, use_strokes)
+            return segmenter.run(editor, seed, use_strokes, task)
         except LDMSegError as err:
             raise gr.Error(str(err)) from None
         except Exception as err:  # never take the server down on bad input; say what happened
@@ -124,26 +142,29 @@ def build_app(segmenter: Segmenter, examples: list[str]):
                                     brush=gr.Brush(colors=PALETTE, color_mode="fixed", default_size=12),
                                     eraser=gr.Eraser(), sources=("upload", "clipboard"), layers=False,
                                     transforms=(), elem_id="editor")
-            result = gr.Image(label="panoptic prediction", type="numpy", interactive=False, elem_id="result")
+            result = gr.Image(label="prediction", type="numpy", interactive=False, elem_id="result")
         with gr.Row():
             segment_btn = gr.Button("Segment", variant="primary", elem_id="segment")
             complete_btn = gr.Button("Complete", elem_id="complete")
             resample_btn = gr.Button("Resample", elem_id="resample")
+        tasks = list(segmenter.pipe.tasks)
+        task = gr.Dropdown(choices=tasks, value=segmenter.pipe.default_task(), label="task", elem_id="task",
+                           visible=len(tasks) > 1)
         status = gr.Textbox(label="status", interactive=False, elem_id="status")
         files = gr.File(label="download (COCO-panoptic PNG + JSON)", file_count="multiple", elem_id="files")
         if examples:
             gr.Examples(examples=[[p] for p in examples], inputs=[editor], label="synthetic examples")
 
-        def first(editor, strokes):
-            return (*handle(editor, 0, strokes), 0, strokes)
+        def first(editor, strokes, task):
+            return (*handle(editor, 0, strokes, task), 0, strokes)
 
-        def again(editor, seed, strokes):
-            return (*handle(editor, seed + 1, strokes), seed + 1, strokes)
+        def again(editor, seed, strokes, task):
+            return (*handle(editor, seed + 1, strokes, task), seed + 1, strokes)
 
         outputs = [result, files, status, seed, used_strokes]
-        segment_btn.click(lambda e: first(e, False), [editor], outputs)
-        complete_btn.click(lambda e: first(e, True), [editor], outputs)
-        resample_btn.click(again, [editor, seed, used_strokes], outputs)
+        segment_btn.click(lambda e, t: first(e, False, t), [editor, task], outputs)
+        complete_btn.click(lambda e, t: first(e, True, t), [editor, task], outputs)
+        resample_btn.click(again, [editor, seed, used_strokes, task], outputs)
     return app
 
 

@@ -12,7 +12,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ldmseg import checks
 from ldmseg.errors import LDMSegError
+from ldmseg.tasks import TASKS
 
 
 def _cmd_data_synth(a: argparse.Namespace) -> None:
@@ -24,10 +26,25 @@ def _cmd_data_synth(a: argparse.Namespace) -> None:
 
 def _cmd_evaluate(a: argparse.Namespace) -> None:
     from ldmseg.data.formats import write_json
-    from ldmseg.metrics.panoptic import evaluate_files, format_table
 
-    results = evaluate_files(a.gt_json, a.gt_dir, a.pred_json, a.pred_dir, a.class_agnostic, a.workers)
-    print(format_table(results))
+    if a.task == "semantic":
+        from ldmseg.metrics.semantic import evaluate_semantic_dirs, format_semantic
+
+        results = evaluate_semantic_dirs(a.gt_dir, a.pred_dir, a.num_classes, a.ignore_label)
+        print(format_semantic(results))
+    elif a.task == "depth":
+        from ldmseg.metrics.depth import evaluate_depth_dirs, format_depth
+
+        results = evaluate_depth_dirs(a.gt_dir, a.pred_dir)
+        print(format_depth(results))
+    else:
+        from ldmseg.metrics.panoptic import evaluate_files, format_table
+
+        if not (a.gt_json and a.pred_json):
+            raise LDMSegError("evaluate: panoptic scoring needs --gt-json and --pred-json (or --task semantic|depth)")
+        results = evaluate_files(a.gt_json, a.gt_dir, a.pred_json, a.pred_dir, a.class_agnostic, a.workers,
+                                 warn=lambda m: print(f"ldmseg: warning: {m}", file=sys.stderr))
+        print(format_table(results))
     if a.output:
         write_json(a.output, results)
 
@@ -71,7 +88,7 @@ def _cmd_predict(a: argparse.Namespace) -> None:
     from ldmseg.predict import predict_folder
 
     out = predict_folder(a.model, a.images, a.out, a.panoptic_json, a.steps, a.scheduler, a.seed, a.batch_size,
-                         a.resolution, a.ensemble_size)
+                         a.resolution, a.ensemble_size, a.task)
     print(f"wrote predictions to {out}")
 
 
@@ -110,7 +127,7 @@ THREADS_HELP = "torch CPU threads (default: torch's, one per core)"
 
 
 def _add_threads(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--threads", type=int, default=0, help=THREADS_HELP)
+    parser.add_argument("--threads", type=checks.non_negative, default=0, help=THREADS_HELP)
 
 
 def _use_threads(args: argparse.Namespace) -> None:
@@ -128,29 +145,46 @@ ENSEMBLE_HELP = ("samples per image; the one the others agree with most is kept 
                  "(default: the model's; K samples cost K times one)")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with its errors on one line (`ldmseg predict: error: argument --task: invalid choice ...`) and
+    exit code 2, like every other ldmseg error; `--help` still shows the usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     from ldmseg.training.config import AutoencoderConfig, DiffusionConfig, add_dataclass_arguments
 
-    p = argparse.ArgumentParser(prog="ldmseg", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="ldmseg", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
     s = data.add_parser("synth", help="write synthetic scenes in COCO-panoptic layout")
     s.add_argument("--out", required=True)
-    s.add_argument("--num", type=int, default=100)
-    s.add_argument("--size", type=int, default=128)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--preset", default="default", choices=["default", "easy", "dense"])
+    s.add_argument("--num", type=checks.positive, default=100, help="scenes to write (default 100)")
+    s.add_argument("--size", type=checks.multiple_of(8), default=128, help="square size in px (default 128)")
+    s.add_argument("--seed", type=checks.non_negative, default=0, help="scene seed (default 0)")
+    s.add_argument("--preset", default="default", choices=["default", "easy", "dense", "coco"],
+                   help="scene preset (default: default)")
     s.set_defaults(func=_cmd_data_synth)
 
-    e = sub.add_parser("evaluate", help="PQ/SQ/RQ of COCO-panoptic predictions (panopticapi rules)")
-    e.add_argument("--gt-json", required=True)
-    e.add_argument("--gt-dir", required=True)
-    e.add_argument("--pred-json", required=True)
-    e.add_argument("--pred-dir", required=True)
+    e = sub.add_parser("evaluate", help="PQ/SQ/RQ of COCO-panoptic predictions (panopticapi rules); "
+                                        "mIoU or depth errors of PNG folders with --task")
+    e.add_argument("--task", default="panoptic", choices=["panoptic", "semantic", "depth"],
+                   help="panoptic: COCO-panoptic JSON + PNGs (default); semantic: class-id PNGs (mIoU); "
+                        "depth: 16-bit depth PNGs (RMSE, AbsRel, delta<1.25)")
+    e.add_argument("--gt-json", help="GT panoptic JSON (panoptic)")
+    e.add_argument("--gt-dir", required=True, help="GT PNG folder")
+    e.add_argument("--pred-json", help="predicted panoptic JSON (panoptic)")
+    e.add_argument("--pred-dir", required=True, help="predicted PNG folder (files named as the GT's)")
+    e.add_argument("--num-classes", type=checks.positive, default=256,
+                   help="semantic: class ids live in 0..C-1 (default 256)")
+    e.add_argument("--ignore-label", type=checks.between(0, 65535, int), default=0,
+                   help="semantic: GT label not scored (default 0, ldmseg's semantic PNGs; ADE20K raw: 0)")
     e.add_argument("--class-agnostic", action="store_true", help="all categories as one thing class (Table 1)")
     e.add_argument("--output", help="write pq_compute-shaped results JSON here")
-    e.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+    e.add_argument("--workers", type=checks.positive, default=os.cpu_count() or 1,
                    help="processes to spread images over (default: all cores, like panopticapi)")
     e.set_defaults(func=_cmd_evaluate)
 
@@ -161,13 +195,13 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     v.add_argument("--pred-json")
     v.add_argument("--pred-dir")
     v.add_argument("--out", required=True)
-    v.add_argument("--limit", type=int, default=None)
+    v.add_argument("--limit", type=checks.positive, default=None, help="at most this many pictures")
     v.set_defaults(func=_cmd_visualize)
 
     d = sub.add_parser("demo", help="the main job on the embedded default: synthetic scenes end to end")
     d.add_argument("--out", default="ldmseg-demo")
-    d.add_argument("--num", type=int, default=50)
-    d.add_argument("--seed", type=int, default=12345)
+    d.add_argument("--num", type=checks.positive, default=50, help="held-out scenes (default 50)")
+    d.add_argument("--seed", type=checks.non_negative, default=12345, help="scene seed (default 12345)")
     _add_threads(d)
     d.set_defaults(func=_cmd_demo)
 
@@ -187,12 +221,16 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     pr.add_argument("--images", required=True)
     pr.add_argument("--panoptic-json", help="keep this set's image_id / file_name (scorable by evaluate)")
     pr.add_argument("--out", required=True)
-    pr.add_argument("--steps", type=int, default=None)
+    pr.add_argument("--steps", type=checks.positive, default=None, help="sampling steps (default: the model's)")
     pr.add_argument("--scheduler", default=None, help="ddim | dpm++ | unipc | euler | ddpm")
-    pr.add_argument("--seed", type=int, default=0)
-    pr.add_argument("--batch-size", type=int, default=4)
-    pr.add_argument("--resolution", type=int, default=None, help="processing resolution (default: the model's)")
-    pr.add_argument("--ensemble-size", type=int, default=None, help=ENSEMBLE_HELP)
+    pr.add_argument("--seed", type=checks.non_negative, default=0, help="sampling seed (default 0)")
+    pr.add_argument("--batch-size", type=checks.positive, default=4, help="images per batch (default 4)")
+    pr.add_argument("--resolution", type=checks.multiple_of(8), default=None,
+                    help="processing resolution (default: the model's)")
+    pr.add_argument("--ensemble-size", type=checks.positive, default=None, help=ENSEMBLE_HELP)
+    pr.add_argument("--task", default=None, choices=list(TASKS),
+                    help="what to predict (default: panoptic where the model has instances + semantic, else its "
+                         "task); semantic -> OUT/semantic/*.png, depth -> OUT/depth/*.png")
     _add_threads(pr)
     pr.set_defaults(func=_cmd_predict)
 
@@ -207,23 +245,25 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     ip.add_argument("--panoptic-json", help="... its panoptic JSON ...")
     ip.add_argument("--panoptic-dir", help="... and PNG folder; parts of each GT are hidden, then completed")
     ip.add_argument("--mask-type", default="blocks", choices=["blocks", "beit", "strokes"])
-    ip.add_argument("--drop-rate", type=float, default=0.5, help="share of the image hidden")
-    ip.add_argument("--block-size", type=int, default=4, help="block size in px at the processing resolution")
-    ip.add_argument("--batch-size", type=int, default=8)
-    ip.add_argument("--steps", type=int, default=None)
+    ip.add_argument("--drop-rate", type=checks.between(0.0, 1.0, open_high=True), default=0.5,
+                    help="share of the image hidden (default 0.5)")
+    ip.add_argument("--block-size", type=checks.positive, default=4,
+                    help="block size in px at the processing resolution (default 4)")
+    ip.add_argument("--batch-size", type=checks.positive, default=8, help="images per batch (default 8)")
+    ip.add_argument("--steps", type=checks.positive, default=None, help="sampling steps (default: the model's)")
     ip.add_argument("--scheduler", default=None, help="ddim | dpm++ | unipc | euler | ddpm")
     ip.add_argument("--mask-rule", default="nearest", choices=["nearest", "any", "all"],
                     help="which latent cells count as known (all three within 3 PQ in bench/inpaint.py)")
-    ip.add_argument("--seed", type=int, default=0)
-    ip.add_argument("--ensemble-size", type=int, default=None, help=ENSEMBLE_HELP)
+    ip.add_argument("--seed", type=checks.non_negative, default=0, help="sampling seed (default 0)")
+    ip.add_argument("--ensemble-size", type=checks.positive, default=None, help=ENSEMBLE_HELP)
     _add_threads(ip)
     ip.set_defaults(func=_cmd_inpaint)
 
     ap_ = sub.add_parser("app", help="interactive page: segment an image, complete brush strokes")
     ap_.add_argument("--model", default="demo", help="pipeline directory, hub id, or 'demo'")
     ap_.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes it to the network)")
-    ap_.add_argument("--port", type=int, default=7860)
-    ap_.add_argument("--steps", type=int, default=None)
+    ap_.add_argument("--port", type=checks.port, default=7860, help="port (default 7860)")
+    ap_.add_argument("--steps", type=checks.positive, default=None, help="sampling steps (default: the model's)")
     _add_threads(ap_)
     ap_.set_defaults(func=_cmd_app)
 
@@ -233,15 +273,17 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     r.add_argument("--panoptic-json", required=True)
     r.add_argument("--panoptic-dir", required=True)
     r.add_argument("--out", required=True)
-    r.add_argument("--size", type=int, default=512, help="square processing size (paper: 512)")
-    r.add_argument("--batch-size", type=int, default=8)
-    r.add_argument("--latent-noise", type=float, default=0.0, help="Gaussian noise x latent std (robustness)")
-    r.add_argument("--min-area", type=float, default=0.0,
+    r.add_argument("--size", type=checks.multiple_of(8), default=512,
+                   help="square processing size (default 512, the paper's)")
+    r.add_argument("--batch-size", type=checks.positive, default=8, help="masks per batch (default 8)")
+    r.add_argument("--latent-noise", type=checks.non_negative_float, default=0.0,
+                   help="Gaussian noise x latent std (robustness)")
+    r.add_argument("--min-area", type=checks.non_negative_float, default=0.0,
                    help="segments smaller than this many px at 512^2 (scaled to the image) become VOID")
-    r.add_argument("--seed", type=int, default=0, help="seed of the random id reassignment")
-    r.add_argument("--threshold", type=float, default=0.0,
+    r.add_argument("--seed", type=checks.non_negative, default=0, help="seed of the random id reassignment (default 0)")
+    r.add_argument("--threshold", type=checks.probability, default=0.0,
                    help="pixels whose top softmax probability is below this become VOID (0 = argmax)")
-    r.add_argument("--min-core", type=float, default=512.0,
+    r.add_argument("--min-core", type=checks.non_negative_float, default=512.0,
                    help="id pruning: ids that are the confident argmax at fewer px than this (at 512^2, scaled) "
                         "give their pixels to a neighbour; 0 = off")
     _add_threads(r)
@@ -257,16 +299,20 @@ def _config_defaults(argv: Sequence[str] | None) -> dict | None:
     if not known.config:
         return None
     from ldmseg.data.formats import read_json
+    from ldmseg.training.config import DiffusionConfig, check_config_values
 
     data = read_json(known.config)
     if not isinstance(data, dict):
         raise LDMSegError(f"{known.config}: expected a JSON object of config fields")
-    return data
+    return check_config_values(DiffusionConfig, data, known.config)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args = build_parser(_config_defaults(argv)).parse_args(argv)
+        try:
+            args = build_parser(_config_defaults(argv)).parse_args(argv)
+        except SystemExit as done:  # --help, or a flag error already printed on one line
+            return int(done.code or 0)
         _use_threads(args)
         args.func(args)
     except LDMSegError as e:

@@ -54,7 +54,7 @@ def run_demo(out: Path, num: int = 50, seed: int = 12345) -> dict:
     reconstruct_set("demo", str(data / "images"), str(data / "panoptic.json"), str(data / "panoptic"),
                     str(out / "ae_reconstruction"), size=DEMO_SIZE)
 
-    results, pred_dirs = {}, {}
+    results, pred_dirs, task_results = {}, {}, {}
     for name, preds in methods.items():
         pj, pd = _write_predictions(out, "baseline", preds)
         results[name], pred_dirs[name] = evaluate_files(data / "panoptic.json", data / "panoptic", pj, pd, True), pd
@@ -69,6 +69,7 @@ def run_demo(out: Path, num: int = 50, seed: int = 12345) -> dict:
         results[name] = evaluate_files(data / "panoptic.json", data / "panoptic", pred / "panoptic.json",
                                        pred / "panoptic", True)
         pred_dirs[name] = pred / "panoptic"
+        task_results = _other_tasks(data, out, pred)
     recon = out / "ae_reconstruction"
     results[ae_name] = evaluate_files(data / "panoptic.json", data / "panoptic", recon / "panoptic.json",
                                       recon / "panoptic", True)
@@ -83,20 +84,59 @@ def run_demo(out: Path, num: int = 50, seed: int = 12345) -> dict:
             titles.append(name.split(" (")[0])
         rows.append(grid(panels, titles))
     formats.write_png(out / "summary.png", np.concatenate(rows, 0))
-    _write_html(out, results, num, time.time() - start)
+    _write_html(out, results, task_results, num, time.time() - start)
     for name, res in results.items():
         print(f"\n{name} — class-agnostic PQ on {num} held-out synthetic scenes ({DEMO_SIZE}x{DEMO_SIZE})")
         print(format_table(res))
+    for line in _task_lines(task_results):
+        print(line)
     print(f"\nwrote {out / 'summary.html'} and {out / 'summary.png'} in {time.time() - start:.0f} s")
     return results
 
 
-def _write_html(out: Path, results: dict, num: int, seconds: float) -> None:
+def _other_tasks(data: Path, out: Path, pred: Path) -> dict:
+    """The demo model's other tasks on the same scenes, where it has them: class-aware PQ of its panoptic
+    output, mIoU of the semantic maps that were merged into it, depth RMSE."""
+    from ldmseg.metrics.depth import evaluate_depth_dirs
+    from ldmseg.metrics.semantic import evaluate_semantic_dirs
+    from ldmseg.predict import load_pipeline, predict_folder
+
+    tasks = load_pipeline("demo").tasks
+    found = {}
+    if "panoptic" in tasks:
+        found["class-aware panoptic"] = evaluate_files(data / "panoptic.json", data / "panoptic",
+                                                       pred / "panoptic.json", pred / "panoptic")
+        found["semantic"] = evaluate_semantic_dirs(data / "semantic", pred / "semantic")
+    if "depth" in tasks:
+        depth = predict_folder("demo", str(data / "images"), str(out / "ldmseg-depth"), task="depth")
+        found["depth"] = evaluate_depth_dirs(data / "depth", depth / "depth")
+    return found
+
+
+def _task_lines(task_results: dict) -> list[str]:
+    lines = []
+    if "class-aware panoptic" in task_results:
+        r = task_results["class-aware panoptic"]
+        lines.append("LDMSeg class-aware panoptic (instances + semantic merged): PQ "
+                     + ", ".join(f"{k} {100 * r[k]['pq']:.1f}" for k in ("All", "Things", "Stuff") if k in r))
+    if "semantic" in task_results:
+        r = task_results["semantic"]
+        lines.append(f"LDMSeg semantic: mIoU {100 * r['miou']:.1f}, pixel accuracy {100 * r['pixel_accuracy']:.1f}")
+    if "depth" in task_results:
+        r = task_results["depth"]
+        lines.append(f"LDMSeg depth: RMSE {r['rmse']:.3f}, AbsRel {r['absrel']:.3f}, "
+                     f"delta<1.25 {100 * r['delta1']:.1f}%")
+    return lines
+
+
+def _write_html(out: Path, results: dict, task_results: dict, num: int, seconds: float) -> None:
+    tasks = "".join(f"<li>{html.escape(line)}</li>" for line in _task_lines(task_results))
     rows = "".join(f"<tr><td>{html.escape(n)}</td><td>{100 * r['All']['pq']:.1f}</td><td>{100 * r['All']['sq']:.1f}"
                    f"</td><td>{100 * r['All']['rq']:.1f}</td></tr>" for n, r in results.items())
     page = (f"<!doctype html><meta charset='utf-8'><title>ldmseg demo</title><h1>ldmseg demo</h1>"
             f"<p>{num} held-out synthetic scenes, class-agnostic PQ (panopticapi rules); {seconds:.0f} s.</p>"
             f"<table border=1 cellpadding=4><tr><th>method</th><th>PQ</th><th>SQ</th><th>RQ</th></tr>{rows}</table>"
-            f"<p><img src='summary.png'></p>")
+            + (f"<p>The demo model's other tasks on the same scenes:</p><ul>{tasks}</ul>" if tasks else "")
+            + "<p><img src='summary.png'></p>")
     with formats.atomic_path(out / "summary.html") as tmp:
         tmp.write_text(page)

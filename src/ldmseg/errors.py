@@ -3,3 +3,7 @@
 
 class LDMSegError(Exception):
     """Bad input or configuration; the message names the file and the problem."""
+
+
+class SkippedInputs(LDMSegError):
+    """A batch job finished its good inputs and skipped unreadable ones (listed in OUT/skipped.json)."""

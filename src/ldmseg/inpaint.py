@@ -70,19 +70,28 @@ def inpaint_set(model: str, images: str, panoptic_json: str, panoptic_dir: str, 
     from ldmseg.visualize import find_image
 
     gt = formats.load_panoptic_json(panoptic_json)
-    jobs = [(r, find_image(Path(images), r)) for r in gt.records]
-    loaded = {r.png_file: (formats.read_rgb(p), formats.read_panoptic_png(Path(panoptic_dir) / r.png_file))
-              for r, p in jobs}  # every file checked before any output
     pipe = _configure(model, scheduler)
     resolution = pipe.config.default_processing_resolution
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     out_dir = Path(out)
-    annotations, agreements, given_share = [], [], []
-    for start in tqdm(range(0, len(jobs), batch_size), desc="inpainting", unit="batch"):
-        chunk = [r for r, _ in jobs[start:start + batch_size]]
-        rgbs = [loaded[r.png_file][0] for r in chunk]
-        gts = [loaded[r.png_file][1] for r in chunk]
+    annotations, agreements, given_share, log = [], [], [], formats.SkipLog()
+
+    def read(rec) -> tuple[np.ndarray, np.ndarray]:
+        rgb, ids = formats.read_rgb(find_image(Path(images), rec)), formats.read_panoptic_png(Path(panoptic_dir)
+                                                                                              / rec.png_file)
+        if ids.shape != rgb.shape[:2]:
+            raise LDMSegError(f"{Path(panoptic_dir) / rec.png_file}: size {ids.shape[::-1]} differs from its image")
+        return rgb, ids
+
+    for start in tqdm(range(0, len(gt.records), batch_size), desc="inpainting", unit="batch"):
+        loaded = [(r, log.attempt(r.png_file, lambda r=r: read(r))) for r in gt.records[start:start + batch_size]]
+        loaded = [(r, pair) for r, pair in loaded if pair is not None]
+        if not loaded:
+            continue
+        chunk = [r for r, _ in loaded]
+        rgbs = [pair[0] for _, pair in loaded]
+        gts = [pair[1] for _, pair in loaded]
         valids = [hide_parts(g, mask_type, drop_rate, block_size, resolution, rng) for g in gts]
         partials = [np.where(v, g, 0) for g, v in zip(gts, valids, strict=True)]
         result = pipe(rgbs, num_inference_steps=steps, generator=gen, partial_mask=partials, valid_mask=valids,
@@ -92,7 +101,10 @@ def inpaint_set(model: str, images: str, panoptic_json: str, panoptic_dir: str, 
             formats.write_png(out_dir / "masks" / rec.png_file, v.astype(np.uint8) * 255)
             annotations.append({"image_id": rec.image_id, "file_name": rec.png_file, "segments_info": segs})
             given_share.append(float(v.mean()))
+            log.succeeded()
         agreements += result.known_agreement
-    formats.write_json(out_dir / "panoptic.json", {"annotations": annotations, "categories": CATEGORIES})
-    return {"images": len(jobs), "known_share": float(np.mean(given_share)),
+    if log.done:
+        formats.write_json(out_dir / "panoptic.json", {"annotations": annotations, "categories": CATEGORIES})
+    log.finish(out_dir)
+    return {"images": log.done, "known_share": float(np.mean(given_share)),
             "known_agreement": float(np.mean(agreements))}

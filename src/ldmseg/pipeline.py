@@ -1,8 +1,9 @@
-"""`LDMSegPipeline`: panoptic segmentation by image-conditioned latent diffusion, as a diffusers pipeline.
+"""`LDMSegPipeline`: segmentation (and depth) by image-conditioned latent diffusion, as a diffusers pipeline.
 
-Components: `unet` (h), `image_encoder` (f_i), `mask_autoencoder` (f_t / g), `scheduler`,
-`task_embeddings`. Image -> f_i latents -> sampling (Algorithm 2) -> g -> upsample to the
-input size -> post-processing -> panoptic ids + segments_info with scores.
+Components: `unet` (h), `image_encoder` (f_i), `task_embeddings`, `scheduler`, and a stage-1 AE per task
+(`mask_autoencoder` f_t / g for instances, `semantic_autoencoder`, `depth_autoencoder`). Image -> f_i latents
+-> sampling with the task's embedding (Algorithm 2) -> the task's decoder at the processing resolution
+-> post-processing -> upsampling of what survives to the input size -> ids + segments_info / classes / depth.
 """
 
 from __future__ import annotations
@@ -26,14 +27,23 @@ from ldmseg.diffusion.inpainting import (
     match_given_ids,
     to_model_ids,
 )
-from ldmseg.diffusion.postprocess import panoptic_from_survivors, scaled_area, segment_infos, survivors_to_size
+from ldmseg.diffusion.merge import merge_panoptic
+from ldmseg.diffusion.postprocess import (
+    panoptic_from_survivors,
+    scaled_area,
+    segment_infos,
+    semantic_from_logits,
+    survivors_to_size,
+)
 from ldmseg.diffusion.sampling import sample_latents
 from ldmseg.diffusion.schedule import make_sampler
 from ldmseg.errors import LDMSegError
 from ldmseg.models import denoiser as _denoiser  # noqa: F401
+from ldmseg.models import depth_autoencoder as _depth_autoencoder  # noqa: F401
 from ldmseg.models import image_encoder as _image_encoder  # noqa: F401
 from ldmseg.models import mask_autoencoder as _mask_autoencoder  # noqa: F401
 from ldmseg.models import vae_mask_autoencoder as _vae_mask_autoencoder  # noqa: F401
+from ldmseg.tasks import available_tasks, check_task
 
 # diffusers resolves custom components from sys.modules: importing their modules above lets
 # `LDMSegPipeline.from_pretrained` find them.
@@ -43,14 +53,22 @@ ImageInput = Image.Image | np.ndarray | torch.Tensor
 
 @dataclass
 class LDMSegOutput(BaseOutput):
-    """panoptic: int32 id maps (0 = VOID) at each input's size; segments_info: per map, the
-    segments with id, area, bbox and score (mean confidence); logits: optional [N, H, W] tensors.
-    With a partial mask, given ids are kept and new segments get ids above them."""
+    """What a task returns, per input image at its size:
+    - instances / panoptic: `panoptic` int32 id maps (0 = VOID) and `segments_info` (id, category_id, area, bbox,
+      score = mean confidence; class-aware for `panoptic`, category 1 for `instances`); optional `logits`
+      [N, H, W] (instances); with a partial mask, given ids are kept and new segments get ids above them;
+    - semantic: `semantic` int class-id maps (0 = none);
+    - depth: `depth` float maps in [0, 1] and, from an ensemble, `depth_uncertainty` (median absolute deviation
+      of the samples; zeros for one sample)."""
 
-    panoptic: list[np.ndarray]
-    segments_info: list[list[dict]]
+    panoptic: list[np.ndarray] | None = None
+    segments_info: list[list[dict]] | None = None
     logits: list[torch.Tensor] | None = None
     known_agreement: list[float] | None = None  # inpainting: share of given pixels the model kept by itself
+    semantic: list[np.ndarray] | None = None
+    depth: list[np.ndarray] | None = None
+    depth_uncertainty: list[np.ndarray] | None = None
+    task: str = "instances"
 
 
 def to_tensor(image: ImageInput) -> torch.Tensor:
@@ -68,17 +86,26 @@ def to_tensor(image: ImageInput) -> torch.Tensor:
 
 
 class LDMSegPipeline(DiffusionPipeline):
-    model_cpu_offload_seq = "image_encoder->unet->mask_autoencoder"
+    """Components: `unet`, `image_encoder`, `scheduler`, `task_embeddings` and one stage-1 autoencoder per trained
+    task (`mask_autoencoder` for instances, `semantic_autoencoder`, `depth_autoencoder`; absent ones None).
+    Config: a latent scale per task (`scale_factors`; `scale_factor` is the instances one), the category list
+    for semantic / class-aware output, and the serving defaults."""
 
-    def __init__(self, unet, image_encoder, mask_autoencoder, scheduler, task_embeddings,
-                 scale_factor: float = 1.0, self_condition: bool = True, default_num_inference_steps: int = 50,
+    model_cpu_offload_seq = "image_encoder->unet->mask_autoencoder"
+    _optional_components = ["mask_autoencoder", "semantic_autoencoder", "depth_autoencoder"]
+
+    def __init__(self, unet, image_encoder, mask_autoencoder, scheduler, task_embeddings, semantic_autoencoder=None,
+                 depth_autoencoder=None, scale_factor: float = 1.0, scale_factors: dict | None = None,
+                 categories: list | None = None, self_condition: bool = True, default_num_inference_steps: int = 50,
                  default_processing_resolution: int = 512, confidence_threshold: float = 0.5,
                  min_area_at_512: float = 512.0, min_core_at_512: float = 512.0, default_ensemble_size: int = 1,
                  ensemble_min_support: float = 0.25):
         super().__init__()
         self.register_modules(unet=unet, image_encoder=image_encoder, mask_autoencoder=mask_autoencoder,
-                              scheduler=scheduler, task_embeddings=task_embeddings)
-        self.register_to_config(scale_factor=scale_factor, self_condition=self_condition,
+                              scheduler=scheduler, task_embeddings=task_embeddings,
+                              semantic_autoencoder=semantic_autoencoder, depth_autoencoder=depth_autoencoder)
+        self.register_to_config(scale_factor=scale_factor, scale_factors=scale_factors, categories=categories,
+                                self_condition=self_condition,
                                 default_num_inference_steps=default_num_inference_steps,
                                 default_processing_resolution=default_processing_resolution,
                                 confidence_threshold=confidence_threshold, min_area_at_512=min_area_at_512,
@@ -94,6 +121,33 @@ class LDMSegPipeline(DiffusionPipeline):
         kwargs.setdefault("use_safetensors", True)
         return super().from_pretrained(resolve_pipeline_path(str(pretrained_model_name_or_path)), **kwargs)
 
+    @property
+    def trained_tasks(self) -> tuple[str, ...]:
+        """The tasks with an embedding and an autoencoder (ldmseg.tasks)."""
+        return tuple(t for t in self.task_embeddings.tasks if self.autoencoder(t) is not None)
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """Everything this model can be asked for: its trained tasks, and `panoptic` when it has instances and
+        semantic."""
+        return available_tasks(self.trained_tasks)
+
+    def autoencoder(self, task: str) -> torch.nn.Module | None:
+        name = {"instances": "mask_autoencoder", "semantic": "semantic_autoencoder", "depth": "depth_autoencoder"}
+        return getattr(self, name[task], None) if task in name else None
+
+    def task_scale(self, task: str) -> float:
+        scales = self.config.scale_factors or {}
+        return float(scales.get(task, self.config.scale_factor if task == "instances" else 1.0))
+
+    @property
+    def categories(self) -> list[dict]:
+        return list(self.config.categories or [])
+
+    def default_task(self) -> str:
+        """`panoptic` (class-aware) where the model can, else its first trained task."""
+        return "panoptic" if "panoptic" in self.tasks else self.trained_tasks[0]
+
     def use_sampler(self, name: str, spacing: str = "trailing") -> None:
         """Swap the scheduler for another diffusers sampler (ddim, dpm++, unipc, euler, ddpm)."""
         self.scheduler = make_sampler(name, self.scheduler.config.prediction_type, spacing)
@@ -104,19 +158,35 @@ class LDMSegPipeline(DiffusionPipeline):
             return self.unet(x, t, encoder_hidden_states=hidden).sample
         return denoise
 
+    def _sample(self, task: str, z_img: torch.Tensor, steps: int, generator: torch.Generator | None,
+                progress: bool, known: torch.Tensor | None = None, known_mask: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """Clean latents of `task` for the image latents (Algorithm 2 / 3), unscaled for its AE."""
+        z = sample_latents(self._denoise(task), self.scheduler, z_img, self.unet.config.out_channels, steps,
+                           self.config.self_condition, generator=generator, progress=progress, known=known,
+                           known_mask=known_mask)
+        return z / self.task_scale(task)
+
     @torch.no_grad()
     def __call__(self, image: ImageInput | list[ImageInput], num_inference_steps: int | None = None,
                  processing_resolution: int | None = None, generator: torch.Generator | None = None,
                  output_type: str = "np", return_dict: bool = True, output_logits: bool = False,
-                 task: str = "panoptic", min_area: int | None = None, show_progress: bool = False,
+                 task: str | None = None, min_area: int | None = None, show_progress: bool = False,
                  partial_mask: np.ndarray | list[np.ndarray] | None = None,
                  valid_mask: np.ndarray | list[np.ndarray] | None = None, mask_rule: str = DEFAULT_MASK_RULE,
                  keep_known: bool = True, ensemble_size: int | None = None) -> LDMSegOutput | tuple:
-        """Segment images; with `partial_mask` (HxW ids, 0 = unknown unless `valid_mask` says which
-        pixels are given), complete it instead (Algorithm 3), keeping the given ids. With
-        `ensemble_size` K > 1 every image is sampled K times and the sample the others agree with
-        most is returned, without the segments fewer than `ensemble_min_support` of the others
-        found (diffusion.ensemble)."""
+        """Predict `task` for images (default: class-aware `panoptic` where the model can, else its task).
+
+        instances: panoptic ids; with `partial_mask` (HxW ids, 0 = unknown unless `valid_mask` says which
+        pixels are given), complete it instead (Algorithm 3), keeping the given ids. semantic: class ids.
+        depth: relative depth. panoptic: instances and semantic sampled from the same image latents and merged
+        (diffusion.merge). With `ensemble_size` K > 1 every image is sampled K times: instances keep the sample
+        the others agree with most, without the segments fewer than `ensemble_min_support` of the others found
+        (diffusion.ensemble); semantic takes a per-pixel vote, depth the per-pixel median (and its spread)."""
+        task = task or self.default_task()
+        check_task(task, self.trained_tasks)
+        if partial_mask is not None and task not in ("instances", "panoptic"):
+            raise LDMSegError(f"partial_mask (inpainting) completes instance maps; task {task!r} does not take one")
         images = image if isinstance(image, list) else [image]
         steps = num_inference_steps or self.config.default_num_inference_steps
         res = processing_resolution or self.config.default_processing_resolution
@@ -126,24 +196,47 @@ class LDMSegPipeline(DiffusionPipeline):
         tensors = [to_tensor(im) for im in images]
         sizes = [tuple(t.shape[-2:]) for t in tensors]
         hints = _hints(partial_mask, valid_mask, sizes) if partial_mask is not None else None
-        device = self.unet.device
         batch = torch.stack([F.interpolate(t[None], size=(res, res), mode="bilinear", align_corners=False,
-                                           antialias=True)[0] for t in tensors]).to(device)
+                                           antialias=True)[0] for t in tensors]).to(self.unet.device)
         z_img = self.image_encoder.encode(batch).repeat_interleave(k, 0)  # each image's K samples side by side
-        sizes = _repeat(sizes, k)
-        hints = _repeat(hints, k) if hints is not None else None
+        out = LDMSegOutput(task=task)
+        if task in ("instances", "panoptic"):
+            out.panoptic, out.segments_info, out.logits, out.known_agreement = self._instances(
+                z_img, sizes, k, res, steps, generator, show_progress, hints, min_area, output_logits, mask_rule,
+                keep_known)
+        if task in ("semantic", "panoptic"):
+            out.semantic = self._semantic(z_img, sizes, k, res, steps, generator, show_progress)
+        if task == "depth":
+            out.depth, out.depth_uncertainty = self._depth(z_img, sizes, k, res, steps, generator, show_progress)
+        if task == "panoptic":
+            out.panoptic, out.segments_info = self._merge(out.panoptic, out.segments_info, out.semantic, sizes,
+                                                          min_area)
+        if output_type == "pil":
+            self._as_pictures(out)
+        if not return_dict:
+            if task == "semantic":
+                return (out.semantic,)
+            if task == "depth":
+                return out.depth, out.depth_uncertainty
+            return out.panoptic, out.segments_info
+        return out
+
+    def _instances(self, z_img: torch.Tensor, sizes: list[tuple[int, int]], k: int, res: int, steps: int,
+                   generator: torch.Generator | None, progress: bool, hints: list | None, min_area: int | None,
+                   output_logits: bool, mask_rule: str, keep_known: bool) -> tuple:
+        """Instance ids per image: (maps, segments_info, logits or None, known agreement or None)."""
+        ae = self.mask_autoencoder
+        sizes, hints = _repeat(sizes, k), (_repeat(hints, k) if hints is not None else None)
         known = known_mask = None
         if hints is not None:
             seed = int(torch.randint(0, 2**31, (1,), generator=generator)) if generator is not None else 0
             rng = np.random.default_rng(seed)
-            model_ids = [to_model_ids(p, v, self.mask_autoencoder.num_ids, rng) for p, v in hints]
-            known = known_latents(self.mask_autoencoder, model_ids, res, self.config.scale_factor, device)
-            valid = torch.from_numpy(np.stack([resize_labels(v, (res, res)) for _, v in hints])).to(device)
+            model_ids = [to_model_ids(p, v, ae.num_ids, rng) for p, v in hints]
+            known = known_latents(ae, model_ids, res, self.task_scale("instances"), z_img.device)
+            valid = torch.from_numpy(np.stack([resize_labels(v, (res, res)) for _, v in hints])).to(z_img.device)
             known_mask = latent_mask(valid, tuple(known.shape[-2:]), mask_rule).to(known.dtype)
-        z = sample_latents(self._denoise(task), self.scheduler, z_img, self.unet.config.out_channels, steps,
-                           self.config.self_condition, generator=generator, progress=show_progress,
-                           known=known, known_mask=known_mask)
-        logits = self.mask_autoencoder.decode(z / self.config.scale_factor, size=(res, res))
+        z = self._sample("instances", z_img, steps, generator, progress, known, known_mask)
+        logits = ae.decode(z, size=(res, res))
         core = scaled_area(self.config.min_core_at_512, res, res)
         panoptic, infos, kept, agreements = [], [], [], []
         for i, (lg, size) in enumerate(zip(logits, sizes, strict=True)):
@@ -164,14 +257,62 @@ class LDMSegPipeline(DiffusionPipeline):
             panoptic, infos, picks = self._ensembles(panoptic, infos, hints, k)
             kept = [kept[i] for i in picks] if kept else kept
             agreements = [agreements[i] for i in picks] if agreements else agreements
-        if output_type == "pil":
-            from ldmseg.viz import colorize
+        return panoptic, infos, kept or None, agreements or None
 
-            panoptic = [Image.fromarray(colorize(p)) for p in panoptic]
-        if not return_dict:
-            return panoptic, infos
-        return LDMSegOutput(panoptic=panoptic, segments_info=infos, logits=kept or None,
-                            known_agreement=agreements or None)
+    def _semantic(self, z_img: torch.Tensor, sizes: list[tuple[int, int]], k: int, res: int, steps: int,
+                  generator: torch.Generator | None, progress: bool) -> list[np.ndarray]:
+        """Class ids per image: argmax at res over the model's classes, only the classes present there upsampled;
+        an ensemble's maps vote per pixel."""
+        z = self._sample("semantic", z_img, steps, generator, progress)
+        logits = self.semantic_autoencoder.decode(z, size=(res, res))
+        top = max((c["id"] for c in self.categories), default=None)
+        maps = []
+        for i, size in enumerate(_repeat(sizes, k)):
+            present = semantic_from_logits(logits[i:i + 1], top)[0].unique()
+            stack = logits[i, present].float()
+            if tuple(stack.shape[-2:]) != tuple(size):
+                stack = F.interpolate(stack[None], size=size, mode="bilinear", align_corners=False)[0]
+            maps.append(present[stack.argmax(0)].cpu().numpy().astype(np.int32))
+        return [vote(maps[start:start + k]) for start in range(0, len(maps), k)]
+
+    def _depth(self, z_img: torch.Tensor, sizes: list[tuple[int, int]], k: int, res: int, steps: int,
+               generator: torch.Generator | None, progress: bool) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Depth per image: the per-pixel median of its K samples and their median absolute deviation (at res,
+        then bilinearly to the input size)."""
+        z = self._sample("depth", z_img, steps, generator, progress)
+        samples = self.depth_autoencoder.decode(z, size=(res, res))[:, 0].float().clamp(0, 1)
+        depths, spreads = [], []
+        for i, size in enumerate(sizes):
+            group = samples[i * k:(i + 1) * k]
+            median = group.quantile(0.5, dim=0)
+            mad = (group - median).abs().quantile(0.5, dim=0)
+            both = torch.stack([median, mad])[None]
+            if tuple(size) != (res, res):
+                both = F.interpolate(both, size=size, mode="bilinear", align_corners=False)
+            depths.append(both[0, 0].clamp(0, 1).cpu().numpy())
+            spreads.append(both[0, 1].clamp(min=0).cpu().numpy())
+        return depths, spreads
+
+    def _merge(self, panoptic: list[np.ndarray], infos: list[list[dict]], semantic: list[np.ndarray],
+               sizes: list[tuple[int, int]], min_area: int | None) -> tuple[list[np.ndarray], list[list[dict]]]:
+        if not self.categories:
+            raise LDMSegError("this model has no category list (config 'categories'): it cannot name classes")
+        merged = []
+        for ids, segs, sem, size in zip(panoptic, infos, semantic, sizes, strict=True):
+            area = min_area if min_area is not None else scaled_area(self.config.min_area_at_512, *size)
+            scores = {s["id"]: s["score"] for s in segs if "score" in s}
+            merged.append(merge_panoptic(ids, sem, self.categories, area, scores))
+        return [m[0] for m in merged], [m[1] for m in merged]
+
+    def _as_pictures(self, out: LDMSegOutput) -> None:
+        from ldmseg.viz import colorize, colorize_depth, colorize_semantic
+
+        if out.panoptic is not None:
+            out.panoptic = [Image.fromarray(colorize(p)) for p in out.panoptic]
+        if out.semantic is not None:
+            out.semantic = [Image.fromarray(colorize_semantic(s, self.categories)) for s in out.semantic]
+        if out.depth is not None:
+            out.depth = [Image.fromarray(colorize_depth(d)) for d in out.depth]
 
     def _ensembles(self, panoptic: list[np.ndarray], infos: list[list[dict]], hints: list | None, k: int
                    ) -> tuple[list[np.ndarray], list[list[dict]], list[int]]:
@@ -187,6 +328,16 @@ class LDMSegPipeline(DiffusionPipeline):
             segments.append(segs)
             picks.append(start + index)
         return maps, segments, picks
+
+
+def vote(maps: list[np.ndarray]) -> np.ndarray:
+    """Per-pixel majority of label maps (ties: the smallest label)."""
+    if len(maps) == 1:
+        return maps[0]
+    stack = np.stack(maps)
+    labels = np.unique(stack)
+    counts = np.stack([(stack == c).sum(0) for c in labels])
+    return labels[counts.argmax(0)].astype(maps[0].dtype)
 
 
 def _repeat(items: list, k: int) -> list:

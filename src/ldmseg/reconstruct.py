@@ -16,7 +16,8 @@ from tqdm import tqdm
 
 from ldmseg.data import formats, transforms
 from ldmseg.diffusion.postprocess import logits_to_panoptic, majority_categories, scaled_area
-from ldmseg.models.mask_autoencoder import add_latent_noise, load_mask_autoencoder
+from ldmseg.models.loading import load_mask_autoencoder
+from ldmseg.models.mask_autoencoder import add_latent_noise
 from ldmseg.weights import resolve_model_path
 
 
@@ -52,11 +53,15 @@ def reconstruct_set(ae_path: str, images: str, panoptic_json: str, panoptic_dir:
     gen = torch.Generator().manual_seed(seed)
     stats = LatentStats()
     out_dir = Path(out)
-    annotations = []
+    annotations, log = [], formats.SkipLog()
     records = gt.records
     for start in tqdm(range(0, len(records), batch_size), desc="reconstructing", unit="batch"):
-        chunk = records[start:start + batch_size]
-        originals = [formats.read_panoptic_png(Path(panoptic_dir) / r.png_file).astype(np.int64) for r in chunk]
+        read = [(r, log.attempt(r.png_file, lambda r=r: formats.read_panoptic_png(Path(panoptic_dir) / r.png_file)))
+                for r in records[start:start + batch_size]]
+        chunk = [r for r, ids in read if ids is not None]
+        originals = [ids.astype(np.int64) for _, ids in read if ids is not None]
+        if not chunk:
+            continue
         batch = []
         for ids in originals:
             ids = transforms.keep_largest(ids, ae.num_ids - 1)
@@ -73,6 +78,9 @@ def reconstruct_set(ae_path: str, images: str, panoptic_json: str, panoptic_dir:
             majority_categories(pred, segments, gt_ids, rec.segments)
             formats.write_panoptic_png(out_dir / "panoptic" / rec.png_file, pred)
             annotations.append({"image_id": rec.image_id, "file_name": rec.png_file, "segments_info": segments})
+            log.succeeded()
+    if not log.done:
+        log.finish(out_dir)
     latent = stats.result()
     formats.write_json(out_dir / "latent_stats.json", latent)
     formats.write_json(out_dir / "panoptic.json", {"annotations": annotations,
@@ -80,4 +88,5 @@ def reconstruct_set(ae_path: str, images: str, panoptic_json: str, panoptic_dir:
     print("latent mean per channel:", " ".join(f"{m:+.3f}" for m in latent["mean"]))
     print("latent std  per channel:", " ".join(f"{s:.3f}" for s in latent["std"]),
           f"(overall {latent['std_all']:.3f}; scale factor 1/std = {latent['suggested_scale_factor']:.4f})")
+    log.finish(out_dir)
     return latent

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from ldmseg.data import formats
@@ -30,7 +31,9 @@ def visualize_sets(images: str, gt_json: str, gt_dir: str, out: str, pred_json: 
     if pred is not None and not pred_dir:
         raise LDMSegError("--pred-dir is needed with --pred-json")
     records = gt.records[:limit] if limit else gt.records
-    for rec in tqdm(records, desc="visualising", unit="image"):
+    log = formats.SkipLog()
+
+    def picture(rec) -> np.ndarray:
         image = formats.read_rgb(find_image(Path(images), rec))
         gt_ids = formats.read_panoptic_png(Path(gt_dir) / rec.png_file)
         panels, titles = [image, overlay(image, gt_ids), colorize(gt_ids)], ["image", "GT overlay", "GT"]
@@ -40,5 +43,12 @@ def visualize_sets(images: str, gt_json: str, gt_dir: str, out: str, pred_json: 
             p_ids = formats.read_panoptic_png(Path(pred_dir) / pred[rec.image_id].png_file)
             panels += [overlay(image, p_ids), colorize(p_ids)]
             titles += ["prediction overlay", "prediction"]
-        formats.write_png(Path(out) / f"{Path(rec.png_file).stem}.png", grid(panels, titles))
-    return len(records)
+        return grid(panels, titles)
+
+    for rec in tqdm(records, desc="visualising", unit="image"):
+        made = log.attempt(rec.png_file, lambda rec=rec: picture(rec))
+        if made is not None:
+            formats.write_png(Path(out) / f"{Path(rec.png_file).stem}.png", made)
+            log.succeeded()
+    log.finish(Path(out))
+    return log.done

@@ -41,6 +41,33 @@ def colorize(ids: np.ndarray, borders: bool = True) -> np.ndarray:
     return rgb
 
 
+def colorize_semantic(labels: np.ndarray, categories: list[dict] | None = None) -> np.ndarray:
+    """Class-id map -> RGB: each category's own colour where `categories` gives one, else a stable colour per
+    id; 0 (VOID / ignore) black; borders between classes white."""
+    rgb = id_colours(labels)
+    for c in categories or []:
+        if "color" in c:
+            rgb[labels == c["id"]] = c["color"]
+    rgb[segment_borders(labels)] = 255
+    return rgb
+
+
+DEPTH_STOPS = np.array([[13, 8, 135], [126, 3, 168], [204, 71, 120], [248, 149, 64], [240, 249, 33]], np.float64)
+
+
+def colorize_depth(depth: np.ndarray) -> np.ndarray:
+    """Depth in [0, 1] -> RGB along a perceptual ramp (near = dark blue-purple, far = yellow)."""
+    x = np.clip(np.asarray(depth, np.float64), 0, 1) * (len(DEPTH_STOPS) - 1)
+    lo = np.minimum(np.floor(x).astype(int), len(DEPTH_STOPS) - 2)
+    f = (x - lo)[..., None]
+    return ((1 - f) * DEPTH_STOPS[lo] + f * DEPTH_STOPS[lo + 1]).round().astype(np.uint8)
+
+
+def blend(image: np.ndarray, colours: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Colours blended over the image everywhere (semantic maps)."""
+    return ((1 - alpha) * image.astype(np.float32) + alpha * colours.astype(np.float32)).round().astype(np.uint8)
+
+
 def overlay(image: np.ndarray, ids: np.ndarray, alpha: float = 0.5) -> np.ndarray:
     """Colourised ids blended over the image (VOID left as the image), with borders."""
     colours = id_colours(ids).astype(np.float32)

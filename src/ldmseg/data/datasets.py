@@ -128,6 +128,45 @@ class MaskCrops(Dataset):
         return int(np.clip(centre - self.crop // 2 + jitter, 0, extent - self.crop))
 
 
+class TargetView(Dataset):
+    """One target of another dataset's items, under the key a stage-1 AE trains on: `ids` for label maps
+    (instance ids, or semantic class ids, which are never reassigned), `depth` for depth."""
+
+    def __init__(self, source: Dataset, target: str):
+        self.source, self.target = source, target
+        self.key = "depth" if target == "depth" else "ids"
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        item = self.source[key]
+        if self.target not in item:
+            raise LDMSegError(f"this dataset has no {self.target!r} maps")
+        return {self.key: item[self.target]}
+
+
+class TaskSampled(Dataset):
+    """Another dataset's items, each with the index of the task it trains (`task`, an int tensor), drawn with
+    `weights` from a generator keyed like the item: a resumed run draws the same tasks (multi-task stage 2)."""
+
+    def __init__(self, source: Dataset, task_indices: Sequence[int], weights: Sequence[float], seed: int = 0):
+        total = float(sum(weights))
+        if len(weights) != len(task_indices) or total <= 0 or min(weights) < 0:
+            raise LDMSegError(f"task weights {list(weights)}: need one non-negative weight per task, not all zero")
+        self.source, self.indices, self.seed = source, list(task_indices), seed
+        self.p = [w / total for w in weights]
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        item = self.source[key]
+        rng = np.random.default_rng([self.seed, _key(key)[1], 5])
+        item["task"] = torch.tensor(self.indices[int(rng.choice(len(self.indices), p=self.p))])
+        return item
+
+
 class PanopticDataset(Dataset):
     """A COCO-panoptic set: image folder + panoptic JSON + PNG folder (COCO, or `ldmseg data synth`)."""
 
@@ -157,12 +196,23 @@ class PanopticDataset(Dataset):
             raise LDMSegError(f"{png}: size {ids.shape[::-1]} differs from its image {image.shape[1::-1]}")
         return image, ids, rec.segments
 
+    def depth_path(self, index: int) -> Path:
+        """Where a set's optional depth map lives: depth/<png stem>.png beside panoptic/ (ldmseg data synth)."""
+        return self.panoptic_dir.parent / "depth" / Path(self.set.records[index].png_file).name
+
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        """The sample, with `semantic` (category ids from segments_info, 0 = VOID) and, where the set has a
+        depth/ folder, `depth`."""
         index, sample_seed = _key(key)
         index %= len(self)
         image, ids, segments = self.load_raw(index)
+        semantic = transforms.semantic_from_panoptic(ids, segments)
+        depth_file = self.depth_path(index)
+        depth = formats.read_depth_png(depth_file) if depth_file.parent.is_dir() else None
+        if depth is not None and depth.shape != ids.shape:
+            raise LDMSegError(f"{depth_file}: size {depth.shape[::-1]} differs from its panoptic PNG")
         rng = np.random.default_rng([self.seed, sample_seed, 2])
-        return prepare_sample(image, ids, segments, self.sample, rng)
+        return prepare_sample(image, ids, segments, self.sample, rng, semantic, depth)
 
 
 class ADE20KDataset(Dataset):

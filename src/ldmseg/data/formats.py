@@ -8,8 +8,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ldmseg.errors import LDMSegError
+from ldmseg.errors import LDMSegError, SkippedInputs
 
 VOID = 0
 
@@ -78,15 +79,47 @@ def read_json(path: str | Path) -> Any:
         raise LDMSegError(f"{path}: broken JSON ({e})") from None
 
 
+def max_pixels() -> int:
+    """The largest image (width x height) decoded: LDMSEG_MAX_PIXELS, default 144 MP (12000^2). Checked from the
+    header, before decoding: a decompression bomb costs nothing."""
+    value = os.environ.get("LDMSEG_MAX_PIXELS", "")
+    try:
+        return int(float(value)) if value else 144_000_000
+    except ValueError:
+        raise LDMSegError(f"LDMSEG_MAX_PIXELS={value!r}: expected a number of pixels") from None
+
+
 def _open_image(path: Path) -> Image.Image:
+    check_image(path)
     try:
         img = Image.open(path)
         img.load()
         return img
     except FileNotFoundError:
         raise LDMSegError(f"{path}: file not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except IsADirectoryError:
+        raise LDMSegError(f"{path}: is a folder, not an image") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise LDMSegError(f"{path}: corrupt or unreadable image ({e})") from None
+
+
+def check_image(path: str | Path) -> tuple[int, int]:
+    """(width, height) from the header, within the pixel limit, without decoding: a cheap look at every input
+    of a batch job before its model loads."""
+    try:
+        with Image.open(path) as img:
+            size = img.size
+    except FileNotFoundError:
+        raise LDMSegError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise LDMSegError(f"{path}: is a folder, not an image") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise LDMSegError(f"{path}: corrupt or unreadable image ({e})") from None
+    limit = max_pixels()
+    if size[0] * size[1] > limit:
+        raise LDMSegError(f"{path}: image of {size[0]}x{size[1]} px is over the limit of {limit / 1e6:.0f} MP "
+                          "(set LDMSEG_MAX_PIXELS to allow more)")
+    return size
 
 
 def read_panoptic_png(path: str | Path) -> np.ndarray:
@@ -117,6 +150,26 @@ def read_label_png(path: str | Path) -> np.ndarray:
     if arr.ndim != 2:
         raise LDMSegError(f"{path}: expected a single-channel label PNG, got shape {arr.shape}")
     return arr
+
+
+DEPTH_SCALE = 65535  # depth PNGs: uint16 = depth x 65535 (ldmseg data synth, ldmseg predict --task depth)
+
+
+def read_depth_png(path: str | Path) -> np.ndarray:
+    """16-bit single-channel depth PNG -> float32 depth in [0, 1]."""
+    img = _open_image(Path(path))
+    if img.mode not in ("I;16", "I;16B", "I;16L", "I"):
+        raise LDMSegError(f"{path}: a depth PNG must be 16-bit single-channel (uint16 = depth x {DEPTH_SCALE}), "
+                          f"got mode {img.mode}")
+    arr = np.asarray(img, dtype=np.float64)
+    if arr.min() < 0 or arr.max() > DEPTH_SCALE:
+        raise LDMSegError(f"{path}: depth values outside 0..{DEPTH_SCALE}")
+    return (arr / DEPTH_SCALE).astype(np.float32)
+
+
+def write_depth_png(path: str | Path, depth: np.ndarray) -> None:
+    """Float depth in [0, 1] -> uint16 PNG (depth x 65535), atomically."""
+    write_png(path, (np.clip(depth, 0, 1) * DEPTH_SCALE).round().astype(np.uint16))
 
 
 def read_binary_mask(path: str | Path) -> np.ndarray:
@@ -222,3 +275,45 @@ def load_panoptic_json(path: str | Path, categories: dict[int, dict] | None = No
         records.append(PanopticRecord(image_id, im.get("file_name"), ann["file_name"], ann["segments_info"],
                                       im.get("width"), im.get("height")))
     return PanopticSet(path, records, categories)
+
+
+class SkipLog:
+    """Batch jobs go on past unreadable inputs: `attempt` runs a read, and on an LDMSegError remembers the input
+    and names it on stderr (once some output exists: until then a job with nothing readable stays one plain
+    error); `finish` writes OUT/skipped.json and raises SkippedInputs (exit 2) if any was skipped, after the good
+    outputs are complete."""
+
+    def __init__(self) -> None:
+        self.skipped: list[dict] = []
+        self.done = 0
+        self._pending: list[str] = []
+
+    def attempt(self, name: str, read: Callable[[], Any]) -> Any | None:
+        try:
+            return read()
+        except LDMSegError as e:
+            self.skipped.append({"input": name, "error": str(e)})
+            self._pending.append(f"ldmseg: skipping {e}")
+            if self.done:
+                self._flush()
+            return None
+
+    def succeeded(self) -> None:
+        self.done += 1
+        self._flush()
+
+    def _flush(self) -> None:
+        for line in self._pending:
+            print(line, file=sys.stderr)
+        self._pending = []
+
+    def finish(self, out: Path) -> None:
+        if not self.skipped:
+            return
+        if not self.done:
+            raise LDMSegError(f"no readable input: {self.skipped[0]['error']}"
+                              + (f" (and {len(self.skipped) - 1} more)" if len(self.skipped) > 1 else ""))
+        write_json(out / "skipped.json", self.skipped, indent=2)
+        names = ", ".join(Path(s["input"]).name for s in self.skipped[:5]) + (" ..." if len(self.skipped) > 5 else "")
+        raise SkippedInputs(f"wrote {self.done} outputs to {out}; skipped {len(self.skipped)} unreadable input(s), "
+                            f"listed in {out / 'skipped.json'}: {names}")

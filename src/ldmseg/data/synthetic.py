@@ -356,7 +356,7 @@ def write_dataset(out: str | Path, num: int, cfg: SceneConfig, seed: int = 0, pr
         formats.write_png(out / "images" / f"{name}.png", scene.image)
         formats.write_panoptic_png(out / "panoptic" / f"{name}.png", scene.ids)
         formats.write_png(out / "semantic" / f"{name}.png", scene.semantic)
-        formats.write_png(out / "depth" / f"{name}.png", (scene.depth * 65535).round().astype(np.uint16))
+        formats.write_depth_png(out / "depth" / f"{name}.png", scene.depth)
         images.append({"id": i, "file_name": f"{name}.png", "width": cfg.size, "height": cfg.size})
         annotations.append({"image_id": i, "file_name": f"{name}.png", "segments_info": scene.segments})
     formats.write_json(out / "panoptic.json", {"info": {"description": "ldmseg synthetic scenes", "seed": seed,

@@ -94,3 +94,15 @@ def reassign_ids(ids: np.ndarray, num_ids: int, rng: np.random.Generator) -> np.
     new = np.zeros(len(uniq), np.int64)
     new[nonvoid] = rng.choice(np.arange(1, num_ids), size=int(nonvoid.sum()), replace=False)
     return new[inverse.reshape(ids.shape)]
+
+
+def semantic_from_panoptic(ids: np.ndarray, segments: list[dict]) -> np.ndarray:
+    """Category id per pixel from a panoptic id map and its segments_info (0 where no segment: VOID)."""
+    seg_ids = np.array([s["id"] for s in segments], np.int64)
+    cats = np.array([s["category_id"] for s in segments], np.int64)
+    order = np.argsort(seg_ids)
+    seg_ids, cats = seg_ids[order], cats[order]
+    flat = ids.astype(np.int64).ravel()
+    pos = np.clip(np.searchsorted(seg_ids, flat), 0, max(len(seg_ids) - 1, 0))
+    found = (seg_ids[pos] == flat) if len(seg_ids) else np.zeros(flat.shape, bool)
+    return np.where(found, cats[pos] if len(cats) else 0, 0).reshape(ids.shape)

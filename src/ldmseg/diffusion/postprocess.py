@@ -141,3 +141,10 @@ def panoptic_from_survivors(stack: torch.Tensor, ids: torch.Tensor, threshold: f
     conf_np = conf.cpu().numpy()
     out, segments = renumber(model_ids.cpu().numpy(), conf_np, min_area)
     return out, segments, conf_np
+
+
+def semantic_from_logits(logits: torch.Tensor, num_classes: int | None = None) -> torch.Tensor:
+    """[B, N, H, W] semantic-AE logits -> [B, H, W] class ids: argmax over the class channels 1..num_classes
+    (default N - 1). Channel 0 is VOID / ignore, never a prediction."""
+    top = logits.shape[1] - 1 if num_classes is None else min(num_classes, logits.shape[1] - 1)
+    return logits[:, 1:top + 1].argmax(1) + 1

@@ -224,11 +224,26 @@ def _evaluate_chunk(args: tuple) -> PQStat:
     return ev.stat
 
 
+def single_category_warning(gt: formats.PanopticSet, pred: formats.PanopticSet) -> str | None:
+    """A sentence when the predictions use one category and the GT several: a class-agnostic model
+    (task instances) scored class-aware, which is almost never what was meant."""
+    used = {s["category_id"] for r in pred.records for s in r.segments}
+    gt_used = {s["category_id"] for r in gt.records for s in r.segments}
+    if len(used) == 1 and len(gt_used) > 1:
+        return (f"every predicted segment has category {used.pop()} while the GT uses {len(gt_used)}: a "
+                "class-agnostic prediction (task instances)? Score it with --class-agnostic, or predict "
+                "--task panoptic")
+    return None
+
+
 def evaluate_files(gt_json: str | Path, gt_dir: str | Path, pred_json: str | Path, pred_dir: str | Path,
-                   class_agnostic: bool = False, workers: int = 1) -> dict:
-    """Score a COCO-panoptic prediction set against its ground truth, like panopticapi's pq_compute."""
+                   class_agnostic: bool = False, workers: int = 1, warn=None) -> dict:
+    """Score a COCO-panoptic prediction set against its ground truth, like panopticapi's pq_compute.
+    `warn(message)` hears of a single-category prediction scored class-aware."""
     gt = formats.load_panoptic_json(gt_json, need_area=True)
     pred = formats.load_panoptic_json(pred_json, categories=gt.categories)
+    if warn is not None and not class_agnostic and (message := single_category_warning(gt, pred)):
+        warn(message)
     by_id = pred.by_image_id
     pairs = []
     for rec in gt.records:

@@ -1,14 +1,21 @@
-"""Semantic segmentation: mIoU from a confusion matrix (ignore label 255)."""
+"""Semantic segmentation: mIoU from a confusion matrix (ignore label 255 by default; ldmseg's own semantic
+PNGs use 0 = ignore, classes 1..C)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+
+from ldmseg.data import formats
+from ldmseg.errors import LDMSegError
 
 IGNORE = 255
 
 
 class SemanticEvaluator:
-    """mIoU over `num_classes` classes 0..C-1; pixels whose GT is 255 are ignored."""
+    """mIoU over labels 0..num_classes-1; pixels whose GT is `ignore_label` are ignored, and when that label is
+    inside the range it is no class of the mean (a prediction of it is a miss of the GT class)."""
 
     def __init__(self, num_classes: int, ignore_label: int = IGNORE):
         self.num_classes, self.ignore_label = num_classes, ignore_label
@@ -36,7 +43,49 @@ class SemanticEvaluator:
         union = self.confusion.sum(0) + self.confusion.sum(1) - tp
         with np.errstate(divide="ignore", invalid="ignore"):
             iou = np.where(union > 0, tp / union, np.nan)
+        if 0 <= self.ignore_label < self.num_classes:
+            iou[self.ignore_label] = np.nan
+            union[self.ignore_label] = 0
         total = self.confusion.sum()
         return {"miou": float(np.nanmean(iou)) if (union > 0).any() else 0.0,
                 "pixel_accuracy": float(tp.sum() / total) if total else 0.0,
                 "per_class_iou": iou.tolist()}
+
+
+def paired_pngs(gt_dir: str | Path, pred_dir: str | Path) -> list[tuple[Path, Path]]:
+    """(GT, prediction) PNG pairs by file name; every GT file needs its prediction."""
+    gt_dir, pred_dir = Path(gt_dir), Path(pred_dir)
+    for d in (gt_dir, pred_dir):
+        if not d.is_dir():
+            raise LDMSegError(f"{d}: folder not found")
+    gts = sorted(gt_dir.glob("*.png"))
+    if not gts:
+        raise LDMSegError(f"{gt_dir}: no PNG files")
+    missing = [g.name for g in gts if not (pred_dir / g.name).exists()]
+    if missing:
+        raise LDMSegError(f"{pred_dir / missing[0]}: no prediction for this GT file ({len(missing)} missing)")
+    return [(g, pred_dir / g.name) for g in gts]
+
+
+def evaluate_semantic_dirs(gt_dir: str | Path, pred_dir: str | Path, num_classes: int = 256,
+                           ignore_label: int = 0) -> dict:
+    """mIoU, pixel accuracy and per-class IoU of single-channel class-id PNGs (ldmseg's: 0 = ignore)."""
+    ev = SemanticEvaluator(num_classes, ignore_label)
+    for gt_file, pred_file in paired_pngs(gt_dir, pred_dir):
+        gt, pred = formats.read_label_png(gt_file), formats.read_label_png(pred_file)
+        if gt.shape != pred.shape:
+            raise LDMSegError(f"{pred_file}: size {pred.shape[::-1]} differs from its GT {gt.shape[::-1]}")
+        for f, labels in ((gt_file, gt), (pred_file, pred)):
+            bad = labels[(labels != ignore_label) & ((labels < 0) | (labels >= num_classes))]
+            if bad.size:
+                raise LDMSegError(f"{f}: class id {int(bad[0])} outside 0..{num_classes - 1}")
+        ev.process(gt, pred)
+    res = ev.evaluate()
+    res["per_class_iou"] = {c: v for c, v in enumerate(res["per_class_iou"]) if v == v}  # present classes only
+    return res
+
+
+def format_semantic(res: dict) -> str:
+    lines = [f"mIoU {100 * res['miou']:.2f}   pixel accuracy {100 * res['pixel_accuracy']:.2f}", "class   IoU"]
+    lines += [f"{c:5d}  {100 * v:6.2f}" for c, v in sorted(res["per_class_iou"].items())]
+    return "\n".join(lines)

@@ -14,6 +14,9 @@ from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from ldmseg.errors import LDMSegError
+from ldmseg.tasks import trained_task_names
+
 PRESETS: dict[str, dict] = {
     "tiny": {"block_out_channels": (32, 64, 64), "layers_per_block": 1, "cross_attention_dim": 32,
              "attention_head_dim": 8, "norm_num_groups": 8},
@@ -80,15 +83,39 @@ def bypass_cross_attention(unet: UNet2DConditionModel) -> None:
 
 
 class TaskEmbeddings(ModelMixin, ConfigMixin):
-    """One learnable sequence of tokens per task, fed to the UNet's cross-attention."""
+    """One learnable sequence of tokens per task (paper §3.2), fed to the UNet's cross-attention.
+
+    `tasks` names the tokens in order (ldmseg.tasks); a single-token model saved before multi-task
+    support calls its token 'panoptic' and is read as 'instances'.
+    """
 
     @register_to_config
-    def __init__(self, tasks: tuple[str, ...] = ("panoptic",), num_tokens: int = 1, dim: int = 32):
+    def __init__(self, tasks: tuple[str, ...] = ("instances",), num_tokens: int = 1, dim: int = 32):
         super().__init__()
         self.embeddings = nn.Parameter(torch.randn(len(tasks), num_tokens, dim) * 0.02)
 
-    def forward(self, task: str, batch_size: int) -> torch.Tensor:
-        tasks = list(self.config.tasks)
-        if task not in tasks:
-            raise ValueError(f"unknown task {task!r}; this model knows {tasks}")
-        return self.embeddings[tasks.index(task)].unsqueeze(0).expand(batch_size, -1, -1)
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return trained_task_names(self.config.tasks)
+
+    def index(self, task: str) -> int:
+        if task not in self.tasks:
+            raise LDMSegError(f"this model has no {task!r} embedding; it was trained for {', '.join(self.tasks)}")
+        return self.tasks.index(task)
+
+    def forward(self, task: str | torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+        """Tokens [B, T, dim] of one task for a batch, or of one task index per example ([B] int tensor)."""
+        if isinstance(task, torch.Tensor):
+            return self.embeddings[task.to(self.embeddings.device)]
+        return self.embeddings[self.index(task)].unsqueeze(0).expand(batch_size, -1, -1)
+
+    def with_tasks(self, tasks: tuple[str, ...]) -> TaskEmbeddings:
+        """These embeddings plus a new, freshly initialised one for each task of `tasks` they lack (fine-tuning
+        a model into more tasks: the trained tokens are kept as they are)."""
+        new = [t for t in tasks if t not in self.tasks]
+        if not new:
+            return self
+        grown = TaskEmbeddings((*self.tasks, *new), self.config.num_tokens, self.config.dim)
+        with torch.no_grad():
+            grown.embeddings[: len(self.tasks)] = self.embeddings
+        return grown

@@ -14,7 +14,6 @@ linear head), at a fraction of the cost of N logit maps at H/2.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +22,6 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from ldmseg.data.bits import ids_to_bits
-from ldmseg.errors import LDMSegError
 from ldmseg.models.layers import LayerNorm2d
 from ldmseg.models.mask_losses import sample_at
 
@@ -98,17 +96,8 @@ class MaskAutoencoder(ModelMixin, ConfigMixin):
             raise ValueError(f"downsample_factor must be a power of two >= 2, got {downsample_factor}")
         if len(encoder_channels) != stages + 1:
             raise ValueError(f"encoder_channels needs {stages + 1} widths for f={downsample_factor}")
-        self.encoder = nn.Sequential(*_encoder_layers(num_bits, encoder_channels, input_stem),
-                                     nn.GroupNorm(min(32, encoder_channels[-1]), encoder_channels[-1]), nn.SiLU(),
-                                     nn.Conv2d(encoder_channels[-1], latent_channels * (2 if gaussian else 1), 3,
-                                               padding=1))
-
-        dec: list[nn.Module] = [nn.Conv2d(latent_channels, decoder_channels, 3, padding=1)]
-        dec += [ResBlock(decoder_channels) for _ in range(decoder_blocks)]
-        width = decoder_channels
-        for _ in range(stages - 1):
-            dec += [nn.ConvTranspose2d(width, width // 2, 2, stride=2), LayerNorm2d(width // 2), nn.SiLU()]
-            width //= 2
+        self.encoder = encoder_stack(num_bits, encoder_channels, input_stem, latent_channels * (2 if gaussian else 1))
+        dec, width = decoder_trunk(latent_channels, decoder_channels, decoder_blocks, stages)
         head: nn.Module = nn.Conv2d(width, 2**num_bits, 1)
         if head_hidden:
             head = nn.Sequential(nn.Conv2d(width, head_hidden, 1), nn.SiLU(), nn.Conv2d(head_hidden, 2**num_bits, 1))
@@ -173,38 +162,35 @@ class MaskAutoencoder(ModelMixin, ConfigMixin):
         return logits.argmax(1)
 
 
-def _encoder_layers(num_bits: int, channels: tuple[int, ...], stem: str) -> list[nn.Module]:
-    """f_t up to its last norm: 'conv' = the paper's 3x3 conv at full resolution, then per stage a stride-2
-    conv and a conv; 'unshuffle' = bit planes folded 2x2 into channels (lossless), so the first stage's
-    convs run at H/2 on 4 log2(N) channels and nothing runs at full resolution."""
+def encoder_stack(in_channels: int, channels: tuple[int, ...], stem: str, out_channels: int) -> nn.Sequential:
+    """f_t: 'conv' = the paper's 3x3 conv at full resolution, then per stage a stride-2 conv and a conv;
+    'unshuffle' = input planes folded 2x2 into channels (lossless), so the first stage's convs run at H/2 on
+    4 x in_channels and nothing runs at full resolution. Then GroupNorm, SiLU and a conv to the latents."""
     if stem not in ("conv", "unshuffle"):
         raise ValueError(f"unknown input_stem {stem!r} (conv | unshuffle)")
     if stem == "conv":
-        layers: list[nn.Module] = [nn.Conv2d(num_bits, channels[0], 3, padding=1), nn.SiLU()]
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, channels[0], 3, padding=1), nn.SiLU()]
         c_prev, stages = channels[0], channels[1:]
         strides = [2] * len(stages)
     else:
         layers = [nn.PixelUnshuffle(2)]
-        c_prev, stages = 4 * num_bits, channels[1:]
+        c_prev, stages = 4 * in_channels, channels[1:]
         strides = [1] + [2] * (len(stages) - 1)
     for c_out, stride in zip(stages, strides, strict=True):
         layers += [nn.Conv2d(c_prev, c_out, 3, stride=stride, padding=1), nn.SiLU(),
                    nn.Conv2d(c_out, c_out, 3, padding=1), nn.SiLU()]
         c_prev = c_out
-    return layers
+    return nn.Sequential(*layers, nn.GroupNorm(min(32, c_prev), c_prev), nn.SiLU(),
+                         nn.Conv2d(c_prev, out_channels, 3, padding=1))
 
 
-def load_mask_autoencoder(path: str | Path) -> torch.nn.Module:
-    """Either mask AE from a save_pretrained directory or a hub id, by the class name in its config."""
-    config = Path(path) / "config.json"
-    try:
-        name = MaskAutoencoder.load_config(path).get("_class_name")
-    except (OSError, ValueError) as e:
-        raise LDMSegError(f"{config}: cannot read the model config ({str(e).splitlines()[0]})") from None
-    if name == "VAEMaskAutoencoder":  # imported here: that module builds on this one
-        from ldmseg.models.vae_mask_autoencoder import VAEMaskAutoencoder
-
-        return VAEMaskAutoencoder.from_pretrained(path).eval()
-    if name != "MaskAutoencoder":
-        raise LDMSegError(f"{config}: not a mask autoencoder (class {name!r})")
-    return MaskAutoencoder.from_pretrained(path).eval()
+def decoder_trunk(latent_channels: int, width: int, blocks: int, stages: int) -> tuple[list[nn.Module], int]:
+    """g up to its head: conv to `width`, residual blocks at latent resolution, then (transposed 2x2 conv,
+    channel LayerNorm, SiLU) for all but the last of `stages` doublings (the head runs at H/2).
+    Returns the layers and the final width."""
+    layers: list[nn.Module] = [nn.Conv2d(latent_channels, width, 3, padding=1)]
+    layers += [ResBlock(width) for _ in range(blocks)]
+    for _ in range(stages - 1):
+        layers += [nn.ConvTranspose2d(width, width // 2, 2, stride=2), LayerNorm2d(width // 2), nn.SiLU()]
+        width //= 2
+    return layers, width

@@ -4,46 +4,62 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from ldmseg.data.bits import ids_to_bits
-from ldmseg.data.datasets import MaskCrops, PanopticDataset, SampleConfig, SyntheticDataset
+from ldmseg.data.datasets import MaskCrops, PanopticDataset, SampleConfig, SyntheticDataset, TargetView
 from ldmseg.data.synthetic import SceneConfig
 from ldmseg.data.transforms import resize_labels
-from ldmseg.diffusion.postprocess import logits_to_panoptic
+from ldmseg.diffusion.postprocess import logits_to_panoptic, semantic_from_logits
 from ldmseg.errors import LDMSegError
-from ldmseg.models.mask_autoencoder import MaskAutoencoder, add_latent_noise, kl_divergence, load_mask_autoencoder
+from ldmseg.models.depth_autoencoder import DepthAutoencoder, depth_autoencoder_loss, depth_planes
+from ldmseg.models.loading import load_autoencoder
+from ldmseg.models.mask_autoencoder import MaskAutoencoder, add_latent_noise, kl_divergence
 from ldmseg.models.mask_losses import mask_autoencoder_loss, scaled_num_points
+from ldmseg.models.vae_mask_autoencoder import VAEMaskAutoencoder
+from ldmseg.tasks import TRAINABLE
 from ldmseg.training.config import AutoencoderConfig
 from ldmseg.training.loop import train
-from ldmseg.training.validation import LogImage, agnostic_pq
+from ldmseg.training.validation import LogImage, agnostic_pq, depth_scores, semantic_scores
 from ldmseg.weights import resolve_model_path
 
 VAL_SEED_OFFSET = 1_000_003  # held-out synthetic scenes never overlap the training stream
 
 
 def mask_dataset(source: str, size: int, num_ids: int, seed: int, preset: str, train: bool,
-                 length: int | None = None) -> Dataset:
-    """Masks for the AE: synthetic scenes (on the fly, masks only) or a COCO-panoptic folder. Crowd stays
-    a segment."""
-    sample = SampleConfig(size=size, num_ids=num_ids, hflip=train, crowd_to_void=False)
+                 length: int | None = None, target: str = "instances") -> Dataset:
+    """What a stage-1 AE of `target` learns from: synthetic scenes (on the fly, masks only) or a COCO-panoptic
+    folder, as items {"ids": label map} (instances; semantic: class ids, 0 = VOID) or {"depth": map}.
+    Crowd stays a segment."""
+    if target not in TRAINABLE:
+        raise LDMSegError(f"unknown --target {target!r}; choose from {', '.join(TRAINABLE)}")
+    instances = target == "instances"  # other targets leave the instance ids alone (no pruning, no reassignment)
+    sample = SampleConfig(size=size, num_ids=num_ids if instances else 2**24, reassign=instances, hflip=train,
+                          crowd_to_void=False)
     if source == "synthetic":
-        return SyntheticDataset(SceneConfig.presets(preset, size), sample, seed=seed, length=length, render=False)
-    root = Path(source)
-    if not (root / "panoptic.json").exists():
-        raise LDMSegError(f"{root}: expected a COCO-panoptic folder with panoptic.json, images/, panoptic/")
-    return PanopticDataset(root / "images", root / "panoptic.json", root / "panoptic", sample, seed=seed)
+        items: Dataset = SyntheticDataset(SceneConfig.presets(preset, size), sample, seed=seed, length=length,
+                                          render=False)
+    else:
+        root = Path(source)
+        if not (root / "panoptic.json").exists():
+            raise LDMSegError(f"{root}: expected a COCO-panoptic folder with panoptic.json, images/, panoptic/")
+        items = PanopticDataset(root / "images", root / "panoptic.json", root / "panoptic", sample, seed=seed)
+    return items if instances else TargetView(items, TRAINABLE[target].target)
 
 
 def training_masks(cfg: AutoencoderConfig, num_ids: int) -> Dataset:
-    """The training stream: whole masks at --size, or --crop crops of masks made at each of --scene-sizes."""
+    """The training stream: whole maps at --size, or --crop crops of label maps made at each of --scene-sizes."""
     sizes = cfg.scene_sizes or (cfg.size,)
-    sources = [mask_dataset(cfg.data, size, num_ids, cfg.seed, cfg.preset, train=True) for size in sizes]
+    sources = [mask_dataset(cfg.data, size, num_ids, cfg.seed, cfg.preset, train=True, target=cfg.target)
+               for size in sizes]
     if not cfg.crop:
         if len(sources) > 1:
             raise LDMSegError("--scene-sizes needs --crop (a batch holds masks of one size)")
         return sources[0]
+    if cfg.target == "depth":
+        raise LDMSegError("--crop is for label maps (instances, semantic); train the depth AE on whole maps")
     return MaskCrops(sources, cfg.crop, cfg.crops_per_mask, seed=cfg.seed, focus=cfg.crop_focus)
 
 
@@ -56,19 +72,22 @@ def build_autoencoder(cfg: AutoencoderConfig) -> torch.nn.Module:
 
 
 def _new_or_saved_autoencoder(cfg: AutoencoderConfig) -> torch.nn.Module:
+    kind = TRAINABLE[cfg.target].kind if cfg.target in TRAINABLE else "ids"
     if cfg.init_from:
-        model = load_mask_autoencoder(resolve_model_path(cfg.init_from, "mask_autoencoder")).train()
-        if model.config.num_bits != cfg.num_bits:
+        model = load_autoencoder(resolve_model_path(cfg.init_from, "mask_autoencoder"), kind).train()
+        if kind == "ids" and model.config.num_bits != cfg.num_bits:
             raise LDMSegError(f"{cfg.init_from}: its mask AE has {model.config.num_bits} bits; pass "
                               f"--num-bits {model.config.num_bits}")
         if cfg.decoder_refine and isinstance(model, MaskAutoencoder) and not model.config.decoder_refine:
             return with_refinement(model)
         return model
+    if kind == "depth":
+        return DepthAutoencoder(latent_channels=cfg.latent_channels, downsample_factor=cfg.downsample_factor,
+                                encoder_channels=tuple(cfg.encoder_channels), decoder_channels=cfg.decoder_channels,
+                                decoder_blocks=cfg.decoder_blocks, input_stem=cfg.input_stem)
     if cfg.autoencoder == "sd-vae":
         if not cfg.pretrained_vae:
             raise LDMSegError("--autoencoder sd-vae needs --pretrained-vae DIR|HUB_ID")
-        from ldmseg.models.vae_mask_autoencoder import VAEMaskAutoencoder
-
         return VAEMaskAutoencoder.from_sd_vae(cfg.pretrained_vae, cfg.num_bits)
     if cfg.autoencoder != "shallow":
         raise LDMSegError(f"unknown --autoencoder {cfg.autoencoder!r} (shallow | sd-vae)")
@@ -89,7 +108,7 @@ def with_refinement(ae: MaskAutoencoder) -> MaskAutoencoder:
 
 
 class AutoencoderTask:
-    """Everything stage 1 adds to the shared loop."""
+    """Everything stage 1 adds to the shared loop, for a label-map AE (instances, semantic) or the depth AE."""
 
     def __init__(self, cfg: AutoencoderConfig):
         self.cfg = cfg
@@ -98,10 +117,18 @@ class AutoencoderTask:
         self.train_dataset = training_masks(cfg, num_ids)
         source = cfg.val_data or "synthetic"
         self.val_dataset = mask_dataset(source, cfg.val_size, num_ids, cfg.seed + VAL_SEED_OFFSET, cfg.preset,
-                                        train=False, length=cfg.val_num)
+                                        train=False, length=cfg.val_num, target=cfg.target)
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        if self.cfg.target == "depth":
+            planes = depth_planes(batch["depth"])
+            if self.cfg.channels_last:
+                planes = planes.contiguous(memory_format=torch.channels_last)
+            return depth_autoencoder_loss(model(planes, latent_noise=self.cfg.latent_noise), batch["depth"],
+                                          self.cfg.gradient_weight)
         ids = batch["ids"].flatten(0, -3)  # crops: [B, K, c, c] -> [B K, c, c]
+        if self.cfg.target == "semantic" and int(ids.max()) >= 2**self.cfg.num_bits:
+            raise LDMSegError(f"class id {int(ids.max())} does not fit {self.cfg.num_bits} bits; raise --num-bits")
         bits = ids_to_bits(ids, self.cfg.num_bits)
         if self.cfg.channels_last:
             bits = bits.contiguous(memory_format=torch.channels_last)
@@ -118,8 +145,11 @@ class AutoencoderTask:
         return loss, logs
 
     def validate(self, model: torch.nn.Module, step: int, log_image: LogImage) -> dict[str, float]:
-        ae: MaskAutoencoder = model
-        return reconstruction_pq(ae, self.val_dataset, step=step, log_image=log_image)
+        if self.cfg.target == "depth":
+            return reconstruction_depth(model, self.val_dataset, step=step, log_image=log_image)
+        if self.cfg.target == "semantic":
+            return reconstruction_miou(model, self.val_dataset, step=step, log_image=log_image)
+        return reconstruction_pq(model, self.val_dataset, step=step, log_image=log_image)
 
     def save_model(self, model: torch.nn.Module, directory: Path) -> None:
         model.save_pretrained(directory)
@@ -145,6 +175,28 @@ def reconstruction_pq(ae: MaskAutoencoder, dataset: Dataset, batch_size: int = 1
         return logits_to_panoptic(ae.decode(latents, size=size), threshold, min_area, min_core)
 
     return agnostic_pq(dataset, predict, batch_size, tag="val/reconstruction", step=step, log_image=log_image)
+
+
+def reconstruction_miou(ae: MaskAutoencoder, dataset: Dataset, batch_size: int = 16, latent_noise: float = 0.0,
+                        step: int = 0, log_image: LogImage | None = None) -> dict[str, float]:
+    """mIoU x100 (and pixel accuracy) of a semantic AE's argmax reconstruction: classes 1..N-1, 0 ignored."""
+    def predict(items: list[dict]) -> list[np.ndarray]:
+        labels = torch.stack([it["ids"] for it in items])
+        latents = add_latent_noise(ae.encode_ids(labels.to(ae.device)), latent_noise, per_sample_random=False)
+        return list(semantic_from_logits(ae.decode(latents, size=tuple(labels.shape[-2:]))).cpu().numpy())
+
+    return semantic_scores(dataset, predict, ae.num_ids, batch_size, key="ids", step=step, log_image=log_image)
+
+
+def reconstruction_depth(ae: DepthAutoencoder, dataset: Dataset, batch_size: int = 16, latent_noise: float = 0.0,
+                         step: int = 0, log_image: LogImage | None = None) -> dict[str, float]:
+    """RMSE / AbsRel / delta<1.25 of the depth AE's reconstruction."""
+    def predict(items: list[dict]) -> list[np.ndarray]:
+        depth = torch.stack([it["depth"] for it in items]).to(ae.device)
+        latents = add_latent_noise(ae.encode_depth(depth), latent_noise, per_sample_random=False)
+        return list(ae.decode_depth(latents, size=tuple(depth.shape[-2:])).cpu().numpy())
+
+    return depth_scores(dataset, predict, batch_size, step=step, log_image=log_image)
 
 
 def train_autoencoder(cfg: AutoencoderConfig) -> Path:

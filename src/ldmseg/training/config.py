@@ -11,6 +11,8 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
+from ldmseg import checks
+
 
 @dataclass
 class LoopConfig:
@@ -52,25 +54,163 @@ class LoopConfig:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names})
 
 
+SCENE_PRESETS = ("default", "easy", "dense", "coco")
+
+
+def preset_spec(text: str) -> str:
+    """'default' or a '+'-mix of scene presets ('default+dense')."""
+    bad = [name for name in str(text).split("+") if name.strip() not in SCENE_PRESETS]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown scene preset {bad[0]!r}; choose from {', '.join(SCENE_PRESETS)}"
+                                         " (or a '+' mix)")
+    return str(text)
+
+
+def crop_size(text: str) -> int:
+    value = checks.non_negative(text)
+    if value % 8:
+        raise argparse.ArgumentTypeError(f"must be 0 (off) or a multiple of 8, got {value}")
+    return value
+
+
+def trainable_task(text: str) -> str:
+    from ldmseg.tasks import DERIVED, TRAINABLE
+
+    if text not in TRAINABLE:
+        hint = " (it is instances + semantic merged: train those two)" if text in DERIVED else ""
+        raise argparse.ArgumentTypeError(f"{text!r} is not a trainable task{hint}; choose from {', '.join(TRAINABLE)}")
+    return text
+
+
+# Every field's range or choices, by name: the parser checks flags with them, check_config_values config files.
+FIELD_CHECKS: dict[str, checks.Check] = {
+    **dict.fromkeys(("max_steps", "batch_size", "grad_accum", "checkpoint_every", "checkpoints_total_limit",
+                     "log_every", "crops_per_mask", "val_num", "latent_channels", "downsample_factor",
+                     "encoder_channels", "decoder_channels", "points_at_512", "image_channels",
+                     "image_encoder_channels", "task_tokens", "val_steps", "inference_steps"), checks.positive),
+    **dict.fromkeys(("warmup_steps", "val_every", "seed", "num_workers", "threads", "decoder_blocks",
+                     "head_hidden"), checks.non_negative),
+    **dict.fromkeys(("weight_decay", "grad_clip", "time_limit_minutes", "kl_weight", "latent_noise", "ce_weight",
+                     "bce_weight", "dice_weight", "gradient_weight", "scale_factor", "task_weights"),
+                    checks.non_negative_float),
+    **dict.fromkeys(("size", "val_size", "scene_sizes"), checks.multiple_of(8)),
+    **dict.fromkeys(("crop_focus", "importance_ratio", "self_condition_prob"), checks.probability),
+    "lr": checks.positive_float, "snr_gamma": checks.positive_float, "oversample": checks.at_least(1.0, float),
+    "ema_decay": checks.between(0.0, 1.0, open_high=True), "num_bits": checks.between(1, 24, int),
+    "crop": crop_size, "preset": preset_spec, "tasks": trainable_task,
+}
+FIELD_CHOICES: dict[str, tuple[str, ...]] = {
+    "lr_schedule": ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"),
+    "mixed_precision": ("no", "fp16", "bf16"), "target": ("instances", "semantic", "depth"),
+    "autoencoder": ("shallow", "sd-vae"), "input_stem": ("conv", "unshuffle"),
+    "image_encoder": ("learned", "sd-vae"), "unet": ("tiny", "base", "small", "sd15"),
+    "conditioning": ("task-embedding", "none"), "prediction_type": ("epsilon", "v_prediction", "sample"),
+    "loss_weighting": ("paper", "min-snr", "none"), "reduction": ("sum", "mean"),
+    "sampler": ("ddim", "dpm++", "unipc", "euler", "ddpm"), "timestep_spacing": ("trailing", "leading", "linspace"),
+}
+
+
+def field_check(name: str, kind: type) -> checks.Check:
+    """The check of one field's (element) values: its range, its choices, or its plain type."""
+    if name in FIELD_CHECKS:
+        return FIELD_CHECKS[name]
+    if kind is bool:
+        return checks.strict_bool
+    if name in FIELD_CHOICES:
+        choices = FIELD_CHOICES[name]
+
+        def choice(text: str) -> str:
+            if text not in choices:
+                raise argparse.ArgumentTypeError(f"invalid choice {text!r} (choose from {', '.join(choices)})")
+            return text
+        choice.__name__ = "choice"
+        return choice
+    return kind if kind in (int, float, str) else str
+
+
 def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One --flag per dataclass field (underscores -> dashes); tuples take several values."""
+    """One --flag per dataclass field (underscores -> dashes), range-checked (FIELD_CHECKS / FIELD_CHOICES), with
+    the field's comment as help and its default; tuples take several values ('a b' or 'a,b')."""
     hints = typing.get_type_hints(cls)
+    helps = field_comments(cls)
     for f in dataclasses.fields(cls):
         flag = "--" + f.name.replace("_", "-")
         kind = hints[f.name]
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        if kind is bool:
-            parser.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=default,
-                                metavar="BOOL")
-        elif typing.get_origin(kind) is tuple:
-            parser.add_argument(flag, type=typing.get_args(kind)[0], nargs="+", default=default)
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        text = f"{helps.get(f.name, '')} (default: {shown!s})".strip().replace("%", "%%")
+        element = typing.get_args(kind)[0] if typing.get_origin(kind) is tuple else kind
+        check = field_check(f.name, element)
+        metavar = "BOOL" if kind is bool else ("{" + ",".join(FIELD_CHOICES[f.name]) + "}"
+                                                if f.name in FIELD_CHOICES else None)
+        if typing.get_origin(kind) is tuple:
+            parser.add_argument(flag, type=_comma_list(check), nargs="+", default=default, metavar="V", help=text)
         else:
-            parser.add_argument(flag, type=kind if kind in (int, float, str) else str, default=default)
+            parser.add_argument(flag, type=check, default=default, metavar=metavar, help=text)
+
+
+def field_comments(cls: type) -> dict[str, str]:
+    """Each field's trailing `# comment` in this module's source: the flags' help texts live beside the fields."""
+    import inspect
+
+    found: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        for line in inspect.getsource(klass).splitlines():
+            name, sep, rest = line.strip().partition(":")
+            if sep and "#" in rest and name.isidentifier():
+                found[name] = rest.split("#", 1)[1].strip()
+    return found
+
+
+def check_config_values(cls: type, data: dict, source: str) -> dict:
+    """A config file's fields, checked key by key: an unknown key or a bad value is one line naming the file and
+    the key. Returns the values as the parser would have them."""
+    from ldmseg.errors import LDMSegError
+
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for key, value in data.items():
+        if key not in hints:
+            raise LDMSegError(f"{source}: unknown key {key!r} (not a field of {cls.__name__})")
+        kind = hints[key]
+        is_tuple = typing.get_origin(kind) is tuple
+        element = typing.get_args(kind)[0] if is_tuple else kind
+        values = value if is_tuple and isinstance(value, list) else [value]
+        if is_tuple != isinstance(value, list) and not (is_tuple and isinstance(value, (str, int, float))):
+            raise LDMSegError(f"{source}: key {key!r}: expected {'a list' if is_tuple else 'one value'}, got {value!r}")
+        check = field_check(key, element)
+        parsed = []
+        for v in values:
+            if element is str and not isinstance(v, str) or element in (int, float) and isinstance(v, (bool, str)):
+                raise LDMSegError(f"{source}: key {key!r}: expected {element.__name__}, got {v!r}")
+            try:
+                parsed.append(check(v if element is not str else str(v)))
+            except argparse.ArgumentTypeError as e:
+                raise LDMSegError(f"{source}: key {key!r}: {e}") from None
+        out[key] = parsed if is_tuple else parsed[0]
+    return out
+
+
+def _comma_list(kind: type):
+    """A tuple flag's word: 'a,b' or 'a' -> [kind(a), kind(b)] (flags take `--tasks a,b` or `--tasks a b`)."""
+    def parse(word: str) -> list:
+        return [kind(part) for part in word.split(",") if part.strip()]
+    parse.__name__ = kind.__name__  # argparse names the type in its error messages
+    return parse
+
+
+def _flat_tuple(value):
+    """Parsed tuple flags arrive as lists of lists (words of comma lists), config files as plain lists."""
+    if not isinstance(value, list):
+        return value
+    return tuple(x for part in value for x in (part if isinstance(part, list) else [part]))
 
 
 def dataclass_from_args(cls: type, args: argparse.Namespace):
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)}
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    return cls(**{k: _flat_tuple(v) for k, v in values.items()})
 
 
 def dumps(cfg) -> str:
@@ -82,6 +222,7 @@ class AutoencoderConfig(LoopConfig):
     """Stage 1 (REFERENCE §2). Defaults: the shipped demo AE recipe on synthetic scenes."""
 
     out: str = "runs/mask-ae"
+    target: str = "instances"  # what the AE encodes: instances (panoptic ids) | semantic (class ids) | depth
     data: str = "synthetic"  # 'synthetic' or a COCO-panoptic folder (images/, panoptic/, panoptic.json)
     val_data: str = ""  # '' = held-out synthetic scenes
     preset: str = "dense"  # synthetic scene preset(s) for training; "default+dense" mixes them
@@ -115,6 +256,7 @@ class AutoencoderConfig(LoopConfig):
     ce_weight: float = 1.0
     bce_weight: float = 1.0
     dice_weight: float = 1.0
+    gradient_weight: float = 1.0  # depth: weight of the L1 on depth gradients beside the L1 on depth
     hflip: bool = True
 
 
@@ -124,7 +266,11 @@ class DiffusionConfig(LoopConfig):
 
     out: str = "runs/ldmseg"
     weight_decay: float = 0.1
-    ae: str = "demo"  # mask AE: a save_pretrained directory or 'demo'
+    tasks: tuple[str, ...] = ("instances",)  # trained tasks (ldmseg.tasks): instances, semantic, depth
+    task_weights: tuple[float, ...] = ()  # how often each of --tasks is drawn per example ('' = equally)
+    ae: str = "demo"  # instances mask AE: a save_pretrained directory, 'demo' or 'demo-v2'
+    semantic_ae: str = ""  # semantic AE (task semantic): a directory; '' = the --init-from pipeline's
+    depth_ae: str = ""  # depth AE (task depth): a directory; '' = the --init-from pipeline's
     data: str = "synthetic"  # 'synthetic' or a COCO-panoptic folder (images/, panoptic/, panoptic.json)
     val_data: str = ""  # '' = held-out synthetic scenes
     preset: str = "default"

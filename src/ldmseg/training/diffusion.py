@@ -1,15 +1,18 @@
-"""Stage 2 as a task of the shared loop: the denoiser's loss (Algorithm 1), validation by
-sampling (Algorithm 2), and export as an `LDMSegPipeline`."""
+"""Stage 2 as a task of the shared loop: the denoiser's loss (Algorithm 1) for one or several tasks
+(paper §3.2: a task embedding per task, one UNet), validation by sampling (Algorithm 2), and export as an
+`LDMSegPipeline`."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
-from ldmseg.data.datasets import PanopticDataset, SampleConfig, SyntheticDataset
+from ldmseg.data.datasets import PanopticDataset, SampleConfig, SyntheticDataset, TaskSampled
 from ldmseg.data.synthetic import SceneConfig
+from ldmseg.data.synthetic import categories as synthetic_categories
 from ldmseg.diffusion.objective import DiffusionObjective, ObjectiveConfig
 from ldmseg.diffusion.postprocess import logits_to_panoptic, scaled_area
 from ldmseg.diffusion.schedule import make_sampler
@@ -23,12 +26,13 @@ from ldmseg.models.denoiser import (
     widen_conv_in,
 )
 from ldmseg.models.image_encoder import LearnedImageEncoder, SDVAEImageEncoder
-from ldmseg.models.mask_autoencoder import load_mask_autoencoder
+from ldmseg.models.loading import load_autoencoder
 from ldmseg.pipeline import LDMSegPipeline
+from ldmseg.tasks import TRAINABLE, parse_tasks
 from ldmseg.training.autoencoder import VAL_SEED_OFFSET
 from ldmseg.training.config import DiffusionConfig
 from ldmseg.training.loop import train
-from ldmseg.training.validation import LogImage, agnostic_pq
+from ldmseg.training.validation import LogImage, agnostic_pq, depth_scores, semantic_scores
 from ldmseg.weights import resolve_model_path, resolve_pipeline_path
 
 
@@ -63,32 +67,82 @@ class Denoiser(nn.Module):
         self.unet, self.image_encoder, self.task_embeddings = unet, image_encoder, task_embeddings
         self.objective = objective
 
-    def forward(self, images: torch.Tensor, z0: torch.Tensor, valid: torch.Tensor, task: str = "panoptic"
+    def forward(self, images: torch.Tensor, z0: torch.Tensor, valid: torch.Tensor, tasks: torch.Tensor
                 ) -> tuple[torch.Tensor, dict]:
+        """tasks: [B] index of each example's task embedding (its target latent is z0's row)."""
         z_img = self.image_encoder.encode(images)
-        hidden = self.task_embeddings(task, images.shape[0])
+        hidden = self.task_embeddings(tasks)
         return self.objective(lambda x, t: self.unet(x, t, encoder_hidden_states=hidden).sample, z0, z_img, valid)
 
 
 POSTPROCESS_SETTINGS = ("confidence_threshold", "min_area_at_512", "min_core_at_512")
+AE_FLAGS = {"instances": "--ae", "semantic": "--semantic-ae", "depth": "--depth-ae"}
+
+
+def same_weights(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k].to(sa[k].dtype)) for k in sa)
+
+
+def data_categories(dataset) -> list[dict]:
+    """The category list (id, name, isthing, colour) of a training set: synthetic scenes' or the panoptic JSON's."""
+    panoptic_set = getattr(getattr(dataset, "source", dataset), "set", None)
+    if panoptic_set is None:
+        return synthetic_categories()
+    return [{k: c[k] for k in ("id", "name", "isthing", "color") if k in c} for c in panoptic_set.categories.values()]
 
 
 class DiffusionTask:
+    """Stage 2 for one or several tasks: each example draws a task, its target is encoded by that task's AE
+    and scaled by its s, and the UNet is told the task by its embedding."""
+
     def __init__(self, cfg: DiffusionConfig):
         self.cfg = cfg
-        self.ae = load_mask_autoencoder(resolve_model_path(cfg.ae, "mask_autoencoder")).requires_grad_(False)
-        num_ids, d = self.ae.num_ids, self.ae.config.get("latent_channels", 4)
-        factor = self.ae.config.get("downsample_factor", 8)
-        self.train_dataset = image_dataset(cfg.data, cfg, num_ids, cfg.seed, train=True)
-        self.val_dataset = image_dataset(cfg.val_data or "synthetic", cfg, num_ids, cfg.seed + VAL_SEED_OFFSET,
-                                         train=False, length=cfg.val_num)
+        self.tasks = parse_tasks(cfg.tasks)
         objective = DiffusionObjective(ObjectiveConfig(cfg.prediction_type, cfg.loss_weighting, cfg.snr_gamma,
                                                        cfg.self_condition_prob, cfg.mask_void, cfg.reduction))
+        base = LDMSegPipeline.from_pretrained(resolve_pipeline_path(cfg.init_from)) if cfg.init_from else None
+        self.autoencoders = self.load_autoencoders(base)
+        ae = next(iter(self.autoencoders.values()))
+        d, factor = ae.config.get("latent_channels", 4), ae.config.get("downsample_factor", 8)
+        bits = self.autoencoders["instances"].config.num_bits if "instances" in self.autoencoders else 7
+        images = image_dataset(cfg.data, cfg, 2**bits, cfg.seed, train=True)
+        self.categories = data_categories(images)
+        self.val_dataset = image_dataset(cfg.val_data or "synthetic", cfg, 2**bits, cfg.seed + VAL_SEED_OFFSET,
+                                         train=False, length=cfg.val_num)
         self.postprocess: dict = {}  # the pipeline defaults, unless a fine-tuned pipeline had its own
-        if cfg.init_from:
-            self.model, self.scale, self.postprocess = self.from_pipeline(cfg.init_from, objective)
-            return
-        self.scale = cfg.scale_factor or self.latent_scale()
+        if base is not None:
+            self.model = self.from_pipeline(base, objective)
+            self.postprocess = {k: base.config[k] for k in POSTPROCESS_SETTINGS}
+        else:
+            self.model = self.new_model(objective, d, factor)
+        weights = cfg.task_weights or (1.0,) * len(self.tasks)
+        if len(weights) != len(self.tasks):
+            raise LDMSegError(f"--task-weights: {len(weights)} weights for {len(self.tasks)} tasks")
+        model_tasks = self.model.task_embeddings.tasks
+        self.train_dataset = TaskSampled(images, [model_tasks.index(t) for t in self.tasks], weights, cfg.seed)
+        self.scales = self.latent_scales(base)
+
+    def load_autoencoders(self, base: LDMSegPipeline | None) -> dict[str, nn.Module]:
+        """One frozen AE per task of the model: --ae / --semantic-ae / --depth-ae, else the --init-from pipeline's."""
+        cfg = self.cfg
+        flags = {"instances": cfg.ae, "semantic": cfg.semantic_ae, "depth": cfg.depth_ae}
+        kept = base.trained_tasks if base is not None else ()
+        out = {}
+        for task in dict.fromkeys((*kept, *self.tasks)):
+            if flags[task] and (task in self.tasks or task == "instances"):
+                out[task] = load_autoencoder(resolve_model_path(flags[task], "mask_autoencoder"), TRAINABLE[task].kind)
+            elif base is not None and base.autoencoder(task) is not None:
+                out[task] = base.autoencoder(task)
+            else:
+                raise LDMSegError(f"task {task} needs its autoencoder: pass {AE_FLAGS[task]} DIR")
+        shapes = {(a.config.get("latent_channels", 4), a.config.get("downsample_factor", 8)) for a in out.values()}
+        if len(shapes) > 1:
+            raise LDMSegError(f"the tasks' autoencoders disagree on (latent channels, downsampling): {sorted(shapes)}")
+        return {t: a.requires_grad_(False).eval() for t, a in out.items()}
+
+    def new_model(self, objective: DiffusionObjective, d: int, factor: int) -> Denoiser:
+        cfg = self.cfg
         image_encoder = build_image_encoder(cfg, factor)
         in_channels = d + image_encoder.out_channels + (d if objective.self_condition else 0)
         if cfg.pretrained_unet:
@@ -96,53 +150,108 @@ class DiffusionTask:
         else:
             unet = build_unet(cfg.unet, in_channels, d, cfg.size // factor)
         if unet.config.out_channels != d:
-            raise LDMSegError(f"the UNet predicts {unet.config.out_channels} channels, the mask AE has {d}")
+            raise LDMSegError(f"the UNet predicts {unet.config.out_channels} channels, the AEs have {d}")
         if cfg.conditioning == "none":
+            if len(self.tasks) > 1:
+                raise LDMSegError("--conditioning none bypasses the task embeddings: it needs a single task")
             bypass_cross_attention(unet)
         elif cfg.conditioning != "task-embedding":
             raise LDMSegError(f"unknown --conditioning {cfg.conditioning!r} (task-embedding | none)")
         if cfg.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
-        tasks = TaskEmbeddings(("panoptic",), cfg.task_tokens, unet.config.cross_attention_dim)
-        self.model = Denoiser(unet, image_encoder, tasks, objective)
+        tokens = TaskEmbeddings(self.tasks, cfg.task_tokens, unet.config.cross_attention_dim)
+        return Denoiser(unet, image_encoder, tokens, objective)
 
-    @staticmethod
-    def from_pipeline(path: str, objective: DiffusionObjective) -> tuple[Denoiser, float, dict]:
-        """The trainable parts, scale factor and post-processing settings of a saved pipeline (fine-tuning);
-        its AE must be --ae."""
-        pipe = LDMSegPipeline.from_pretrained(resolve_pipeline_path(path))
+    def from_pipeline(self, pipe: LDMSegPipeline, objective: DiffusionObjective) -> Denoiser:
+        """The trainable parts of a saved pipeline (fine-tuning), with an embedding added for each new task."""
         if pipe.config.self_condition and not objective.self_condition:
-            raise LDMSegError(f"{path}: this model is self-conditioned; fine-tune it with --self-condition-prob > 0")
+            raise LDMSegError(f"{self.cfg.init_from}: this model is self-conditioned; fine-tune it with "
+                              "--self-condition-prob > 0")
         if objective.self_condition and not pipe.config.self_condition:
             # the self-conditioning estimate is conv_in's last input: zero kernels leave the model unchanged at step 0
             widen_conv_in(pipe.unet, pipe.unet.config.in_channels + pipe.unet.config.out_channels)
-        postprocess = {k: pipe.config[k] for k in POSTPROCESS_SETTINGS}
-        return Denoiser(pipe.unet, pipe.image_encoder, pipe.task_embeddings, objective), pipe.config.scale_factor, \
-            postprocess
+        return Denoiser(pipe.unet, pipe.image_encoder, pipe.task_embeddings.with_tasks(self.tasks), objective)
+
+    def latent_scales(self, base: LDMSegPipeline | None) -> dict[str, float]:
+        """s per task: --scale-factor (instances), the --init-from pipeline's where its AE is the one used,
+        else 1 / std of the AE's latents on training targets (the paper's s, set from the data)."""
+        scales = {}
+        for task, ae in self.autoencoders.items():
+            own = base.autoencoder(task) if base is not None else None
+            if task == "instances" and self.cfg.scale_factor:
+                scales[task] = self.cfg.scale_factor
+            elif own is not None and (own is ae or same_weights(own, ae)):
+                scales[task] = base.task_scale(task)
+            else:
+                scales[task] = self.latent_scale(task)
+        return scales
 
     @torch.no_grad()
-    def latent_scale(self, num: int = 64) -> float:
-        """1 / std of the mask latents over `num` training masks (the paper's s, set from the data)."""
-        ids = torch.stack([self.train_dataset[(i, i)]["ids"] for i in range(num)])
-        return float(1.0 / self.ae.encode_ids(ids).std())
+    def latent_scale(self, task: str, num: int = 64) -> float:
+        items = [self.train_dataset.source[(i, i)] for i in range(num)]
+        batch = {k: torch.stack([it[k] for it in items]) for k in items[0] if k != "task"}
+        return float(1.0 / self.encode(task, batch).std())
+
+    def encode(self, task: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Unscaled latents of the batch's targets for `task`."""
+        spec = TRAINABLE[task]
+        if spec.target not in batch:
+            raise LDMSegError(f"task {task}: the training data has no {spec.target} maps")
+        target = batch[spec.target]
+        ae = self.autoencoders[task].to(target.device)
+        if spec.kind == "depth":
+            return ae.encode_depth(target)
+        if int(target.max()) >= ae.num_ids:
+            raise LDMSegError(f"task {task}: label {int(target.max())} does not fit the AE's {ae.num_ids} ids")
+        return ae.encode_ids(target)
+
+    @staticmethod
+    def valid_pixels(task: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Pixels the loss counts (VOID / ignore masked out); depth is defined everywhere."""
+        if task == "depth":
+            return torch.ones_like(batch["depth"], dtype=torch.bool)
+        return batch[TRAINABLE[task].target] != 0
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        model_tasks = getattr(model, "module", model).task_embeddings.tasks
+        task_ids = batch["task"]
+        z0, valid = None, torch.ones(batch["image"].shape[:1] + batch["image"].shape[2:], dtype=torch.bool,
+                                     device=task_ids.device)
         with torch.no_grad():
-            z0 = self.ae.to(batch["ids"].device).encode_ids(batch["ids"]) * self.scale
-        return model(batch["image"], z0, batch["ids"] != 0)
+            for k, task in enumerate(model_tasks):
+                sel = task_ids == k
+                if not sel.any():
+                    continue
+                part = {key: v[sel] for key, v in batch.items() if key in ("ids", "semantic", "depth")}
+                z = self.encode(task, part) * self.scales[task]
+                z0 = z.new_zeros((len(task_ids), *z.shape[1:])) if z0 is None else z0
+                z0[sel] = z.to(z0.dtype)
+                valid[sel] = self.valid_pixels(task, part)
+        loss, logs = model(batch["image"], z0, valid, task_ids)
+        if len(self.tasks) > 1:
+            logs.update({f"share/{t}": float((task_ids == model_tasks.index(t)).float().mean()) for t in self.tasks})
+        return loss, logs
 
     def pipeline(self, model: Denoiser) -> LDMSegPipeline:
         cfg = self.cfg
-        return LDMSegPipeline(model.unet, model.image_encoder, self.ae,
+        aes = self.autoencoders
+        return LDMSegPipeline(model.unet, model.image_encoder, aes.get("instances"),
                               make_sampler(cfg.sampler, cfg.prediction_type, cfg.timestep_spacing),
-                              model.task_embeddings, scale_factor=self.scale,
+                              model.task_embeddings, semantic_autoencoder=aes.get("semantic"),
+                              depth_autoencoder=aes.get("depth"), scale_factor=self.scales.get("instances", 1.0),
+                              scale_factors=self.scales, categories=self.categories,
                               self_condition=model.objective.self_condition,
                               default_num_inference_steps=cfg.inference_steps, default_processing_resolution=cfg.size,
                               **self.postprocess)
 
     def validate(self, model: nn.Module, step: int, log_image: LogImage) -> dict[str, float]:
+        """A metric per trained task on held-out scenes: PQ (instances), mIoU (semantic), RMSE (depth)."""
         pipe = self.pipeline(model)
-        return sampled_pq(pipe, self.val_dataset, self.cfg.val_steps, step=step, log_image=log_image)
+        metrics: dict[str, float] = {}
+        for task in self.tasks:
+            metrics.update(sampled_metrics(pipe, self.val_dataset, task, self.cfg.val_steps, step=step,
+                                           log_image=log_image))
+        return metrics
 
     def save_model(self, model: nn.Module, directory: Path) -> None:
         self.pipeline(model).save_pretrained(directory)
@@ -157,11 +266,29 @@ def sampled_pq(pipe: LDMSegPipeline, dataset, steps: int, batch_size: int = 8, s
 
     def predict(items: list[dict]) -> list:
         out = pipe([it["image"] for it in items], num_inference_steps=steps, generator=gen, min_area=min_area,
-                   ensemble_size=ensemble_size)
+                   ensemble_size=ensemble_size, task="instances")
         return list(zip(out.panoptic, out.segments_info, strict=True))
 
     return agnostic_pq(dataset, predict, batch_size, show_image=True, tag="val/samples", step=step,
                        log_image=log_image)
+
+
+def sampled_metrics(pipe: LDMSegPipeline, dataset, task: str, steps: int, batch_size: int = 8, seed: int = 0,
+                    step: int = 0, log_image: LogImage | None = None, ensemble_size: int = 1) -> dict[str, float]:
+    """The task's metric of pipeline samples: PQ/SQ/RQ (instances), mIoU (semantic), RMSE/AbsRel/delta1 (depth)."""
+    if task == "instances":
+        return sampled_pq(pipe, dataset, steps, batch_size, seed, step, log_image, ensemble_size=ensemble_size)
+    gen = torch.Generator().manual_seed(seed)
+
+    def predict(items: list[dict]) -> list[np.ndarray]:
+        out = pipe([it["image"] for it in items], num_inference_steps=steps, generator=gen, task=task,
+                   ensemble_size=ensemble_size)
+        return out.semantic if task == "semantic" else out.depth
+
+    if task == "semantic":
+        return semantic_scores(dataset, predict, pipe.semantic_autoencoder.num_ids, batch_size, show_image=True,
+                               step=step, log_image=log_image)
+    return depth_scores(dataset, predict, batch_size, show_image=True, step=step, log_image=log_image)
 
 
 @torch.no_grad()
@@ -175,7 +302,7 @@ def sampled_pq_by_min_core(pipe: LDMSegPipeline, dataset, cores: dict, steps: in
     for start in range(0, len(dataset), batch_size):
         items = [dataset[i] for i in range(start, min(len(dataset), start + batch_size))]
         out = pipe([it["image"] for it in items], num_inference_steps=steps, generator=gen, output_logits=True,
-                   ensemble_size=1)
+                   ensemble_size=1, task="instances")
         for item, logits in zip(items, out.logits, strict=True):
             gt = item["ids"].numpy()
             area = scaled_area(pipe.config.min_area_at_512, *gt.shape)

@@ -1,4 +1,5 @@
-"""Validation shared by both stages: class-agnostic PQ of some predictor over a dataset, with a picture."""
+"""Validation shared by both stages: a metric of some predictor over a dataset, with a picture
+(class-agnostic PQ for instances, mIoU for semantic maps, RMSE for depth)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ldmseg.metrics.depth import DepthEvaluator
 from ldmseg.metrics.panoptic import PanopticEvaluator, segments_from_ids
-from ldmseg.viz import colorize, grid
+from ldmseg.metrics.semantic import SemanticEvaluator
+from ldmseg.viz import colorize, colorize_depth, grid
 
 Prediction = tuple[np.ndarray, list[dict]]
 LogImage = Callable[[str, np.ndarray, int], None]
@@ -38,3 +41,48 @@ def agnostic_pq(dataset: Dataset, predict: Callable[[list[dict]], list[Predictio
     if log_image is not None and shown:
         log_image(tag, np.concatenate(shown, 0), step)
     return {"pq": 100 * res["pq"], "sq": 100 * res["sq"], "rq": 100 * res["rq"]}
+
+
+def _batches(dataset: Dataset, batch_size: int):
+    for start in range(0, len(dataset), batch_size):
+        yield [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+
+
+@torch.no_grad()
+def semantic_scores(dataset: Dataset, predict: Callable[[list[dict]], list[np.ndarray]], num_labels: int,
+                    batch_size: int = 16, key: str = "semantic", show_image: bool = False, step: int = 0,
+                    log_image: LogImage | None = None, tag: str = "val/semantic") -> dict[str, float]:
+    """mIoU and pixel accuracy x100 of `predict` against each item's `key` map (label 0 ignored)."""
+    ev = SemanticEvaluator(num_labels, ignore_label=0)
+    shown = []
+    for items in _batches(dataset, batch_size):
+        for item, pred in zip(items, predict(items), strict=True):
+            gt = item[key].numpy()
+            ev.process(gt, pred)
+            if len(shown) < 4:
+                panels = [item_image(item)] if show_image else []
+                shown.append(grid([*panels, colorize(gt), colorize(np.asarray(pred))]))
+    if log_image is not None and shown:
+        log_image(tag, np.concatenate(shown, 0), step)
+    res = ev.evaluate()
+    return {"miou": 100 * res["miou"], "pixel_accuracy": 100 * res["pixel_accuracy"]}
+
+
+@torch.no_grad()
+def depth_scores(dataset: Dataset, predict: Callable[[list[dict]], list[np.ndarray]], batch_size: int = 16,
+                 show_image: bool = False, step: int = 0, log_image: LogImage | None = None,
+                 tag: str = "val/depth") -> dict[str, float]:
+    """RMSE, AbsRel and delta < 1.25 of `predict` against each item's `depth`."""
+    ev = DepthEvaluator()
+    shown = []
+    for items in _batches(dataset, batch_size):
+        for item, pred in zip(items, predict(items), strict=True):
+            gt = item["depth"].numpy()
+            ev.process(gt, pred)
+            if len(shown) < 4:
+                panels = [item_image(item)] if show_image else []
+                shown.append(grid([*panels, colorize_depth(gt), colorize_depth(np.asarray(pred))]))
+    if log_image is not None and shown:
+        log_image(tag, np.concatenate(shown, 0), step)
+    res = ev.evaluate()
+    return {"rmse": res["rmse"], "absrel": res["absrel"], "delta1": 100 * res["delta1"]}
