@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -150,3 +151,69 @@ def test_crop_training_with_new_options_resumes_exactly(tmp_path: Path) -> None:
     assert model.config.decoder_refine and model.config.head_hidden == 16 and model.config.input_stem == "unshuffle"
     with pytest.raises(LDMSegError, match="--scene-sizes needs --crop"):
         train_autoencoder(tiny_config(tmp_path / "bad", scene_sizes=(32, 48)))
+
+
+def test_resume_latest_restores_the_runs_config(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from ldmseg.cli import main
+
+    run = tmp_path / "run"
+    flags = ["--out", str(run), "--max-steps", "2", "--checkpoint-every", "2", "--val-every", "0", *TINY]
+    assert main(["train-ae", *flags]) == 0
+    assert main(["train-ae", "--out", str(run), "--resume", "latest", "--max-steps", "3"]) == 0  # no other flag
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["batch_size"] == 2 and saved["size"] == 32 and saved["max_steps"] == 3
+    assert checkpoint.load_tree(run / "checkpoints" / "step_00000003", "state")["step"] == 3
+    capsys.readouterr()
+    assert main(["train-ae", "--out", str(run), "--resume", "latest", "--batch-size", "4", "--max-steps", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "--batch-size 4 differs from this run's 2" in err and len(err.strip().splitlines()) == 1
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path: Path) -> None:
+    full = tmp_path / "full"
+    train_autoencoder(tiny_config(full, max_steps=6))
+    part = tmp_path / "part"
+    shutil.copytree(full / "checkpoints", part / "checkpoints")
+    shutil.rmtree(part / "checkpoints" / "step_00000006")
+    weights = part / "checkpoints" / "step_00000004" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # truncated
+    (part / "checkpoints" / "step_00000006.tmp").mkdir()  # leftovers of a killed write
+    (part / "checkpoints" / "step_00000006.rng").mkdir()
+    with pytest.warns(UserWarning, match="falling back to the previous checkpoint step_00000002"):
+        train_autoencoder(tiny_config(part, max_steps=6, resume="latest"))
+    a, b = model_state(full, 6), model_state(part, 6)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not [p for p in (part / "checkpoints").iterdir() if not p.name[5:].isdigit()]
+
+
+KILL_POINTS = 3  # bench/kill_resume.py runs the same check at 20+ random points
+
+
+def test_kill_at_random_points_then_resume_exactly(tmp_path: Path) -> None:
+    import random
+    import signal
+    import time
+
+    flags = ["--max-steps", "8", "--checkpoint-every", "1", "--val-every", "0", "--checkpoints-total-limit", "2",
+             *TINY]
+    full = tmp_path / "full"
+    subprocess.run([sys.executable, "-m", "ldmseg", "train-ae", "--out", str(full), *flags], check=True,
+                   capture_output=True, timeout=600)
+    rng = random.Random(0)
+    for k in range(KILL_POINTS):
+        run = tmp_path / f"killed{k}"
+        proc = subprocess.Popen([sys.executable, "-m", "ldmseg", "train-ae", "--out", str(run), *flags],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 300
+        while not (run / "checkpoints").exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 1.5))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        res = subprocess.run([sys.executable, "-m", "ldmseg", "train-ae", "--out", str(run), "--resume", "latest"],
+                             capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0, res.stderr[-2000:]
+        a, b = model_state(full, 8), model_state(run, 8)
+        assert all(torch.equal(a[x], b[x]) for x in a), f"kill point {k} did not resume exactly"
+        assert not [p for p in (run / "checkpoints").iterdir() if not p.name[5:].isdigit()]
+        assert not (run / "model.tmp").exists() and (run / "model" / "config.json").exists()

@@ -62,11 +62,19 @@ def _cmd_demo(a: argparse.Namespace) -> None:
     run_demo(Path(a.out), num=a.num, seed=a.seed)
 
 
+def _training_config(cls: type, a: argparse.Namespace):
+    """The config from flags (and --config), or with --resume the run's own saved one (training.config)."""
+    from ldmseg.training.config import dataclass_from_args, explicit_fields, resumed_config
+
+    explicit = explicit_fields(a.argv, cls) | set(a.config_keys)
+    return resumed_config(dataclass_from_args(cls, a), explicit)
+
+
 def _cmd_train_ae(a: argparse.Namespace) -> None:
     from ldmseg.training.autoencoder import train_autoencoder
-    from ldmseg.training.config import AutoencoderConfig, dataclass_from_args
+    from ldmseg.training.config import AutoencoderConfig
 
-    train_autoencoder(dataclass_from_args(AutoencoderConfig, a))
+    train_autoencoder(_training_config(AutoencoderConfig, a))
 
 
 def _cmd_reconstruct(a: argparse.Namespace) -> None:
@@ -78,10 +86,10 @@ def _cmd_reconstruct(a: argparse.Namespace) -> None:
 
 
 def _cmd_train(a: argparse.Namespace) -> None:
-    from ldmseg.training.config import DiffusionConfig, dataclass_from_args
+    from ldmseg.training.config import DiffusionConfig
     from ldmseg.training.diffusion import train_diffusion
 
-    train_diffusion(dataclass_from_args(DiffusionConfig, a))
+    train_diffusion(_training_config(DiffusionConfig, a))
 
 
 def _cmd_predict(a: argparse.Namespace) -> None:
@@ -309,10 +317,13 @@ def _config_defaults(argv: Sequence[str] | None) -> dict | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
+        argv = list(sys.argv[1:] if argv is None else argv)
+        defaults = _config_defaults(argv)
         try:
-            args = build_parser(_config_defaults(argv)).parse_args(argv)
+            args = build_parser(defaults).parse_args(argv)
         except SystemExit as done:  # --help, or a flag error already printed on one line
             return int(done.code or 0)
+        args.argv, args.config_keys = argv, list(defaults or {})
         _use_threads(args)
         args.func(args)
     except LDMSegError as e:

@@ -8,8 +8,6 @@ spatial gradients (keeps occlusion edges sharp), at full resolution after a bili
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -17,7 +15,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from ldmseg.models.layers import LayerNorm2d
-from ldmseg.models.mask_autoencoder import add_latent_noise, decoder_trunk, encoder_stack
+from ldmseg.models.mask_autoencoder import add_latent_noise, decoder_trunk, downsampling_stages, encoder_stack
 
 
 class DepthAutoencoder(ModelMixin, ConfigMixin):
@@ -28,11 +26,7 @@ class DepthAutoencoder(ModelMixin, ConfigMixin):
                  encoder_channels: tuple[int, ...] = (16, 32, 64, 128), decoder_channels: int = 128,
                  decoder_blocks: int = 1, input_stem: str = "conv"):
         super().__init__()
-        stages = int(math.log2(downsample_factor))
-        if 2**stages != downsample_factor or stages < 1:
-            raise ValueError(f"downsample_factor must be a power of two >= 2, got {downsample_factor}")
-        if len(encoder_channels) != stages + 1:
-            raise ValueError(f"encoder_channels needs {stages + 1} widths for f={downsample_factor}")
+        stages = downsampling_stages(downsample_factor, encoder_channels)
         self.encoder = encoder_stack(1, encoder_channels, input_stem, latent_channels)
         layers, width = decoder_trunk(latent_channels, decoder_channels, decoder_blocks, stages)
         self.decoder = nn.Sequential(*layers, LayerNorm2d(width), nn.Conv2d(width, 1, 1))

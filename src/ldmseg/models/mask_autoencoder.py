@@ -91,11 +91,7 @@ class MaskAutoencoder(ModelMixin, ConfigMixin):
                  decoder_blocks: int = 1, gaussian: bool = False, input_stem: str = "conv",
                  decoder_refine: bool = False, head_hidden: int = 0):
         super().__init__()
-        stages = int(math.log2(downsample_factor))
-        if 2**stages != downsample_factor or stages < 1:
-            raise ValueError(f"downsample_factor must be a power of two >= 2, got {downsample_factor}")
-        if len(encoder_channels) != stages + 1:
-            raise ValueError(f"encoder_channels needs {stages + 1} widths for f={downsample_factor}")
+        stages = downsampling_stages(downsample_factor, encoder_channels)
         self.encoder = encoder_stack(num_bits, encoder_channels, input_stem, latent_channels * (2 if gaussian else 1))
         dec, width = decoder_trunk(latent_channels, decoder_channels, decoder_blocks, stages)
         head: nn.Module = nn.Conv2d(width, 2**num_bits, 1)
@@ -160,6 +156,16 @@ class MaskAutoencoder(ModelMixin, ConfigMixin):
         """[B, H, W] ids -> [B, H, W] ids by argmax of the decoded logits (no post-processing)."""
         logits = self.decode(self.encode_ids(ids), size=tuple(ids.shape[-2:]))
         return logits.argmax(1)
+
+
+def downsampling_stages(downsample_factor: int, encoder_channels: tuple[int, ...]) -> int:
+    """log2 f, checked: f a power of two >= 2 and one encoder width per stage plus the stem's."""
+    stages = int(math.log2(downsample_factor))
+    if 2**stages != downsample_factor or stages < 1:
+        raise ValueError(f"downsample_factor must be a power of two >= 2, got {downsample_factor}")
+    if len(encoder_channels) != stages + 1:
+        raise ValueError(f"encoder_channels needs {stages + 1} widths for f={downsample_factor}")
+    return stages
 
 
 def encoder_stack(in_channels: int, channels: tuple[int, ...], stem: str, out_channels: int) -> nn.Sequential:

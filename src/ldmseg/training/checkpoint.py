@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ldmseg.errors import LDMSegError
@@ -52,22 +53,44 @@ def load_tree(path: Path, name: str) -> Any:
     try:
         tensors = load_file(str(path / f"{name}.safetensors"))
         skeleton = json.loads((path / f"{name}.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError, OSError) as e:
-        raise LDMSegError(f"{path}: broken checkpoint ({e})") from None
-    return _join(skeleton, tensors)
+        return _join(skeleton, tensors)
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError, OSError, SafetensorError, KeyError) as e:
+        raise LDMSegError(f"{path}: broken checkpoint ({name}: {str(e).splitlines()[0] if str(e) else e!r})") from None
 
 
-def write_checkpoint(directory: Path, parts: dict[str, Any]) -> Path:
-    """Write all parts into a temp dir, then rename it to `directory` (atomic)."""
+def write_checkpoint(directory: Path, parts: dict[str, Any], extra_files: list[Path] = ()) -> Path:
+    """Write all parts (and move `extra_files`, e.g. each process's RNG state, in) into a temp dir, then rename
+    it to `directory`: a checkpoint appears whole, RNG included, or not at all."""
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     for name, obj in parts.items():
         save_tree(tmp, name, obj)
+    for f in extra_files:
+        os.replace(f, tmp / f.name)
     if directory.exists():
         shutil.rmtree(directory)
     os.replace(tmp, directory)
     return directory
+
+
+def remove_leftovers(root: Path) -> None:
+    """Half-written checkpoint folders (.tmp, .rng) a killed run left behind."""
+    for p in root.glob("step_*"):
+        if p.is_dir() and not p.name[5:].isdigit():
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def replace_directory(tmp: Path, target: Path) -> None:
+    """Put a finished folder in place of `target` (an export appears whole or not at all)."""
+    if target.exists():
+        old = target.with_name(target.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, target)
 
 
 def list_checkpoints(root: Path) -> list[Path]:
@@ -80,14 +103,14 @@ def prune_checkpoints(root: Path, keep: int) -> None:
         shutil.rmtree(old)
 
 
-def resolve_resume(resume: str, root: Path) -> Path | None:
-    """'' -> None; 'latest' -> newest checkpoint under root (None if there is none); else the path."""
+def resume_candidates(resume: str, root: Path) -> list[Path]:
+    """'' -> []; 'latest' -> the complete checkpoints under root, newest first (the loop falls back to the next
+    when one is corrupt); else that one path."""
     if not resume:
-        return None
+        return []
     if resume == "latest":
-        found = list_checkpoints(root)
-        return found[-1] if found else None
+        return list_checkpoints(root)[::-1]
     path = Path(resume)
     if not path.is_dir():
         raise LDMSegError(f"{path}: checkpoint directory not found")
-    return path
+    return [path]

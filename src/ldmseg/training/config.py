@@ -298,3 +298,32 @@ class DiffusionConfig(LoopConfig):
     sampler: str = "ddim"
     timestep_spacing: str = "trailing"
     inference_steps: int = 50
+
+
+RESUME_MAY_CHANGE = ("max_steps", "resume", "time_limit_minutes", "threads", "num_workers", "log_every", "val_every",
+                     "checkpoint_every", "checkpoints_total_limit")
+
+
+def explicit_fields(argv: list[str], cls: type) -> set[str]:
+    """The config fields a command line sets explicitly (`--batch-size 4`, `--batch-size=4`)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    given = {a[2:].split("=", 1)[0].replace("-", "_") for a in argv if a.startswith("--")}
+    return given & names
+
+
+def resumed_config(cfg: LoopConfig, explicit: set[str]) -> LoopConfig:
+    """With --resume and a saved run: the run's own config.json, where only RESUME_MAY_CHANGE fields may be set
+    again; another flag given with a value that differs from the run's is refused (one line)."""
+    from ldmseg.errors import LDMSegError
+
+    path = Path(cfg.out) / "config.json"
+    if not cfg.resume or not path.exists():
+        return cfg
+    saved = type(cfg).load(path)
+    for name in sorted(explicit - set(RESUME_MAY_CHANGE)):
+        if getattr(cfg, name) != getattr(saved, name):
+            allowed = ", ".join("--" + n.replace("_", "-") for n in RESUME_MAY_CHANGE)
+            raise LDMSegError(f"--{name.replace('_', '-')} {getattr(cfg, name)} differs from this run's "
+                              f"{getattr(saved, name)} ({path}); on resume only {allowed} may change")
+    changes = {n: getattr(cfg, n) for n in explicit & set(RESUME_MAY_CHANGE)}
+    return dataclasses.replace(saved, **{**changes, "resume": cfg.resume})

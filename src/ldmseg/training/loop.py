@@ -12,7 +12,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import shutil
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -98,34 +100,48 @@ def _save(out: Path, step: int, accelerator: Accelerator, model: torch.nn.Module
         }
         if ema is not None:
             parts["ema"] = ema.state_dict()
-        target = checkpoint.write_checkpoint(root / f"step_{step:08d}", parts)
-        for f in rank_dir.iterdir():
-            f.rename(target / f.name)
+        checkpoint.write_checkpoint(root / f"step_{step:08d}", parts, sorted(rank_dir.iterdir()))
         rank_dir.rmdir()
         checkpoint.prune_checkpoints(root, cfg.checkpoints_total_limit)
     accelerator.wait_for_everyone()
 
 
-def _load(path: Path, accelerator: Accelerator, model: torch.nn.Module, optimizer: Any, scheduler: Any,
-          ema: EMAModel | None) -> int:
-    model_tree = checkpoint.load_tree(path, "model")
-    accelerator.unwrap_model(model).load_state_dict(model_tree)
-    optimizer.load_state_dict(checkpoint.load_tree(path, "optimizer"))
-    state = checkpoint.load_tree(path, "state")
-    scheduler.scheduler.load_state_dict(state["scheduler"])
-    if accelerator.scaler is not None and state.get("scaler"):
-        accelerator.scaler.load_state_dict(state["scaler"])
-    if ema is not None:
-        ema.load_state_dict(checkpoint.load_tree(path, "ema"))
-    rng_name = f"rng_{accelerator.process_index}"
-    if not (path / f"{rng_name}.safetensors").exists():
-        raise LDMSegError(f"{path}: no RNG state for process {accelerator.process_index} (was it written "
-                          "by a run with another number of processes?)")
-    rng = checkpoint.load_tree(path, rng_name)
-    torch.set_rng_state(rng["torch"])
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state(rng["cuda"])
-    return int(state["step"])
+def _read(path: Path, process: int, with_ema: bool) -> dict[str, Any]:
+    """Every part of a checkpoint, read (and so checked) before anything is applied."""
+    parts = {name: checkpoint.load_tree(path, name) for name in ("model", "optimizer", "state")}
+    if with_ema:
+        parts["ema"] = checkpoint.load_tree(path, "ema")
+    if not (path / f"rng_{process}.safetensors").exists():
+        raise LDMSegError(f"{path}: no RNG state for process {process} (was it written by a run with another "
+                          "number of processes?)")
+    parts["rng"] = checkpoint.load_tree(path, f"rng_{process}")
+    return parts
+
+
+def _load(candidates: list[Path], accelerator: Accelerator, model: torch.nn.Module, optimizer: Any,
+          scheduler: Any, ema: EMAModel | None) -> tuple[int, Path | None]:
+    """Restore the first readable checkpoint of `candidates` (newest first): a corrupt or partial one is skipped
+    with a warning. Returns (step, the checkpoint used)."""
+    for k, path in enumerate(candidates):
+        try:
+            parts = _read(path, accelerator.process_index, ema is not None)
+        except LDMSegError as e:
+            if k == len(candidates) - 1:
+                raise
+            warnings.warn(f"{e}; falling back to the previous checkpoint {candidates[k + 1].name}", stacklevel=2)
+            continue
+        accelerator.unwrap_model(model).load_state_dict(parts["model"])
+        optimizer.load_state_dict(parts["optimizer"])
+        scheduler.scheduler.load_state_dict(parts["state"]["scheduler"])
+        if accelerator.scaler is not None and parts["state"].get("scaler"):
+            accelerator.scaler.load_state_dict(parts["state"]["scaler"])
+        if ema is not None:
+            ema.load_state_dict(parts["ema"])
+        torch.set_rng_state(parts["rng"]["torch"])
+        if "cuda" in parts["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state(parts["rng"]["cuda"])
+        return int(parts["state"]["step"]), path
+    return 0, None
 
 
 def _out_of_time(deadline: float, accelerator: Accelerator) -> bool:
@@ -166,12 +182,14 @@ def train(cfg: LoopConfig, make_task: Callable[[LoopConfig], Task]) -> Path:
     model, optimizer, scheduler = accelerator.prepare(task.model, optimizer, scheduler)
     ema = EMAModel(params, decay=cfg.ema_decay) if cfg.ema_decay > 0 else None  # after prepare: on the device
 
-    step = 0
-    resume_from = checkpoint.resolve_resume(cfg.resume, out / "checkpoints")
+    if accelerator.is_main_process:
+        checkpoint.remove_leftovers(out / "checkpoints")
+    accelerator.wait_for_everyone()
+    candidates = checkpoint.resume_candidates(cfg.resume, out / "checkpoints")
     if world > 1:
         accelerator.print(f"ddp processes: {world} ({accelerator.distributed_type})")
+    step, resume_from = _load(candidates, accelerator, model, optimizer, scheduler, ema)
     if resume_from is not None:
-        step = _load(resume_from, accelerator, model, optimizer, scheduler, ema)
         accelerator.print(f"resumed from {resume_from} at step {step}")
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
@@ -251,7 +269,10 @@ def train(cfg: LoopConfig, make_task: Callable[[LoopConfig], Task]) -> Path:
     if accelerator.is_main_process:
         if ema is not None:
             ema.copy_to(params)
-        task.save_model(accelerator.unwrap_model(model), final)
+        staging = out / "model.tmp"  # the export appears whole or not at all
+        shutil.rmtree(staging, ignore_errors=True)
+        task.save_model(accelerator.unwrap_model(model), staging)
+        checkpoint.replace_directory(staging, final)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return final

@@ -43,9 +43,23 @@ def agnostic_pq(dataset: Dataset, predict: Callable[[list[dict]], list[Predictio
     return {"pq": 100 * res["pq"], "sq": 100 * res["sq"], "rq": 100 * res["rq"]}
 
 
-def _batches(dataset: Dataset, batch_size: int):
+def _score_maps(dataset: Dataset, predict: Callable[[list[dict]], list[np.ndarray]], evaluator, key: str,
+                colour: Callable[[np.ndarray], np.ndarray], batch_size: int, show_image: bool, step: int,
+                log_image: LogImage | None, tag: str) -> dict:
+    """Feed each item's `key` map and its prediction to `evaluator` (process(gt, pred)); log a picture of the
+    first four; return evaluator.evaluate()."""
+    shown = []
     for start in range(0, len(dataset), batch_size):
-        yield [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        for item, pred in zip(items, predict(items), strict=True):
+            gt = item[key].numpy()
+            evaluator.process(gt, pred)
+            if len(shown) < 4:
+                panels = [item_image(item)] if show_image else []
+                shown.append(grid([*panels, colour(gt), colour(np.asarray(pred))]))
+    if log_image is not None and shown:
+        log_image(tag, np.concatenate(shown, 0), step)
+    return evaluator.evaluate()
 
 
 @torch.no_grad()
@@ -53,18 +67,8 @@ def semantic_scores(dataset: Dataset, predict: Callable[[list[dict]], list[np.nd
                     batch_size: int = 16, key: str = "semantic", show_image: bool = False, step: int = 0,
                     log_image: LogImage | None = None, tag: str = "val/semantic") -> dict[str, float]:
     """mIoU and pixel accuracy x100 of `predict` against each item's `key` map (label 0 ignored)."""
-    ev = SemanticEvaluator(num_labels, ignore_label=0)
-    shown = []
-    for items in _batches(dataset, batch_size):
-        for item, pred in zip(items, predict(items), strict=True):
-            gt = item[key].numpy()
-            ev.process(gt, pred)
-            if len(shown) < 4:
-                panels = [item_image(item)] if show_image else []
-                shown.append(grid([*panels, colorize(gt), colorize(np.asarray(pred))]))
-    if log_image is not None and shown:
-        log_image(tag, np.concatenate(shown, 0), step)
-    res = ev.evaluate()
+    res = _score_maps(dataset, predict, SemanticEvaluator(num_labels, ignore_label=0), key, colorize, batch_size,
+                      show_image, step, log_image, tag)
     return {"miou": 100 * res["miou"], "pixel_accuracy": 100 * res["pixel_accuracy"]}
 
 
@@ -73,16 +77,6 @@ def depth_scores(dataset: Dataset, predict: Callable[[list[dict]], list[np.ndarr
                  show_image: bool = False, step: int = 0, log_image: LogImage | None = None,
                  tag: str = "val/depth") -> dict[str, float]:
     """RMSE, AbsRel and delta < 1.25 of `predict` against each item's `depth`."""
-    ev = DepthEvaluator()
-    shown = []
-    for items in _batches(dataset, batch_size):
-        for item, pred in zip(items, predict(items), strict=True):
-            gt = item["depth"].numpy()
-            ev.process(gt, pred)
-            if len(shown) < 4:
-                panels = [item_image(item)] if show_image else []
-                shown.append(grid([*panels, colorize_depth(gt), colorize_depth(np.asarray(pred))]))
-    if log_image is not None and shown:
-        log_image(tag, np.concatenate(shown, 0), step)
-    res = ev.evaluate()
+    res = _score_maps(dataset, predict, DepthEvaluator(), "depth", colorize_depth, batch_size, show_image, step,
+                      log_image, tag)
     return {"rmse": res["rmse"], "absrel": res["absrel"], "delta1": 100 * res["delta1"]}
