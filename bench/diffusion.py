@@ -13,13 +13,13 @@ import time
 import torch
 from common import ROOT, curve_table, logged_curve, machine, new_plot, save_curve, save_plot, save_results
 
-from ldmseg.baseline import colour_components
+from ldmseg.commands.baseline import colour_components
+from ldmseg.commands.predict import load_pipeline
 from ldmseg.data.datasets import SampleConfig, SyntheticDataset
 from ldmseg.data.synthetic import SceneConfig
 from ldmseg.diffusion.objective import denoiser_input
 from ldmseg.diffusion.postprocess import logits_to_panoptic, scaled_area
 from ldmseg.diffusion.schedule import predicted_x0
-from ldmseg.predict import load_pipeline
 from ldmseg.training.autoencoder import VAL_SEED_OFFSET
 from ldmseg.training.diffusion import sampled_pq
 from ldmseg.training.validation import agnostic_pq, item_image

@@ -15,10 +15,10 @@ import time
 import torch
 from common import machine, save_results
 
+from ldmseg.commands.predict import load_pipeline
 from ldmseg.diffusion.schedule import make_sampler
 from ldmseg.models.denoiser import build_unet
 from ldmseg.models.loading import load_mask_autoencoder
-from ldmseg.predict import load_pipeline
 from ldmseg.weights import resolve_model_path
 
 

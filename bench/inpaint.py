@@ -17,12 +17,12 @@ import numpy as np
 import torch
 from common import ROOT, machine, new_plot, save_plot, save_results
 
+from ldmseg.commands.predict import load_pipeline
 from ldmseg.data.datasets import SampleConfig, SyntheticDataset
 from ldmseg.data.masks import make_mask
 from ldmseg.data.synthetic import SceneConfig
 from ldmseg.diffusion.inpainting import DEFAULT_MASK_RULE
 from ldmseg.metrics.panoptic import PanopticEvaluator, segments_from_ids
-from ldmseg.predict import load_pipeline
 from ldmseg.training.autoencoder import VAL_SEED_OFFSET
 from ldmseg.training.validation import item_image
 from ldmseg.viz import colorize, grid

@@ -19,12 +19,12 @@ import numpy as np
 import torch
 from common import machine, save_results
 
+from ldmseg.commands.predict import load_pipeline
 from ldmseg.data.synthetic import SceneConfig, categories, generate_scene
 from ldmseg.data.transforms import void_segments
 from ldmseg.metrics.depth import DepthEvaluator
 from ldmseg.metrics.panoptic import PanopticEvaluator, segments_from_ids
 from ldmseg.metrics.semantic import SemanticEvaluator
-from ldmseg.predict import load_pipeline
 from ldmseg.training.autoencoder import VAL_SEED_OFFSET
 
 BENCH_SEED = 9_001 + VAL_SEED_OFFSET  # fresh: the multi-task training, validation and tuning never used it

@@ -20,9 +20,9 @@ import torch
 from common import RESULTS, ROOT, machine, new_plot, save_plot, save_results
 from diffusion import BENCH_SEED
 
+from ldmseg.commands.predict import load_pipeline
 from ldmseg.data.datasets import SampleConfig, SyntheticDataset
 from ldmseg.data.synthetic import SceneConfig
-from ldmseg.predict import load_pipeline
 from ldmseg.training.diffusion import sampled_pq_by_min_core
 
 STEPS = 4

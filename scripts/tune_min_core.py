@@ -14,10 +14,10 @@ import argparse
 import json
 from pathlib import Path
 
+from ldmseg.commands.predict import load_pipeline
 from ldmseg.data.datasets import SampleConfig, SyntheticDataset
 from ldmseg.data.formats import write_json
 from ldmseg.data.synthetic import SceneConfig
-from ldmseg.predict import load_pipeline
 from ldmseg.training.autoencoder import VAL_SEED_OFFSET
 from ldmseg.training.diffusion import sampled_pq_by_min_core
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from ldmseg.predict import load_pipeline
+from ldmseg.commands.predict import load_pipeline
 from ldmseg.training.autoencoder import VAL_SEED_OFFSET
 from ldmseg.training.config import DiffusionConfig
 from ldmseg.training.diffusion import image_dataset, sampled_pq

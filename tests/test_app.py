@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ldmseg.app import PALETTE, palette_rgb, strokes_to_partial
+from ldmseg.commands.app import PALETTE, palette_rgb, strokes_to_partial
 from ldmseg.errors import LDMSegError
 
 CHROMIUM = "/usr/bin/chromium"
@@ -36,7 +36,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def served():
-    from ldmseg.app import serve
+    from ldmseg.commands.app import serve
 
     port = _free_port()
     app = serve("demo", "127.0.0.1", port, steps=4, block=False)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ldmseg import demo_model_dir
 from ldmseg.cli import main
-from ldmseg.demo import run_demo
+from ldmseg.commands.demo import run_demo
 
 
 def test_demo_weights_are_packaged() -> None:

@@ -286,7 +286,7 @@ def test_class_agnostic_predictions_scored_class_aware_get_a_warning(tmp_path: P
 
 
 def test_app_answers_each_task_of_the_model(tmp_path: Path) -> None:
-    from ldmseg.app import Segmenter
+    from ldmseg.commands.app import Segmenter
 
     tiny_multitask_pipeline().save_pretrained(tmp_path / "mt")
     segmenter = Segmenter(str(tmp_path / "mt"), steps=1)

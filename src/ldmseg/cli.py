@@ -50,14 +50,14 @@ def _cmd_evaluate(a: argparse.Namespace) -> None:
 
 
 def _cmd_visualize(a: argparse.Namespace) -> None:
-    from ldmseg.visualize import visualize_sets
+    from ldmseg.commands.visualize import visualize_sets
 
     n = visualize_sets(a.images, a.gt_json, a.gt_dir, a.out, a.pred_json, a.pred_dir, a.limit)
     print(f"wrote {n} pictures to {a.out}")
 
 
 def _cmd_demo(a: argparse.Namespace) -> None:
-    from ldmseg.demo import run_demo
+    from ldmseg.commands.demo import run_demo
 
     run_demo(Path(a.out), num=a.num, seed=a.seed)
 
@@ -78,7 +78,7 @@ def _cmd_train_ae(a: argparse.Namespace) -> None:
 
 
 def _cmd_reconstruct(a: argparse.Namespace) -> None:
-    from ldmseg.reconstruct import reconstruct_set
+    from ldmseg.commands.reconstruct import reconstruct_set
 
     reconstruct_set(a.ae, a.images, a.panoptic_json, a.panoptic_dir, a.out, a.size, a.batch_size,
                     latent_noise=a.latent_noise, min_area_at_512=a.min_area, seed=a.seed, threshold=a.threshold,
@@ -93,7 +93,7 @@ def _cmd_train(a: argparse.Namespace) -> None:
 
 
 def _cmd_predict(a: argparse.Namespace) -> None:
-    from ldmseg.predict import predict_folder
+    from ldmseg.commands.predict import predict_folder
 
     out = predict_folder(a.model, a.images, a.out, a.panoptic_json, a.steps, a.scheduler, a.seed, a.batch_size,
                          a.resolution, a.ensemble_size, a.task)
@@ -101,7 +101,7 @@ def _cmd_predict(a: argparse.Namespace) -> None:
 
 
 def _cmd_inpaint(a: argparse.Namespace) -> None:
-    from ldmseg import inpaint
+    from ldmseg.commands import inpaint
 
     common = dict(steps=a.steps, scheduler=a.scheduler, seed=a.seed, mask_rule=a.mask_rule,
                   ensemble_size=a.ensemble_size)
@@ -125,7 +125,7 @@ def _cmd_inpaint(a: argparse.Namespace) -> None:
 
 def _cmd_app(a: argparse.Namespace) -> None:
     try:
-        from ldmseg.app import serve
+        from ldmseg.commands.app import serve
     except ImportError as err:
         raise LDMSegError(f"the app needs Gradio: pip install 'ldmseg[app]' ({err})") from None
     serve(a.model, a.host, a.port, a.steps)

@@ -9,12 +9,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ldmseg.commands.predict import load_pipeline
 from ldmseg.data import formats
 from ldmseg.data.masks import make_mask
 from ldmseg.data.transforms import resize_labels
 from ldmseg.diffusion.inpainting import DEFAULT_MASK_RULE
 from ldmseg.errors import LDMSegError
-from ldmseg.predict import load_pipeline
 from ldmseg.viz import overlay
 
 CATEGORIES = [{"id": 1, "name": "object", "supercategory": "object", "isthing": 1}]
@@ -67,7 +67,7 @@ def inpaint_set(model: str, images: str, panoptic_json: str, panoptic_dir: str, 
                 ensemble_size: int | None = None) -> dict:
     """Hide parts of every GT map, complete them; write COCO-panoptic predictions (GT image_id /
     file_name) plus OUT/masks/*.png (the known pixels given, white). Returns summary statistics."""
-    from ldmseg.visualize import find_image
+    from ldmseg.commands.visualize import find_image
 
     gt = formats.load_panoptic_json(panoptic_json)
     pipe = _configure(model, scheduler)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ldmseg.baseline import colour_components
+from ldmseg.commands.baseline import colour_components
 from ldmseg.data import formats
 from ldmseg.data.synthetic import SceneConfig, write_dataset
 from ldmseg.diffusion.postprocess import majority_categories
@@ -49,7 +49,7 @@ def run_demo(out: Path, num: int = 50, seed: int = 12345) -> dict:
         majority_categories(ids, segs, gt_ids[rec.png_file], rec.segments)
         methods["baseline (colour + components)"][rec.png_file] = (rec, ids, segs)
 
-    from ldmseg.reconstruct import reconstruct_set
+    from ldmseg.commands.reconstruct import reconstruct_set
 
     reconstruct_set("demo", str(data / "images"), str(data / "panoptic.json"), str(data / "panoptic"),
                     str(out / "ae_reconstruction"), size=DEMO_SIZE)
@@ -62,7 +62,7 @@ def run_demo(out: Path, num: int = 50, seed: int = 12345) -> dict:
     from ldmseg.weights import DEMO_DIR
 
     if (DEMO_DIR / "model_index.json").exists():  # the stage-2 demo model, when this installation ships one
-        from ldmseg.predict import predict_folder
+        from ldmseg.commands.predict import predict_folder
 
         pred = predict_folder("demo", str(data / "images"), str(out / "ldmseg"), str(data / "panoptic.json"))
         name = "LDMSeg (latent diffusion)"
@@ -97,9 +97,9 @@ def run_demo(out: Path, num: int = 50, seed: int = 12345) -> dict:
 def _other_tasks(data: Path, out: Path, pred: Path) -> dict:
     """The demo model's other tasks on the same scenes, where it has them: class-aware PQ of its panoptic
     output, mIoU of the semantic maps that were merged into it, depth RMSE."""
+    from ldmseg.commands.predict import load_pipeline, predict_folder
     from ldmseg.metrics.depth import evaluate_depth_dirs
     from ldmseg.metrics.semantic import evaluate_semantic_dirs
-    from ldmseg.predict import load_pipeline, predict_folder
 
     tasks = load_pipeline("demo").tasks
     found = {}

@@ -27,7 +27,7 @@ def _jobs(images: Path, panoptic_json: str | None) -> list[tuple[object, Path, s
     """(image_id, image path, output PNG name) per image: from the JSON when given, else the folder."""
     if panoptic_json:
         gt = formats.load_panoptic_json(panoptic_json)
-        from ldmseg.visualize import find_image
+        from ldmseg.commands.visualize import find_image
 
         return [(r.image_id, find_image(images, r), r.png_file) for r in gt.records]
     if not images.is_dir():

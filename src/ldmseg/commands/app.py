@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ldmseg.commands.predict import AGNOSTIC_CATEGORIES
 from ldmseg.data import formats
 from ldmseg.errors import LDMSegError
-from ldmseg.predict import AGNOSTIC_CATEGORIES
 from ldmseg.viz import blend, colorize_depth, colorize_semantic, overlay
 
 PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
@@ -50,7 +50,7 @@ class Segmenter:
     """The model side of the app: holds the pipeline, turns editor values into results on disk."""
 
     def __init__(self, model: str = "demo", steps: int | None = None):
-        from ldmseg.predict import load_pipeline
+        from ldmseg.commands.predict import load_pipeline
 
         self.pipe = load_pipeline(model)
         self.pipe.set_progress_bar_config(disable=True)
