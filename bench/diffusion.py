@@ -77,7 +77,7 @@ NOISE_LEVELS = (0, 50, 200, 500, 800, 999)
 def one_step_pq(pipe, ds, t: int, num: int = 100) -> float:
     """Diagnostic: PQ of the decoded one-step x0 estimate from true latents noised to timestep t
     (t = 0 decodes the clean latents: the AE's own ceiling at this resolution)."""
-    sched, ae, scale = pipe.scheduler, pipe.mask_autoencoder, pipe.config.scale_factor
+    sched, ae, scale = pipe.scheduler, pipe.mask_autoencoder, pipe.task_scale("instances")
     gen = torch.Generator().manual_seed(t)
     size = pipe.config.default_processing_resolution
 
@@ -88,7 +88,7 @@ def one_step_pq(pipe, ds, t: int, num: int = 100) -> float:
             tt = torch.full((len(items),), t)
             zt = sched.add_noise(z0, torch.randn(z0.shape, generator=gen), tt)
             z_img = pipe.image_encoder.encode(torch.stack([it["image"] for it in items]))
-            out = pipe._denoise("panoptic")(denoiser_input(zt, z_img, None, pipe.config.self_condition), tt)
+            out = pipe._denoise("instances")(denoiser_input(zt, z_img, None, pipe.config.self_condition), tt)
             z0 = predicted_x0(out, zt, tt, sched.alphas_cumprod, sched.config.prediction_type)
         logits = ae.decode(z0 / scale, size=(size, size))
         core = scaled_area(pipe.config.min_core_at_512, size, size)

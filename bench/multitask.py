@@ -61,6 +61,27 @@ def evaluate(pipe, data: list, batch: int, task: str) -> tuple[list, float]:
     return outs, (time.perf_counter() - start) / len(data)
 
 
+def instances(pipe, data: list, batch: int) -> tuple[float, float, float]:
+    """Class-agnostic PQ of the instances task (serving defaults), seconds per image, and the t = 0 ceiling
+    (bench/diffusion.py's one-step diagnostic: the AE's own reconstruction with the pipeline's post-processing,
+    on 100 of bench/diffusion.py's scenes)."""
+    from diffusion import BENCH_SEED as STAGE2_SEED
+    from diffusion import one_step_pq
+
+    from ldmseg.data.datasets import SampleConfig, SyntheticDataset
+
+    inst, seconds = evaluate(pipe, data, batch, "instances")
+    agnostic = PanopticEvaluator([], class_agnostic=True)
+    for s, (pred, segs) in zip(data, inst, strict=True):
+        gt = void_segments(s.ids.astype(np.int64), s.segments, 0, crowd=True)  # as bench/diffusion.py
+        agnostic.process(gt, segments_from_ids(gt), pred, segs)
+    size = pipe.config.default_processing_resolution
+    ds = SyntheticDataset(SceneConfig.preset("default", size),
+                          SampleConfig(size=size, num_ids=pipe.mask_autoencoder.num_ids, crowd_to_void=True),
+                          seed=STAGE2_SEED, length=100)
+    return 100 * agnostic.evaluate()["All"]["pq"], seconds, one_step_pq(pipe, ds, 0)
+
+
 def ae_ceilings(pipe, data: list) -> dict:
     """The semantic and depth AEs alone: encode the GT, decode (mIoU / RMSE)."""
     from ldmseg.diffusion.postprocess import semantic_from_logits
@@ -97,6 +118,7 @@ def main() -> None:
     ap.add_argument("--num", type=int, default=200)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--log", default=None, help="console log of the model's multi-task training run")
+    ap.add_argument("--previous", default=None, help="a single-task model to compare the instances task with")
     args = ap.parse_args()
     torch.set_num_threads(2)
     pipe = load_pipeline(args.model)
@@ -135,12 +157,13 @@ def main() -> None:
     res["panoptic"] = {k: {m: 100 * r[k][m] for m in ("pq", "sq", "rq")} for k in ("All", "Things", "Stuff")}
     print("panoptic", res["panoptic"], flush=True)
 
-    inst, res["instances_s_per_image"] = evaluate(pipe, data, args.batch, "instances")
-    agnostic = PanopticEvaluator([], class_agnostic=True)
-    for s, (pred, segs) in zip(data, inst, strict=True):
-        gt = void_segments(s.ids.astype(np.int64), s.segments, 0, crowd=True)  # as bench/diffusion.py
-        agnostic.process(gt, segments_from_ids(gt), pred, segs)
-    res["instances_pq"] = 100 * agnostic.evaluate()["All"]["pq"]
+    res["instances_pq"], res["instances_s_per_image"], res["instances_t0_ceiling"] = instances(pipe, data, args.batch)
+    if args.previous:
+        old = load_pipeline(args.previous)
+        old.set_progress_bar_config(disable=True)
+        res["previous"] = dict(zip(("instances_pq", "instances_s_per_image", "instances_t0_ceiling"),
+                                   instances(old, data, args.batch), strict=True))
+        print("previous model", res["previous"], flush=True)
     res.update(ae_ceilings(pipe, data))
     print("instances", res["instances_pq"], "ceilings", res["semantic_ae_miou"], res["depth_ae_rmse"], flush=True)
     if args.log:
@@ -159,11 +182,18 @@ def main() -> None:
              f"| depth | RMSE | {d['rmse']:.4f} | {d['mean_map_baseline_rmse']:.4f} (training mean map) | "
              f"{res['depth_ae_rmse']:.4f} |",
              f"| depth | AbsRel / delta<1.25 | {d['absrel']:.3f} / {100 * d['delta1']:.1f}% | | |",
-             f"| instances (class-agnostic) | PQ | {res['instances_pq']:.1f} | | |", "",
+             f"| instances (class-agnostic) | PQ | {res['instances_pq']:.1f} | | t = 0: "
+             f"{res['instances_t0_ceiling']:.1f} |", "",
              f"Seconds per image (CPU): semantic {res['semantic_s_per_image']:.2f}, depth "
              f"{res['depth_s_per_image']:.2f}, panoptic {res['panoptic_s_per_image']:.2f} (instances + semantic), "
              f"instances {res['instances_s_per_image']:.2f}.", "",
              "Per-class IoU: " + ", ".join(f"{k} {v:.0f}" for k, v in s["per_class_iou"].items() if v == v) + "."]
+    if args.previous:
+        prev = res["previous"]
+        lines += ["", f"The previous, single-task demo (`{args.previous}`: instances only, on the first mask AE) on "
+                  f"the same scenes: instances PQ {prev['instances_pq']:.1f} (this model: {res['instances_pq']:.1f}), "
+                  f"t = 0 ceiling {prev['instances_t0_ceiling']:.1f} (this model, on the v2 AE: "
+                  f"{res['instances_t0_ceiling']:.1f})."]
     if args.log:
         curves = res["validation_curves"]
         steps = sorted(set().union(*[c.keys() for c in curves.values()]))

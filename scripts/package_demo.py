@@ -1,9 +1,7 @@
 """Copy trained models into src/ldmseg/weights/demo (the layout `demo_model_dir()` serves).
 
-    python scripts/package_demo.py --ae runs/demo-ae/model [--pipeline runs/demo-ldmseg/model]
-    python scripts/package_demo.py --ae-v2 runs/ae-v2/model   # the next mask AE, weights/mask_autoencoder_v2
-
-The v2 AE is shipped on its own (`--ae demo-v2`) until a stage-2 model trained on it replaces the demo.
+    python scripts/package_demo.py --pipeline runs/mt/model            # a pipeline with its own AEs (multi-task)
+    python scripts/package_demo.py --ae runs/demo-ae/model [--pipeline runs/demo-ldmseg/model]  # swap in an AE
 
 Weights are stored as float16 to halve the package (diffusers loads them back into float32 models).
 The pipeline is saved with the demo's serving defaults (SERVING: sampler, steps, ensemble size), chosen
@@ -21,7 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "ldmseg" / "weights"
-DEMO, AE_V2 = WEIGHTS / "demo", WEIGHTS / "mask_autoencoder_v2"
+DEMO = WEIGHTS / "demo"
 SERVING = {"sampler": "dpm++", "spacing": "trailing", "steps": 4, "ensemble_size": 8}
 
 
@@ -64,27 +62,20 @@ def replace_directory(tmp: Path, target: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--ae", help="mask AE save_pretrained directory")
-    ap.add_argument("--pipeline", help="LDMSegPipeline save_pretrained directory (its AE must be --ae)")
-    ap.add_argument("--ae-v2", help="mask AE save_pretrained directory to ship as weights/mask_autoencoder_v2")
+    ap.add_argument("--ae", help="mask AE save_pretrained directory (replaces the pipeline's instances AE)")
+    ap.add_argument("--pipeline", help="LDMSegPipeline save_pretrained directory")
     args = ap.parse_args()
-    if args.ae_v2:
-        tmp = AE_V2.with_name(AE_V2.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(args.ae_v2, tmp)
-        replace_directory(tmp, AE_V2)
-    if not args.ae:
-        if not args.ae_v2:
-            ap.error("give --ae (and --pipeline) or --ae-v2")
-        return
+    if not (args.ae or args.pipeline):
+        ap.error("give --pipeline, --ae, or both")
     tmp = DEMO.with_name("demo.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     if args.pipeline:
         save_for_serving(args.pipeline, tmp)
     else:
         tmp.mkdir(parents=True)
-    shutil.rmtree(tmp / "mask_autoencoder", ignore_errors=True)
-    shutil.copytree(args.ae, tmp / "mask_autoencoder")
+    if args.ae:
+        shutil.rmtree(tmp / "mask_autoencoder", ignore_errors=True)
+        shutil.copytree(args.ae, tmp / "mask_autoencoder")
     replace_directory(tmp, DEMO)
 
 

@@ -287,6 +287,35 @@ def test_post_processing_at_the_processing_resolution() -> None:
     assert (np.vectorize(names.get)(up) == full).mean() > 0.99
 
 
+def test_decide_at_resolution_then_paint_in_bands() -> None:
+    """decide + paint: exact at equal sizes; at a larger size the same in one band or in many (memory bounded), and
+    the same as interpolating the surviving channels whole; ids outside `keep` are VOID."""
+    import torch.nn.functional as F
+
+    from ldmseg.diffusion.postprocess import decide, logits_to_panoptic, paint, panoptic_from_survivors
+
+    torch.manual_seed(1)
+    blocks = torch.zeros(1, 32, 8, 8)
+    blocks[0, 3, :4], blocks[0, 7, 4:, :4], blocks[0, 9, 4:, 4:] = 6.0, 6.0, 6.0
+    logits = F.interpolate(blocks, size=(32, 32), mode="bilinear") + torch.randn(1, 32, 32, 32) * 0.5
+    (ref, ref_segs), = logits_to_panoptic(logits, 0.5, 4, 20)
+    d = decide(logits[0], 0.5, 4, 20)
+    assert np.array_equal(d.ids, ref) and len(d.model_of) == len(ref_segs)
+    same, segs = paint(d, set(d.model_of), (32, 32), 0.5)
+    assert np.array_equal(same, ref)
+    assert [{**x, "score": round(x["score"], 5)} for x in segs] == [{**x, "score": round(x["score"], 5)}
+                                                                   for x in ref_segs]
+    one, one_segs = paint(d, set(d.model_of), (90, 70), 0.5)
+    many, many_segs = paint(d, set(d.model_of), (90, 70), 0.5, band_pixels=300)
+    assert np.array_equal(one, many) and [x["area"] for x in one_segs] == [x["area"] for x in many_segs]
+    whole = F.interpolate(d.stack[None], size=(90, 70), mode="bilinear", align_corners=False)[0]
+    ids, _, _ = panoptic_from_survivors(whole, d.survivors, 0.5, 0)
+    assert (ids == one).mean() > 0.999
+    largest = min(d.model_of)  # segment 1 is the largest
+    dropped, dropped_segs = paint(d, set(d.model_of) - {largest}, (90, 70), 0.5)
+    assert (dropped[one == 1] == 0).all() and len(dropped_segs) == len(one_segs) - 1
+
+
 def test_predict_skips_a_bad_file_and_finishes_the_good_ones(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     tiny_pipeline().save_pretrained(tmp_path / "pipe")
     (tmp_path / "imgs").mkdir()

@@ -29,6 +29,8 @@ from ldmseg.diffusion.inpainting import (
 )
 from ldmseg.diffusion.merge import merge_panoptic
 from ldmseg.diffusion.postprocess import (
+    decide,
+    paint,
     panoptic_from_survivors,
     scaled_area,
     segment_infos,
@@ -83,6 +85,28 @@ def to_tensor(image: ImageInput) -> torch.Tensor:
     if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
         raise ValueError(f"expected an HxWx3 image, got shape {arr.shape}")
     return torch.from_numpy(np.array(arr[..., :3])).permute(2, 0, 1).float() / 127.5 - 1
+
+
+LARGE_IMAGE = 16_000_000  # pixels: above this, inputs are downscaled in uint8 by PIL, not as a float tensor
+
+
+def image_size(image: ImageInput) -> tuple[int, int]:
+    if isinstance(image, Image.Image):
+        return image.size[1], image.size[0]
+    return tuple(image.shape[-2:]) if isinstance(image, torch.Tensor) else tuple(np.asarray(image).shape[:2])
+
+
+def to_processing_size(image: ImageInput, res: int) -> torch.Tensor:
+    """[3, res, res] in [-1, 1]: antialiased bilinear downscaling. A large PIL / uint8 image is resized by PIL
+    first (a float copy of a 100 MP image alone would take 1.2 GB)."""
+    h, w = image_size(image)
+    if h * w > LARGE_IMAGE and not isinstance(image, torch.Tensor):
+        pil = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image)[..., :3])
+        image = pil.convert("RGB").resize((res, res), Image.BILINEAR)
+    t = to_tensor(image)
+    if tuple(t.shape[-2:]) == (res, res):
+        return t
+    return F.interpolate(t[None], size=(res, res), mode="bilinear", align_corners=False, antialias=True)[0]
 
 
 class LDMSegPipeline(DiffusionPipeline):
@@ -193,11 +217,9 @@ class LDMSegPipeline(DiffusionPipeline):
         k = self.config.default_ensemble_size if ensemble_size is None else ensemble_size
         if k < 1:
             raise LDMSegError(f"ensemble_size must be >= 1, got {k}")
-        tensors = [to_tensor(im) for im in images]
-        sizes = [tuple(t.shape[-2:]) for t in tensors]
+        sizes = [image_size(im) for im in images]
         hints = _hints(partial_mask, valid_mask, sizes) if partial_mask is not None else None
-        batch = torch.stack([F.interpolate(t[None], size=(res, res), mode="bilinear", align_corners=False,
-                                           antialias=True)[0] for t in tensors]).to(self.unet.device)
+        batch = torch.stack([to_processing_size(im, res) for im in images]).to(self.unet.device)
         z_img = self.image_encoder.encode(batch).repeat_interleave(k, 0)  # each image's K samples side by side
         out = LDMSegOutput(task=task)
         if task in ("instances", "panoptic"):
@@ -238,6 +260,8 @@ class LDMSegPipeline(DiffusionPipeline):
         z = self._sample("instances", z_img, steps, generator, progress, known, known_mask)
         logits = ae.decode(z, size=(res, res))
         core = scaled_area(self.config.min_core_at_512, res, res)
+        if hints is None:
+            return self._instances_at_resolution(logits, sizes, k, min_area, core, output_logits)
         panoptic, infos, kept, agreements = [], [], [], []
         for i, (lg, size) in enumerate(zip(logits, sizes, strict=True)):
             # post-processing decides at res x res; only the ids that can still win are upsampled
@@ -258,6 +282,33 @@ class LDMSegPipeline(DiffusionPipeline):
             kept = [kept[i] for i in picks] if kept else kept
             agreements = [agreements[i] for i in picks] if agreements else agreements
         return panoptic, infos, kept or None, agreements or None
+
+    def _instances_at_resolution(self, logits: torch.Tensor, sizes: list[tuple[int, int]], k: int,
+                                 min_area: int | None, core: int, output_logits: bool) -> tuple:
+        """Segmentation without given ids: every decision at the processing resolution (pruning, threshold, minimum
+        area, the ensemble's choice and its unconfirmed segments), then only the chosen sample's surviving ids are
+        painted at the input size, band by band (memory linear in H x W)."""
+        res = logits.shape[-1]
+
+        def area_at_res(size: tuple[int, int]) -> int:  # a caller's min_area is in input pixels: the same share
+            return scaled_area(self.config.min_area_at_512, res, res) if min_area is None else \
+                round(min_area * res * res / (size[0] * size[1]))
+
+        decisions = [decide(lg, self.config.confidence_threshold, area_at_res(size), core)
+                     for lg, size in zip(logits, sizes, strict=True)]
+        panoptic, infos, kept = [], [], []
+        for start in range(0, len(decisions), k):
+            group = decisions[start:start + k]
+            index, (_, segs) = ensemble([(d.ids, d.segments) for d in group], self.config.ensemble_min_support,
+                                        renumber=False)
+            ids, segments = paint(group[index], {s["id"] for s in segs}, sizes[start],
+                                  self.config.confidence_threshold)
+            panoptic.append(ids)
+            infos.append(segments)
+            if output_logits:
+                kept.append(F.interpolate(logits[start + index][None].float(), size=sizes[start], mode="bilinear",
+                                          align_corners=False)[0].cpu())
+        return panoptic, infos, kept or None, None
 
     def _semantic(self, z_img: torch.Tensor, sizes: list[tuple[int, int]], k: int, res: int, steps: int,
                   generator: torch.Generator | None, progress: bool) -> list[np.ndarray]:

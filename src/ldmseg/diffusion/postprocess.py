@@ -11,6 +11,8 @@ score (mean confidence).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -130,17 +132,18 @@ def survivors_to_size(logits: torch.Tensor, size: tuple[int, int], min_core: int
     return stack, ids
 
 
-def panoptic_from_survivors(stack: torch.Tensor, ids: torch.Tensor, threshold: float = 0.5, min_area: int = 0
-                            ) -> tuple[np.ndarray, list[dict], np.ndarray]:
-    """`survivors_to_size` output -> (int32 ids, segments_info, confidence map): as logits_to_panoptic on
-    the full logits, except that ids without a pixel of their own at the processing resolution cannot win."""
+def panoptic_from_survivors(stack: torch.Tensor, ids: torch.Tensor, threshold: float = 0.5, min_area: int = 0,
+                            with_model_ids: bool = False) -> tuple[np.ndarray, list[dict], np.ndarray]:
+    """`survivors_to_size` output -> (int32 ids, segments_info, confidence map, or with `with_model_ids` the map of
+    model ids before renumbering): as logits_to_panoptic on the full logits, except that ids without a pixel of
+    their own at the processing resolution cannot win."""
     stack = stack.float()
     arg = stack[:-1].argmax(0)  # the extra channel only shares the probability mass
     conf = (stack.gather(0, arg[None])[0] - stack.logsumexp(0)).exp()
-    model_ids = torch.where(conf < threshold, torch.zeros_like(arg), ids[arg])
+    model_ids = torch.where(conf < threshold, torch.zeros_like(arg), ids[arg]).cpu().numpy()
     conf_np = conf.cpu().numpy()
-    out, segments = renumber(model_ids.cpu().numpy(), conf_np, min_area)
-    return out, segments, conf_np
+    out, segments = renumber(model_ids, conf_np, min_area)
+    return out, segments, (model_ids if with_model_ids else conf_np)
 
 
 def semantic_from_logits(logits: torch.Tensor, num_classes: int | None = None) -> torch.Tensor:
@@ -148,3 +151,86 @@ def semantic_from_logits(logits: torch.Tensor, num_classes: int | None = None) -
     (default N - 1). Channel 0 is VOID / ignore, never a prediction."""
     top = logits.shape[1] - 1 if num_classes is None else min(num_classes, logits.shape[1] - 1)
     return logits[:, 1:top + 1].argmax(1) + 1
+
+
+BAND_PIXELS = 1 << 22  # output pixels per band when upsampling to the input size: bounds memory at any image size
+
+
+def bands(size: tuple[int, int], channels: int, band_pixels: int = BAND_PIXELS):
+    """Row ranges (y0, y1) covering an image of `size` so that `channels` x band x width stays near band_pixels."""
+    h, w = size
+    rows = max(1, band_pixels // max(1, w * max(1, channels // 8)))
+    return [(y0, min(h, y0 + rows)) for y0 in range(0, h, rows)]
+
+
+def resample_rows(stack: torch.Tensor, size: tuple[int, int], y0: int, y1: int) -> torch.Tensor:
+    """Rows y0..y1 of `stack` [C, r, r] bilinearly resized to `size`, without the rest: the same sampling
+    positions as F.interpolate(bilinear, align_corners=False) with its edge clamping (grid_sample, border)."""
+    h, w = size
+    gy = (torch.arange(y0, y1, dtype=torch.float32, device=stack.device) + 0.5) / h * 2 - 1
+    gx = (torch.arange(w, dtype=torch.float32, device=stack.device) + 0.5) / w * 2 - 1
+    grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), -1)[None]
+    return F.grid_sample(stack[None].float(), grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
+
+
+@dataclass
+class Decision:
+    """One sample's post-processing at the processing resolution: its panoptic map and segments there, the
+    model id of each segment, and the surviving logits to paint the input size with."""
+
+    ids: np.ndarray
+    segments: list[dict]
+    model_of: dict[int, int]  # segment id -> model id (one to one)
+    stack: torch.Tensor  # [K + 1, r, r]: the K surviving ids' logits + the rest's logsumexp
+    survivors: torch.Tensor  # [K] model ids
+
+
+def decide(logits: torch.Tensor, threshold: float, min_area: int, min_core: int,
+           protected: torch.Tensor | None = None) -> Decision:
+    """Pruning, confidence threshold and minimum area decided at the processing resolution (`min_area` and
+    `min_core` in pixels at that size)."""
+    stack, survivors = survivors_to_size(logits, tuple(logits.shape[-2:]), min_core, protected)
+    ids, segments, model = panoptic_from_survivors(stack, survivors, threshold, min_area, with_model_ids=True)
+    sel = ids != 0
+    n = int(model.max(initial=0)) + 1
+    pairs = np.unique(ids[sel].astype(np.int64) * n + model[sel])
+    return Decision(ids, segments, {int(a): int(b) for a, b in zip(pairs // n, pairs % n, strict=True)}, stack,
+                    survivors)
+
+
+def paint(decision: Decision, keep: set[int], size: tuple[int, int], threshold: float,
+          band_pixels: int = BAND_PIXELS) -> tuple[np.ndarray, list[dict]]:
+    """The decided segments `keep` (segment ids at the processing resolution) at the input size: the survivors'
+    logits upsampled band by band (memory linear in H x W whatever the number of ids), argmax, confidence
+    threshold; pixels of ids not kept are VOID. Segments are renumbered largest first; score = mean
+    confidence at the input size."""
+    kept_models = torch.tensor(sorted(decision.model_of[s] for s in keep), dtype=torch.long)
+    n = int(decision.survivors.max()) + 1 if len(decision.survivors) else 1
+    h, w = size
+    model_map = np.zeros(size, np.int32)
+    area, score = np.zeros(n, np.int64), np.zeros(n, np.float64)
+    x0, y0s, x1, y1s = np.full(n, w), np.full(n, h), np.full(n, -1), np.full(n, -1)
+    same = tuple(size) == tuple(decision.stack.shape[-2:])
+    for top, bottom in bands(size, decision.stack.shape[0], band_pixels):
+        lg = decision.stack[:, top:bottom].float() if same else resample_rows(decision.stack, size, top, bottom)
+        arg = lg[:-1].argmax(0)
+        conf = (lg.gather(0, arg[None])[0] - lg.logsumexp(0)).exp()
+        model = torch.where(conf < threshold, torch.zeros_like(arg), decision.survivors[arg])
+        model = torch.where(torch.isin(model, kept_models), model, torch.zeros_like(model)).numpy()
+        model_map[top:bottom] = model
+        ys, xs = np.nonzero(model)
+        labels = model[ys, xs]
+        area += np.bincount(labels, minlength=n)
+        score += np.bincount(labels, weights=conf.numpy()[ys, xs], minlength=n)
+        np.minimum.at(x0, labels, xs)
+        np.maximum.at(x1, labels, xs)
+        np.minimum.at(y0s, labels, ys + top)
+        np.maximum.at(y1s, labels, ys + top)
+    present = [m for m in range(1, n) if area[m] > 0]
+    order = sorted(present, key=lambda m: -area[m])  # stable: ties keep the model-id order, as renumber
+    lut = np.zeros(n, np.int32)
+    lut[order] = np.arange(1, len(order) + 1)
+    segments = [{"id": int(lut[m]), "category_id": 1, "iscrowd": 0, "area": int(area[m]),
+                 "bbox": [int(x0[m]), int(y0s[m]), int(x1[m] - x0[m] + 1), int(y1s[m] - y0s[m] + 1)],
+                 "score": float(score[m] / area[m])} for m in order]
+    return lut[model_map], segments
