@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Train the mask AE on a GPU machine for a given number of minutes, at the paper's 512^2 scale, and leave
-# fp16 safetensors weights to bring back (RUNS/ae-gpu/model -> packaged by scripts/package_demo.py --ae-v2).
-# It continues the committed v2 AE (src/ldmseg/weights/mask_autoencoder_v2) unless INIT is set, and
-# resumes its own run with --resume latest if interrupted. Scenes are made by $WORKERS processes.
+# safetensors weights to bring back (RUNS/ae-gpu/model). It continues the demo's instances AE (v2) unless INIT
+# is set, and resumes its own run with --resume latest if interrupted. Scenes are made by $WORKERS processes.
+# A new encoder changes the latent space: fine-tune stage 2 on it before shipping it (the last line).
 #   MINUTES=10 scripts/train_ae_gpu.sh          # RUNS=runs, INIT=demo-v2 by default
 set -euo pipefail
 MINUTES=${MINUTES:-10}
@@ -15,4 +15,4 @@ $LDMSEG train-ae --out "$RUNS/ae-gpu" --init-from "$INIT" --max-steps 1000000 --
     --lr 3e-4 --warmup-steps 100 --latent-noise 0.2 --mixed-precision bf16 --channels-last true \
     --val-size 512 --val-num 64 --num-workers "$WORKERS" --val-every 1000 --checkpoint-every 1000 \
     --log-every 50 --resume latest
-python3 "$(dirname "$0")/package_demo.py" --ae-v2 "$RUNS/ae-gpu/model"
+echo "next: $LDMSEG train --init-from demo --ae $RUNS/ae-gpu/model --tasks instances,semantic,depth ... (stage 2 on it)"

@@ -294,6 +294,12 @@ def test_app_answers_each_task_of_the_model(tmp_path: Path) -> None:
     for task in segmenter.pipe.tasks:
         picture, files, status = segmenter.run({"background": image, "layers": []}, 0, False, task)
         assert picture.shape == image.shape and all(Path(f).exists() for f in files) and status
+    assert len(list(segmenter.root.iterdir())) == len(segmenter.pipe.tasks)  # one folder per result, one root
+    from ldmseg.commands import app
+
+    for _ in range(app.KEEP_RESULTS + 3):
+        segmenter.result_folder()
+    assert len(list(segmenter.root.iterdir())) == app.KEEP_RESULTS
     stroke = np.zeros((48, 40, 4), np.uint8)
     stroke[10:20, 10:20] = (230, 25, 75, 255)
     with pytest.raises(LDMSegError, match="instances or panoptic"):

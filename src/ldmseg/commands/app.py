@@ -8,6 +8,8 @@ otherwise, caps uploads, and reports bad input in the page instead of failing.
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -22,6 +24,7 @@ PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f
            "#fabed4", "#469990", "#9a6324", "#800000"]  # palette colour k paints segment id k + 1
 MAX_SIDE = 4096
 MAX_UPLOAD = "20mb"
+KEEP_RESULTS = 32  # result folders kept on disk at a time
 
 
 def palette_rgb() -> np.ndarray:
@@ -55,6 +58,18 @@ class Segmenter:
         self.pipe = load_pipeline(model)
         self.pipe.set_progress_bar_config(disable=True)
         self.steps = steps
+        self.root = Path(tempfile.mkdtemp(prefix="ldmseg-app-"))  # every result below it, removed at exit
+        atexit.register(shutil.rmtree, self.root, True)
+        self._results = 0
+
+    def result_folder(self) -> Path:
+        """A fresh folder for one request's files; only the newest KEEP_RESULTS stay (downloads in flight)."""
+        self._results += 1
+        folder = self.root / f"{self._results:08d}"
+        folder.mkdir()
+        for old in sorted(self.root.iterdir())[:-KEEP_RESULTS]:
+            shutil.rmtree(old, ignore_errors=True)
+        return folder
 
     def run(self, editor: dict | None, seed: int, use_strokes: bool, task: str | None = None
             ) -> tuple[np.ndarray, list[str], str]:
@@ -71,7 +86,7 @@ class Segmenter:
             raise LDMSegError(f"strokes complete segments: choose the task instances or panoptic, not {task}")
         out = self.pipe(image, num_inference_steps=self.steps, generator=torch.Generator().manual_seed(int(seed)),
                         partial_mask=partial, task=task)
-        folder = Path(tempfile.mkdtemp(prefix="ldmseg-app-"))
+        folder = self.result_folder()
         if task == "semantic":
             labels = out.semantic[0]
             formats.write_png(folder / "semantic.png", labels.astype(np.uint8))
@@ -172,7 +187,9 @@ def serve(model: str = "demo", host: str = "127.0.0.1", port: int = 7860, steps:
           block: bool = True):
     """Start the app; returns the Blocks (with block=False the server runs in a background thread)."""
     segmenter = Segmenter(model, steps)
-    examples = example_images(Path(tempfile.mkdtemp(prefix="ldmseg-examples-")))
+    folder = Path(tempfile.mkdtemp(prefix="ldmseg-examples-"))
+    atexit.register(shutil.rmtree, folder, True)
+    examples = example_images(folder)
     app = build_app(segmenter, examples)
     app.queue(default_concurrency_limit=1)
     app.launch(server_name=host, server_port=port, max_file_size=MAX_UPLOAD, prevent_thread_lock=not block,
