@@ -72,12 +72,15 @@ def main() -> None:
     ap.add_argument("--old-src", default=None, help="src/ of an earlier checkout, measured side by side")
     ap.add_argument("--old-model", default=None, help="the model the old code runs (default: --model)")
     ap.add_argument("--max-mp", type=float, default=100)
+    ap.add_argument("--old-max-mp", type=float, default=16,
+                    help="largest input for the old code (N logit maps at full size: 100 MP would need ~50 GB)")
     args = ap.parse_args()
     sizes = [s for s in SIZES if s[0] * s[1] <= args.max_mp * 1e6]
     rows, res = [], {"machine": machine(), "model": args.model, "sizes": {}}
     for h, w in sizes:
         now = run((h, w), args.model, ROOT / "src")
-        old = run((h, w), args.old_model or args.model, Path(args.old_src)) if args.old_src else None
+        old = (run((h, w), args.old_model or args.model, Path(args.old_src))
+               if args.old_src and h * w <= args.old_max_mp * 1e6 else None)
         res["sizes"][f"{w}x{h}"] = {"now": now, "old": old}
         print(w, h, now, old, flush=True)
 
