@@ -72,7 +72,7 @@ def main() -> None:
     ap.add_argument("--old-src", default=None, help="src/ of an earlier checkout, measured side by side")
     ap.add_argument("--old-model", default=None, help="the model the old code runs (default: --model)")
     ap.add_argument("--max-mp", type=float, default=100)
-    ap.add_argument("--old-max-mp", type=float, default=16,
+    ap.add_argument("--old-max-mp", type=float, default=4,
                     help="largest input for the old code (N logit maps at full size: 100 MP would need ~50 GB)")
     args = ap.parse_args()
     sizes = [s for s in SIZES if s[0] * s[1] <= args.max_mp * 1e6]
