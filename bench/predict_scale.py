@@ -38,7 +38,7 @@ forward = pipe.unet.forward
 def timed(*a, **k):
     t = time.perf_counter(); out = forward(*a, **k); unet_time[0] += time.perf_counter() - t; return out
 pipe.unet.forward = timed
-kwargs = {"task": "instances"} if "task" in pipe.__call__.__code__.co_varnames else {}
+kwargs = {"task": "instances"} if hasattr(pipe, "trained_tasks") else {}
 pipe(image, generator=torch.Generator().manual_seed(0), **kwargs)  # warm-up
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 unet_time[0] = 0.0
