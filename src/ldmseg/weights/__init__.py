@@ -7,7 +7,6 @@ from pathlib import Path
 from ldmseg.errors import LDMSegError
 
 DEMO_DIR = Path(__file__).parent / "demo"
-AE_V2_DIR = Path(__file__).parent / "mask_autoencoder_v2"  # the next mask AE, until a stage-2 demo is trained on it
 
 
 def demo_model_dir() -> Path:
@@ -32,10 +31,11 @@ def _resolve(path: str, demo: Path, marker: str, what: str) -> Path | str:
 
 
 def resolve_model_path(path: str, component: str) -> Path | str:
-    """A single model (e.g. the mask autoencoder): 'demo', a save_pretrained directory, or a hub id;
-    for the mask autoencoder also 'demo-v2', the shipped next AE."""
+    """A single model (e.g. the mask autoencoder): 'demo' (the demo pipeline's component), a save_pretrained
+    directory, or a hub id. 'demo-v2', the name the v2 mask AE had before the demo pipeline shipped it, is the
+    demo's mask autoencoder."""
     if path == "demo-v2" and component == "mask_autoencoder":
-        return _resolve("demo", AE_V2_DIR, "config.json", "v2 mask autoencoder")
+        path = "demo"
     return _resolve(path, DEMO_DIR / component, "config.json", component.replace("_", " "))
 
 
