@@ -143,3 +143,20 @@ def test_batch_commands_skip_a_corrupt_file_and_finish_the_rest(command: str, tm
     assert [Path(x["input"]).name for x in skipped] == [broken.name]
     written = {p.name for p in out.rglob("*.png")}
     assert broken.name not in written and len(written) == 2
+
+
+def test_outputs_get_the_umask_permissions(tmp_path: Path) -> None:
+    import os
+
+    import numpy as np
+
+    from ldmseg.data import formats
+
+    old = os.umask(0o022)
+    try:
+        formats.write_png(tmp_path / "a.png", np.zeros((4, 4), np.uint8))
+        formats.write_json(tmp_path / "a.json", {"x": 1})
+    finally:
+        os.umask(old)
+    assert all((tmp_path / f).stat().st_mode & 0o777 == 0o644 for f in ("a.png", "a.json"))
+    assert not list(tmp_path.glob(".*.tmp"))
