@@ -19,7 +19,7 @@ from ldmseg.data import formats
 from ldmseg.data.synthetic import SceneConfig, write_dataset
 from ldmseg.diffusion.postprocess import majority_categories
 from ldmseg.metrics.panoptic import evaluate_files, format_table
-from ldmseg.viz import colorize, grid, overlay
+from ldmseg.viz import colorize, colorize_depth, colorize_semantic, grid, overlay
 
 DEMO_SIZE = 128
 
@@ -82,6 +82,7 @@ def run_demo(out: Path, num: int = 50, seed: int = 12345) -> dict:
         for name, pd in pred_dirs.items():
             panels.append(colorize(formats.read_panoptic_png(pd / rec.png_file)))
             titles.append(name.split(" (")[0])
+        panels, titles = _task_panels(out, data, rec.png_file, panels, titles)
         rows.append(grid(panels, titles))
     formats.write_png(out / "summary.png", np.concatenate(rows, 0))
     _write_html(out, results, task_results, num, time.time() - start)
@@ -111,6 +112,21 @@ def _other_tasks(data: Path, out: Path, pred: Path) -> dict:
         depth = predict_folder("demo", str(data / "images"), str(out / "ldmseg-depth"), task="depth")
         found["depth"] = evaluate_depth_dirs(data / "depth", depth / "depth")
     return found
+
+
+def _task_panels(out: Path, data: Path, png: str, panels: list, titles: list) -> tuple[list, list]:
+    """The semantic and depth pictures (GT, then the demo model's) where the model predicted them."""
+    from ldmseg.data.synthetic import categories
+
+    semantic, depth = out / "ldmseg" / "semantic" / png, out / "ldmseg-depth" / "depth" / png
+    if semantic.exists():
+        panels += [colorize_semantic(formats.read_label_png(f), categories()) for f in (data / "semantic" / png,
+                                                                                         semantic)]
+        titles += ["GT semantic", "LDMSeg semantic"]
+    if depth.exists():
+        panels += [colorize_depth(formats.read_depth_png(f)) for f in (data / "depth" / png, depth)]
+        titles += ["GT depth", "LDMSeg depth"]
+    return panels, titles
 
 
 def _task_lines(task_results: dict) -> list[str]:
