@@ -97,10 +97,21 @@ def max_pixels() -> int:
 
 
 def _open_image(path: Path) -> Image.Image:
-    check_image(path)
+    return _opened(path, decode=True)
+
+
+def _opened(path: str | Path, decode: bool) -> Image.Image:
+    """The image with its header read and its size checked against the pixel limit before any decoding; decoded
+    too when `decode`. Every failure is one LDMSegError naming the file."""
     try:
         img = Image.open(path)
-        img.load()
+        limit = max_pixels()
+        if img.size[0] * img.size[1] > limit:
+            img.close()
+            raise LDMSegError(f"{path}: image of {img.size[0]}x{img.size[1]} px is over the limit of "
+                              f"{limit / 1e6:.0f} MP (set LDMSEG_MAX_PIXELS to allow more)")
+        if decode:
+            img.load()
         return img
     except FileNotFoundError:
         raise LDMSegError(f"{path}: file not found") from None
@@ -113,20 +124,8 @@ def _open_image(path: Path) -> Image.Image:
 def check_image(path: str | Path) -> tuple[int, int]:
     """(width, height) from the header, within the pixel limit, without decoding: a cheap look at every input
     of a batch job before its model loads."""
-    try:
-        with Image.open(path) as img:
-            size = img.size
-    except FileNotFoundError:
-        raise LDMSegError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise LDMSegError(f"{path}: is a folder, not an image") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise LDMSegError(f"{path}: corrupt or unreadable image ({e})") from None
-    limit = max_pixels()
-    if size[0] * size[1] > limit:
-        raise LDMSegError(f"{path}: image of {size[0]}x{size[1]} px is over the limit of {limit / 1e6:.0f} MP "
-                          "(set LDMSEG_MAX_PIXELS to allow more)")
-    return size
+    with _opened(path, decode=False) as img:
+        return img.size
 
 
 def read_panoptic_png(path: str | Path) -> np.ndarray:
