@@ -8,8 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from ldmseg.commands.app import PALETTE, palette_rgb, strokes_to_partial
+from ldmseg.data import formats
 from ldmseg.errors import LDMSegError
 
 CHROMIUM = "/usr/bin/chromium"
@@ -39,9 +41,13 @@ def served():
     from ldmseg.commands.app import serve
 
     port = _free_port()
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
     app = serve("demo", "127.0.0.1", port, steps=4, block=False)
     yield f"http://127.0.0.1:{port}/"
     app.close()
+    Image.MAX_IMAGE_PIXELS = limit  # serve() lowers Pillow's header limit for the app's process
 
 
 def _result_bytes(page) -> bytes:
@@ -125,3 +131,50 @@ def test_browser_segment_paint_complete(served: str, synth_set: Path, tmp_path: 
         page.locator("#segment").click()
         page.get_by_text("or pick an example) first").first.wait_for(timeout=30_000)  # error shown in the page
         browser.close()
+
+
+def _segment_job(client, image: Path):
+    from gradio_client import handle_file
+
+    return client.submit({"background": handle_file(str(image)), "layers": [], "composite": None}, "instances",
+                         api_name="/segment")
+
+
+@pytest.mark.slow
+def test_queue_holds_20_concurrent_requests_with_a_4096_upload(served: str, tmp_path: Path) -> None:
+    """20 requests in flight at once, one of them a 4096^2 upload: every one is answered with its own result."""
+    from gradio_client import Client
+
+    from ldmseg.data.synthetic import SceneConfig, generate_scene
+
+    big = tmp_path / "big.png"
+    rng = np.random.default_rng(0)
+    formats.write_png(big, np.repeat(np.repeat((rng.random((256, 256, 3)) * 255).astype(np.uint8), 16, 0), 16, 1))
+    small = []
+    for i in range(19):
+        small.append(tmp_path / f"scene_{i}.png")
+        formats.write_png(small[-1], generate_scene([77, i], SceneConfig.preset("default", 96)).image)
+    client = Client(served, verbose=False)
+    jobs = [_segment_job(client, path) for path in small[:3] + [big] + small[3:]]
+    results = [job.result(timeout=900) for job in jobs]
+    assert len(results) == 20
+    for (picture, files, status, *_), path in zip(results, small[:3] + [big] + small[3:], strict=True):
+        assert "segments, seed 0" in status
+        side = 4096 if path == big else 96
+        assert np.asarray(Image.open(picture)).shape[:2] == (side, side)
+        assert any(str(f).endswith("panoptic.json") for f in files)
+
+
+@pytest.mark.slow
+def test_upload_above_the_pixel_cap_is_refused_from_its_header(served: str, tmp_path: Path) -> None:
+    """A 6000^2 PNG (a few hundred kB: flat colour) is refused before it is decoded; the server keeps answering."""
+    from gradio_client import Client
+
+    huge = tmp_path / "huge.png"
+    Image.new("RGB", (6000, 6000), (40, 90, 160)).save(huge)
+    client = Client(served, verbose=False)
+    with pytest.raises(Exception, match="exceeds limit"):
+        _segment_job(client, huge).result(timeout=300)
+    path = tmp_path / "ok.png"
+    Image.new("RGB", (64, 64), (40, 90, 160)).save(path)
+    assert "segments, seed 0" in _segment_job(client, path).result(timeout=300)[2]

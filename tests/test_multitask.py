@@ -9,12 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from ldmseg.cli import main
 from ldmseg.data import formats
 from ldmseg.data.transforms import semantic_from_panoptic
 from ldmseg.diffusion.merge import merge_panoptic
+from ldmseg.diffusion.postprocess import labels_at_size, vote_counts
 from ldmseg.diffusion.schedule import make_sampler
 from ldmseg.errors import LDMSegError
 from ldmseg.metrics.depth import DepthEvaluator
@@ -24,7 +26,7 @@ from ldmseg.models.depth_autoencoder import DepthAutoencoder, depth_autoencoder_
 from ldmseg.models.image_encoder import LearnedImageEncoder
 from ldmseg.models.loading import load_autoencoder
 from ldmseg.models.mask_autoencoder import MaskAutoencoder
-from ldmseg.pipeline import LDMSegPipeline, vote
+from ldmseg.pipeline import LDMSegPipeline
 from ldmseg.tasks import available_tasks, check_task, parse_tasks, trained_task_names
 from ldmseg.training.autoencoder import train_autoencoder
 from ldmseg.training.config import AutoencoderConfig, DiffusionConfig
@@ -195,9 +197,16 @@ def test_pipeline_answers_every_task_and_saves_them(tmp_path: Path) -> None:
         loaded(image, task="semantic")
 
 
-def test_vote_takes_the_per_pixel_majority() -> None:
-    maps = [np.array([[1, 2]]), np.array([[1, 3]]), np.array([[4, 3]])]
-    assert vote(maps).tolist() == [[1, 3]]
+def test_vote_takes_the_per_pixel_majority_and_upsamples_band_by_band() -> None:
+    maps = torch.tensor([[[1, 2, 5]], [[1, 3, 6]], [[4, 3, 7]]])
+    stack, present = vote_counts(maps)
+    assert present.tolist() == [1, 2, 3, 4, 5, 6, 7]
+    assert labels_at_size(stack, present, (1, 3)).tolist() == [[1, 3, 5]]  # a three-way tie: the smallest
+    logits = torch.randn(5, 6, 7)
+    labels = torch.tensor([2, 4, 5, 8, 9])
+    whole = labels[F.interpolate(logits[None], size=(61, 45), mode="bilinear", align_corners=False)[0].argmax(0)]
+    banded = labels_at_size(logits, labels, (61, 45), band_pixels=200)
+    assert (torch.from_numpy(banded) == whole).float().mean() > 0.999
 
 
 def test_multitask_training_fine_tunes_a_model_into_new_tasks(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from ldmseg.data.transforms import resize_labels
 from ldmseg.diffusion.ensemble import ensemble
 from ldmseg.diffusion.inpainting import (
     DEFAULT_MASK_RULE,
+    given_id_lut,
     given_ids_mask,
     known_latents,
     latent_mask,
@@ -30,12 +31,12 @@ from ldmseg.diffusion.inpainting import (
 from ldmseg.diffusion.merge import merge_panoptic
 from ldmseg.diffusion.postprocess import (
     decide,
+    labels_at_size,
     paint,
-    panoptic_from_survivors,
     scaled_area,
     segment_infos,
     semantic_from_logits,
-    survivors_to_size,
+    vote_counts,
 )
 from ldmseg.diffusion.sampling import sample_latents
 from ldmseg.diffusion.schedule import make_sampler
@@ -262,26 +263,52 @@ class LDMSegPipeline(DiffusionPipeline):
         core = scaled_area(self.config.min_core_at_512, res, res)
         if hints is None:
             return self._instances_at_resolution(logits, sizes, k, min_area, core, output_logits)
+        return self._completions(logits, sizes, k, hints, model_ids, min_area, core, output_logits, keep_known)
+
+    def _area_at_res(self, min_area: int | None, size: tuple[int, int], res: int) -> int:
+        """The minimum segment area in pixels at res x res: a caller's min_area (input pixels) as the same share."""
+        if min_area is None:
+            return scaled_area(self.config.min_area_at_512, res, res)
+        return round(min_area * res * res / (size[0] * size[1]))
+
+    def _completions(self, logits: torch.Tensor, sizes: list[tuple[int, int]], k: int, hints: list,
+                     model_ids: list[np.ndarray], min_area: int | None, core: int, output_logits: bool,
+                     keep_known: bool) -> tuple:
+        """Inpainting: each sample decided at the processing resolution (given ids exempt from pruning) and matched
+        to the hints resized there, the ensemble's choice made there; only the chosen sample is painted at the
+        input size, where the given ids are matched again and written back (memory linear in H x W)."""
+        res, thr = logits.shape[-1], self.config.confidence_threshold
         panoptic, infos, kept, agreements = [], [], [], []
-        for i, (lg, size) in enumerate(zip(logits, sizes, strict=True)):
-            # post-processing decides at res x res; only the ids that can still win are upsampled
-            area = min_area if min_area is not None else scaled_area(self.config.min_area_at_512, *size)
-            protected = given_ids_mask(model_ids[i], lg.shape[0])[0] if hints is not None else None
-            stack, survivors = survivors_to_size(lg, size, core, protected)
-            ids, segs, conf = panoptic_from_survivors(stack, survivors, self.config.confidence_threshold, area)
-            if hints is not None:
-                ids, agreement = match_given_ids(ids, *hints[i], keep_known=keep_known)
-                segs = segment_infos(ids, conf)
-                agreements.append(agreement)
+        for start in range(0, len(sizes), k):
+            size, (partial, valid) = sizes[start], hints[start]
+            small = resize_labels(partial, (res, res)), resize_labels(valid, (res, res))
+            area = self._area_at_res(min_area, size, res)
+            decisions, luts, samples = [], [], []
+            for i in range(start, start + k):
+                decision = decide(logits[i], thr, area, core, given_ids_mask(model_ids[i], logits.shape[1])[0])
+                lut = given_id_lut(decision.ids, *small)
+                mapped, _ = match_given_ids(decision.ids, *small, keep_known=keep_known)
+                decisions.append(decision)
+                luts.append(lut)
+                samples.append((mapped, segment_infos(mapped)))
+            given = set(np.unique(partial[valid]).tolist())
+            index, (_, segs) = ensemble(samples, self.config.ensemble_min_support, renumber=False, protected=given)
+            survivors = {s["id"] for s in segs}
+            keep = {seg for seg, out_id in luts[index].items() if out_id in survivors}
+            painted, painted_segs = paint(decisions[index], keep, size, thr)
+            ids, agreement = match_given_ids(painted, partial, valid, keep_known=keep_known)
+            score = np.zeros(len(painted_segs) + 1, np.float32)
+            for s in painted_segs:
+                score[s["id"]] = s["score"]
+            conf = score[painted]
+            conf[(painted == 0) & valid & (partial != 0)] = 1.0  # written back from the user's hint
             panoptic.append(ids)
-            infos.append(segs)
+            infos.append(segment_infos(ids, conf))
+            agreements.append(agreement)
             if output_logits:
-                kept.append(F.interpolate(lg[None].float(), size=size, mode="bilinear", align_corners=False)[0].cpu())
-        if k > 1:
-            panoptic, infos, picks = self._ensembles(panoptic, infos, hints, k)
-            kept = [kept[i] for i in picks] if kept else kept
-            agreements = [agreements[i] for i in picks] if agreements else agreements
-        return panoptic, infos, kept or None, agreements or None
+                kept.append(F.interpolate(logits[start + index][None].float(), size=size, mode="bilinear",
+                                          align_corners=False)[0].cpu())
+        return panoptic, infos, kept or None, agreements
 
     def _instances_at_resolution(self, logits: torch.Tensor, sizes: list[tuple[int, int]], k: int,
                                  min_area: int | None, core: int, output_logits: bool) -> tuple:
@@ -289,12 +316,7 @@ class LDMSegPipeline(DiffusionPipeline):
         area, the ensemble's choice and its unconfirmed segments), then only the chosen sample's surviving ids are
         painted at the input size, band by band (memory linear in H x W)."""
         res = logits.shape[-1]
-
-        def area_at_res(size: tuple[int, int]) -> int:  # a caller's min_area is in input pixels: the same share
-            return scaled_area(self.config.min_area_at_512, res, res) if min_area is None else \
-                round(min_area * res * res / (size[0] * size[1]))
-
-        decisions = [decide(lg, self.config.confidence_threshold, area_at_res(size), core)
+        decisions = [decide(lg, self.config.confidence_threshold, self._area_at_res(min_area, size, res), core)
                      for lg, size in zip(logits, sizes, strict=True)]
         panoptic, infos, kept = [], [], []
         for start in range(0, len(decisions), k):
@@ -312,19 +334,23 @@ class LDMSegPipeline(DiffusionPipeline):
 
     def _semantic(self, z_img: torch.Tensor, sizes: list[tuple[int, int]], k: int, res: int, steps: int,
                   generator: torch.Generator | None, progress: bool) -> list[np.ndarray]:
-        """Class ids per image: argmax at res over the model's classes, only the classes present there upsampled;
-        an ensemble's maps vote per pixel."""
+        """Class ids per image: argmax at res over the model's classes. One sample: the logits of the classes
+        present there upsampled to the input size (band by band). An ensemble votes at res: the per-class vote
+        counts of its K samples are upsampled instead, so a pixel takes the class most samples give around it
+        (ties: the smallest class id)."""
         z = self._sample("semantic", z_img, steps, generator, progress)
         logits = self.semantic_autoencoder.decode(z, size=(res, res))
         top = max((c["id"] for c in self.categories), default=None)
+        labels = semantic_from_logits(logits, top)
         maps = []
-        for i, size in enumerate(_repeat(sizes, k)):
-            present = semantic_from_logits(logits[i:i + 1], top)[0].unique()
-            stack = logits[i, present].float()
-            if tuple(stack.shape[-2:]) != tuple(size):
-                stack = F.interpolate(stack[None], size=size, mode="bilinear", align_corners=False)[0]
-            maps.append(present[stack.argmax(0)].cpu().numpy().astype(np.int32))
-        return [vote(maps[start:start + k]) for start in range(0, len(maps), k)]
+        for start, size in zip(range(0, len(logits), k), sizes, strict=True):
+            if k == 1:
+                present = labels[start].unique()
+                stack = logits[start, present].float()
+            else:
+                stack, present = vote_counts(labels[start:start + k])
+            maps.append(labels_at_size(stack, present, size))
+        return maps
 
     def _depth(self, z_img: torch.Tensor, sizes: list[tuple[int, int]], k: int, res: int, steps: int,
                generator: torch.Generator | None, progress: bool) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -364,31 +390,6 @@ class LDMSegPipeline(DiffusionPipeline):
             out.semantic = [Image.fromarray(colorize_semantic(s, self.categories)) for s in out.semantic]
         if out.depth is not None:
             out.depth = [Image.fromarray(colorize_depth(d)) for d in out.depth]
-
-    def _ensembles(self, panoptic: list[np.ndarray], infos: list[list[dict]], hints: list | None, k: int
-                   ) -> tuple[list[np.ndarray], list[list[dict]], list[int]]:
-        """Per image, from its K post-processed samples side by side: the ensemble's map and segments, and
-        the index of the sample it came from (diffusion.ensemble)."""
-        maps, segments, picks = [], [], []
-        for start in range(0, len(panoptic), k):
-            samples = list(zip(panoptic[start:start + k], infos[start:start + k], strict=True))
-            given = set(np.unique(hints[start][0][hints[start][1]]).tolist()) if hints is not None else set()
-            index, (ids, segs) = ensemble(samples, self.config.ensemble_min_support, renumber=hints is None,
-                                          protected=given)
-            maps.append(ids)
-            segments.append(segs)
-            picks.append(start + index)
-        return maps, segments, picks
-
-
-def vote(maps: list[np.ndarray]) -> np.ndarray:
-    """Per-pixel majority of label maps (ties: the smallest label)."""
-    if len(maps) == 1:
-        return maps[0]
-    stack = np.stack(maps)
-    labels = np.unique(stack)
-    counts = np.stack([(stack == c).sum(0) for c in labels])
-    return labels[counts.argmax(0)].astype(maps[0].dtype)
 
 
 def _repeat(items: list, k: int) -> list:

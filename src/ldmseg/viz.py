@@ -7,8 +7,17 @@ from PIL import Image, ImageDraw
 
 
 def id_colours(ids: np.ndarray) -> np.ndarray:
-    """Stable, well-spread colour per id (golden-ratio hues from a hash); id 0 (VOID) is black."""
-    ids = np.asarray(ids, dtype=np.uint64)
+    """Stable, well-spread colour per id (golden-ratio hues from a hash); id 0 (VOID) is black. Colours are
+    computed once per distinct id and looked up (a full-size map has millions of pixels, few ids)."""
+    ids = np.asarray(ids)
+    if ids.size and ids.min() >= 0 and ids.max() < 1 << 24:
+        return _hashed_colours(np.arange(int(ids.max()) + 1, dtype=np.uint64))[ids]
+    uniq, inverse = np.unique(ids, return_inverse=True)
+    return _hashed_colours(uniq.astype(np.uint64))[inverse.reshape(ids.shape)]
+
+
+def _hashed_colours(ids: np.ndarray) -> np.ndarray:
+    """[N] uint64 ids -> [N, 3] uint8 colours (HSV from a multiplicative hash)."""
     h = (ids * np.uint64(2654435761)) & np.uint64(0xFFFFFFFF)
     hue = (h.astype(np.float64) / 2**32 + ids.astype(np.float64) * 0.61803398875) % 1.0
     sat = 0.55 + 0.4 * ((h >> np.uint64(8)) % np.uint64(100)).astype(np.float64) / 100

@@ -11,9 +11,11 @@ from __future__ import annotations
 import atexit
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from ldmseg.commands.predict import AGNOSTIC_CATEGORIES
 from ldmseg.data import formats
@@ -177,15 +179,21 @@ def build_app(segmenter: Segmenter, examples: list[str]):
             return (*handle(editor, seed + 1, strokes, task), seed + 1, strokes)
 
         outputs = [result, files, status, seed, used_strokes]
-        segment_btn.click(lambda e, t: first(e, False, t), [editor, task], outputs)
-        complete_btn.click(lambda e, t: first(e, True, t), [editor, task], outputs)
-        resample_btn.click(again, [editor, seed, used_strokes, task], outputs)
+        segment_btn.click(lambda e, t: first(e, False, t), [editor, task], outputs, api_name="segment")
+        complete_btn.click(lambda e, t: first(e, True, t), [editor, task], outputs, api_name="complete")
+        resample_btn.click(again, [editor, seed, used_strokes, task], outputs, api_name="resample")
     return app
 
 
 def serve(model: str = "demo", host: str = "127.0.0.1", port: int = 7860, steps: int | None = None,
           block: bool = True):
-    """Start the app; returns the Blocks (with block=False the server runs in a background thread)."""
+    """Start the app; returns the Blocks (with block=False the server runs in a background thread).
+
+    Requests wait in one first-come queue and run one at a time (the model uses every core); each costs about
+    the same whatever the upload's size, since the model works at its processing resolution. Uploads above
+    MAX_SIDE^2 pixels are refused from the image header, before Gradio decodes them."""
+    Image.MAX_IMAGE_PIXELS = MAX_SIDE * MAX_SIDE // 2  # Pillow refuses above twice this, when it reads the header
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     segmenter = Segmenter(model, steps)
     folder = Path(tempfile.mkdtemp(prefix="ldmseg-examples-"))
     atexit.register(shutil.rmtree, folder, True)

@@ -68,6 +68,21 @@ def known_latents(ae: torch.nn.Module, model_ids: list[np.ndarray], size: int, s
     return ae.encode(bits) * scale
 
 
+def given_id_lut(pred: np.ndarray, partial: np.ndarray, valid: np.ndarray) -> dict[int, int]:
+    """Predicted segment id -> the given id it overlaps most, or a fresh id (above the given ones) if none."""
+    known = valid & (partial != 0)
+    fresh = int(partial[known].max()) + 1 if known.any() else 1
+    lut = {}
+    for seg in np.unique(pred[pred != 0]).tolist():
+        under = partial[(pred == seg) & known]
+        if under.size:
+            vals, counts = np.unique(under, return_counts=True)
+            lut[seg] = int(vals[np.argmax(counts)])
+        else:
+            lut[seg], fresh = fresh, fresh + 1
+    return lut
+
+
 def match_given_ids(pred: np.ndarray, partial: np.ndarray, valid: np.ndarray, keep_known: bool = True
                     ) -> tuple[np.ndarray, float]:
     """Give predicted segments the given ids they overlap most, fresh ids (above the given ones) to the rest.
@@ -76,17 +91,10 @@ def match_given_ids(pred: np.ndarray, partial: np.ndarray, valid: np.ndarray, ke
     segment took their id, measured before `keep_known` writes the given ids back.
     """
     known = valid & (partial != 0)
-    out = np.zeros(pred.shape, np.int64)
-    fresh = int(partial[known].max()) + 1 if known.any() else 1
-    for seg in np.unique(pred[pred != 0]).tolist():
-        where = pred == seg
-        under = partial[where & known]
-        if under.size:
-            vals, counts = np.unique(under, return_counts=True)
-            out[where] = vals[np.argmax(counts)]
-        else:
-            out[where] = fresh
-            fresh += 1
+    lut = given_id_lut(pred, partial, valid)
+    table = np.zeros(int(pred.max(initial=0)) + 1, np.int64)
+    table[list(lut)] = list(lut.values())
+    out = table[pred]
     agreement = float((out[known] == partial[known]).mean()) if known.any() else 1.0
     if keep_known:
         out[known] = partial[known]

@@ -173,6 +173,25 @@ def resample_rows(stack: torch.Tensor, size: tuple[int, int], y0: int, y1: int) 
     return F.grid_sample(stack[None].float(), grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
 
 
+def vote_counts(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[K, r, r] label maps of K samples -> ([C, r, r] how many samples give each present label, the C labels in
+    ascending order): with `labels_at_size` the per-pixel majority, ties to the smallest label."""
+    present = labels.unique()
+    return (labels[:, None] == present[None, :, None, None]).sum(0).float(), present
+
+
+def labels_at_size(stack: torch.Tensor, labels: torch.Tensor, size: tuple[int, int],
+                   band_pixels: int = BAND_PIXELS) -> np.ndarray:
+    """int32 map of labels[argmax over the channels of `stack` [C, r, r] bilinearly resized to `size`], band by
+    band (memory linear in H x W whatever C)."""
+    if tuple(size) == tuple(stack.shape[-2:]):
+        return labels[stack.argmax(0)].cpu().numpy().astype(np.int32)
+    out = np.empty(size, np.int32)
+    for top, bottom in bands(size, stack.shape[0], band_pixels):
+        out[top:bottom] = labels[resample_rows(stack, size, top, bottom).argmax(0)].cpu().numpy()
+    return out
+
+
 @dataclass
 class Decision:
     """One sample's post-processing at the processing resolution: its panoptic map and segments there, the
