@@ -1,9 +1,10 @@
 """Predict at real image sizes: time, the UNet's share of it, and peak memory, from 640x480 to 100 MP.
 
-    python bench/predict_scale.py [--model demo] [--old-src DIR]
+    python bench/predict_scale.py [--model demo] [--tasks instances,panoptic] [--old-src DIR]
 
-Each size runs in a fresh process (peak RSS is per process): the demo model with its serving defaults
-(instances task, ensemble of 8, 4 steps) on a synthetic scene upscaled to that size. With --old-src (a
+Each size and task runs in a fresh process (peak RSS is per process): the demo model with its serving defaults
+(ensemble of 8, 4 steps) on a synthetic scene upscaled to that size; `panoptic` (the default task of a
+multi-task model) samples instances and semantic and merges them at the input size. With --old-src (a
 checkout's src/ folder of an earlier commit) the same runs use that code, side by side. Writes
 bench/results/predict_scale.json and the `predict_scale` section of docs/benchmarks.md.
 """
@@ -28,7 +29,7 @@ from PIL import Image
 torch.set_num_threads(2)
 from ldmseg.data.synthetic import SceneConfig, generate_scene
 from ldmseg.pipeline import LDMSegPipeline
-h, w, model, quick = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1"
+h, w, model, quick, task = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1", sys.argv[5]
 pipe = LDMSegPipeline.from_pretrained(model)
 pipe.set_progress_bar_config(disable=True)
 scene = generate_scene([31337, 0], SceneConfig.preset("default", 128)).image
@@ -38,7 +39,7 @@ forward = pipe.unet.forward
 def timed(*a, **k):
     t = time.perf_counter(); out = forward(*a, **k); unet_time[0] += time.perf_counter() - t; return out
 pipe.unet.forward = timed
-kwargs = {"task": "instances"} if hasattr(pipe, "trained_tasks") else {}
+kwargs = {"task": task} if hasattr(pipe, "trained_tasks") else {}
 pipe(image, generator=torch.Generator().manual_seed(0), **kwargs)  # warm-up
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 unet_time[0] = 0.0
@@ -52,14 +53,14 @@ for _ in range(runs):
         best, unet = dt, unet_time[0] - u0
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"seconds": best, "unet_share": unet / best, "peak_rss_mb": peak / 1024,
-                  "image_mb": image.nbytes / 2**20, "segments": len(out.segments_info[0])}))
+                  "image_mb": image.nbytes / 2**20}))
 """
 
 
-def run(size: tuple[int, int], model: str, src: Path) -> dict:
+def run(size: tuple[int, int], model: str, src: Path, task: str = "instances") -> dict:
     env = {**os.environ, "PYTHONPATH": str(src), "OMP_WAIT_POLICY": "PASSIVE", "LDMSEG_MAX_PIXELS": "200000000"}
     quick = "1" if size[0] * size[1] > 4e6 else "0"
-    res = subprocess.run([sys.executable, "-c", CHILD, str(size[0]), str(size[1]), model, quick], env=env,
+    res = subprocess.run([sys.executable, "-c", CHILD, str(size[0]), str(size[1]), model, quick, task], env=env,
                          capture_output=True, text=True, timeout=1800)
     if res.returncode:
         return {"error": (res.stderr.strip().splitlines() or ["killed"])[-1][:200]}
@@ -71,14 +72,16 @@ def main() -> None:
     ap.add_argument("--model", default=str(ROOT / "src" / "ldmseg" / "weights" / "demo"))
     ap.add_argument("--old-src", default=None, help="src/ of an earlier checkout, measured side by side")
     ap.add_argument("--old-model", default=None, help="the model the old code runs (default: --model)")
+    ap.add_argument("--tasks", default="instances,panoptic", help="tasks measured, one column each")
     ap.add_argument("--max-mp", type=float, default=100)
     ap.add_argument("--old-max-mp", type=float, default=4,
                     help="largest input for the old code (N logit maps at full size: 100 MP would need ~50 GB)")
     args = ap.parse_args()
     sizes = [s for s in SIZES if s[0] * s[1] <= args.max_mp * 1e6]
+    tasks = args.tasks.split(",")
     rows, res = [], {"machine": machine(), "model": args.model, "sizes": {}}
     for h, w in sizes:
-        now = run((h, w), args.model, ROOT / "src")
+        now = {task: run((h, w), args.model, ROOT / "src", task) for task in tasks}
         old = (run((h, w), args.old_model or args.model, Path(args.old_src))
                if args.old_src and h * w <= args.old_max_mp * 1e6 else None)
         res["sizes"][f"{w}x{h}"] = {"now": now, "old": old}
@@ -91,13 +94,14 @@ def main() -> None:
                 return f"failed ({r['error'][:60]})"
             return f"{r['seconds']:.2f} s, UNet {100 * r['unet_share']:.0f} %, {r['peak_rss_mb'] / 1024:.2f} GB"
 
-        rows.append(f"| {w}x{h} ({w * h / 1e6:.1f} MP) | {cell(now)} | {cell(old)} |")
+        cells = " | ".join(cell(now[task]) for task in tasks)
+        rows.append(f"| {w}x{h} ({w * h / 1e6:.1f} MP) | {cells} |" + (f" {cell(old)} |" if args.old_src else ""))
     lines = ["## Predict at real image sizes", "",
-             "One image, the demo model's serving defaults (ensemble of 8, DPM-Solver++ 4 steps, instances task), "
-             "each size in a fresh process; time = best of 3 (one run above 4 MP), peak = the process's peak RSS "
+             "One image, the demo model's serving defaults (ensemble of 8, DPM-Solver++ 4 steps), each size and task "
+             "in a fresh process; time = best of 3 (one run above 4 MP), peak = the process's peak RSS "
              f"(model and input included). {machine()}.", "",
-             "| input | this code | " + ("earlier code (`--old-src`) |" if args.old_src else "|"),
-             "|---|---|" + ("---|" if args.old_src else ""), *rows]
+             "| input | " + " | ".join(tasks) + " |" + (" instances, earlier code |" if args.old_src else ""),
+             "|---|" + "---|" * len(tasks) + ("---|" if args.old_src else ""), *rows]
     save_results("predict_scale", res, "\n".join(lines))
     print("\n".join(lines))
 

@@ -203,3 +203,22 @@ def test_masks_only_scenes_and_the_coco_preset() -> None:
     assert np.array_equal(masks_only.ids, again.ids)
     small = [s["area"] < 32 * 32 / 4 for i in range(6) for s in generate_scene([0, i], cfg, render=False).segments]
     assert 0.15 < np.mean(small) < 0.7  # many small objects, as in COCO (at 512^2: < 32^2 px)
+
+
+def test_panoptic_png_decoders_agree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """libspng (the fast path) and Pillow (the fallback) read the same ids, and a truncated file is one clean
+    error on both paths."""
+    ids = np.random.default_rng(3).integers(0, 1 << 24, (37, 53)).astype(np.uint32)
+    formats.write_panoptic_png(tmp_path / "a.png", ids)
+    Image.fromarray(formats.id2rgb(ids)).save(tmp_path / "interlaced.png", interlace=1)
+    (tmp_path / "cut.png").write_bytes((tmp_path / "a.png").read_bytes()[:200])
+    assert formats._spng is not None
+    fast = [formats.read_panoptic_png(tmp_path / n) for n in ("a.png", "interlaced.png")]
+    with pytest.raises(LDMSegError, match="cut.png: corrupt"):
+        formats.read_panoptic_png(tmp_path / "cut.png")
+    monkeypatch.setattr(formats, "_spng", None)
+    slow = [formats.read_panoptic_png(tmp_path / n) for n in ("a.png", "interlaced.png")]
+    with pytest.raises(LDMSegError, match="cut.png: corrupt"):
+        formats.read_panoptic_png(tmp_path / "cut.png")
+    for a, b in zip(fast, slow, strict=True):
+        assert a.dtype == b.dtype == np.uint32 and np.array_equal(a, b) and np.array_equal(a, ids)
