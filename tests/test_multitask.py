@@ -313,3 +313,23 @@ def test_app_answers_each_task_of_the_model(tmp_path: Path) -> None:
     stroke[10:20, 10:20] = (230, 25, 75, 255)
     with pytest.raises(LDMSegError, match="instances or panoptic"):
         segmenter.run({"background": image, "layers": [stroke]}, 0, True, "depth")
+
+
+def test_bf16_precision_runs_every_task_and_stays_close_to_fp32() -> None:
+    pipe = tiny_multitask_pipeline()
+    image = np.random.default_rng(2).integers(0, 255, (40, 56, 3), dtype=np.uint8)
+    for task in ("instances", "semantic", "depth", "panoptic"):
+        full = pipe(image, task=task, num_inference_steps=2, generator=torch.Generator().manual_seed(0))
+        half = pipe(image, task=task, num_inference_steps=2, generator=torch.Generator().manual_seed(0),
+                    precision="bf16")
+        for name in ("panoptic", "semantic", "depth"):
+            a, b = getattr(full, name), getattr(half, name)
+            assert (a is None) == (b is None), (task, name)
+            if a is not None:
+                assert b[0].shape == a[0].shape == (40, 56) and b[0].dtype == a[0].dtype
+        if task == "depth":
+            assert np.abs(half.depth[0] - full.depth[0]).mean() < 0.05
+    with pytest.raises(LDMSegError, match="precision must be one of fp32, bf16"):
+        pipe(image, task="depth", precision="fp16")
+    pipe.register_to_config(default_precision="bf16")
+    assert pipe(image, task="depth", num_inference_steps=1).depth[0].dtype == np.float32

@@ -96,7 +96,7 @@ def _cmd_predict(a: argparse.Namespace) -> None:
     from ldmseg.commands.predict import predict_folder
 
     out = predict_folder(a.model, a.images, a.out, a.panoptic_json, a.steps, a.scheduler, a.seed, a.batch_size,
-                         a.resolution, a.ensemble_size, a.task)
+                         a.resolution, a.ensemble_size, a.task, a.precision)
     print(f"wrote predictions to {out}")
 
 
@@ -104,7 +104,7 @@ def _cmd_inpaint(a: argparse.Namespace) -> None:
     from ldmseg.commands import inpaint
 
     common = dict(steps=a.steps, scheduler=a.scheduler, seed=a.seed, mask_rule=a.mask_rule,
-                  ensemble_size=a.ensemble_size)
+                  ensemble_size=a.ensemble_size, precision=a.precision)
     if bool(a.image) == bool(a.images):
         raise LDMSegError("inpaint: give either --image with --partial, or --images with --panoptic-json and "
                           "--panoptic-dir")
@@ -128,7 +128,7 @@ def _cmd_app(a: argparse.Namespace) -> None:
         from ldmseg.commands.app import serve
     except ImportError as err:
         raise LDMSegError(f"the app needs Gradio: pip install 'ldmseg[app]' ({err})") from None
-    serve(a.model, a.host, a.port, a.steps)
+    serve(a.model, a.host, a.port, a.steps, precision=a.precision)
 
 
 THREADS_HELP = "torch CPU threads (default: torch's, one per core)"
@@ -136,6 +136,12 @@ THREADS_HELP = "torch CPU threads (default: torch's, one per core)"
 
 def _add_threads(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=checks.non_negative, default=0, help=THREADS_HELP)
+
+
+def _add_precision(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--precision", default=None, choices=["fp32", "bf16"],
+                        help="network arithmetic: bf16 autocast or fp32 (default: the model's, see "
+                             "docs/benchmarks.md 'bf16 at inference')")
 
 
 def _use_threads(args: argparse.Namespace) -> None:
@@ -240,6 +246,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
                     help="what to predict (default: panoptic where the model has instances + semantic, else its "
                          "task); semantic -> OUT/semantic/*.png, depth -> OUT/depth/*.png")
     _add_threads(pr)
+    _add_precision(pr)
     pr.set_defaults(func=_cmd_predict)
 
     ip = sub.add_parser("inpaint", help="complete a partial panoptic mask (one image, or a COCO set with "
@@ -265,6 +272,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     ip.add_argument("--seed", type=checks.non_negative, default=0, help="sampling seed (default 0)")
     ip.add_argument("--ensemble-size", type=checks.positive, default=None, help=ENSEMBLE_HELP)
     _add_threads(ip)
+    _add_precision(ip)
     ip.set_defaults(func=_cmd_inpaint)
 
     ap_ = sub.add_parser("app", help="interactive page: segment an image, complete brush strokes")
@@ -273,6 +281,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     ap_.add_argument("--port", type=checks.port, default=7860, help="port (default 7860)")
     ap_.add_argument("--steps", type=checks.positive, default=None, help="sampling steps (default: the model's)")
     _add_threads(ap_)
+    _add_precision(ap_)
     ap_.set_defaults(func=_cmd_app)
 
     r = sub.add_parser("reconstruct", help="encode + decode GT masks with a mask AE; write COCO-panoptic")

@@ -52,6 +52,7 @@ from ldmseg.tasks import available_tasks, check_task
 # `LDMSegPipeline.from_pretrained` find them.
 
 ImageInput = Image.Image | np.ndarray | torch.Tensor
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -124,7 +125,7 @@ class LDMSegPipeline(DiffusionPipeline):
                  categories: list | None = None, self_condition: bool = True, default_num_inference_steps: int = 50,
                  default_processing_resolution: int = 512, confidence_threshold: float = 0.5,
                  min_area_at_512: float = 512.0, min_core_at_512: float = 512.0, default_ensemble_size: int = 1,
-                 ensemble_min_support: float = 0.25):
+                 ensemble_min_support: float = 0.25, default_precision: str = "fp32"):
         super().__init__()
         self.register_modules(unet=unet, image_encoder=image_encoder, mask_autoencoder=mask_autoencoder,
                               scheduler=scheduler, task_embeddings=task_embeddings,
@@ -135,7 +136,7 @@ class LDMSegPipeline(DiffusionPipeline):
                                 default_processing_resolution=default_processing_resolution,
                                 confidence_threshold=confidence_threshold, min_area_at_512=min_area_at_512,
                                 min_core_at_512=min_core_at_512, default_ensemble_size=default_ensemble_size,
-                                ensemble_min_support=ensemble_min_support)
+                                ensemble_min_support=ensemble_min_support, default_precision=default_precision)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> LDMSegPipeline:
@@ -199,7 +200,8 @@ class LDMSegPipeline(DiffusionPipeline):
                  task: str | None = None, min_area: int | None = None, show_progress: bool = False,
                  partial_mask: np.ndarray | list[np.ndarray] | None = None,
                  valid_mask: np.ndarray | list[np.ndarray] | None = None, mask_rule: str = DEFAULT_MASK_RULE,
-                 keep_known: bool = True, ensemble_size: int | None = None) -> LDMSegOutput | tuple:
+                 keep_known: bool = True, ensemble_size: int | None = None, precision: str | None = None
+                 ) -> LDMSegOutput | tuple:
         """Predict `task` for images (default: class-aware `panoptic` where the model can, else its task).
 
         instances: panoptic ids; with `partial_mask` (HxW ids, 0 = unknown unless `valid_mask` says which
@@ -207,7 +209,10 @@ class LDMSegPipeline(DiffusionPipeline):
         depth: relative depth. panoptic: instances and semantic sampled from the same image latents and merged
         (diffusion.merge). With `ensemble_size` K > 1 every image is sampled K times: instances keep the sample
         the others agree with most, without the segments fewer than `ensemble_min_support` of the others found
-        (diffusion.ensemble); semantic takes a per-pixel vote, depth the per-pixel median (and its spread)."""
+        (diffusion.ensemble); semantic takes a per-pixel vote, depth the per-pixel median (and its spread).
+        `precision` (default: the config's default_precision): "bf16" runs the networks under bfloat16
+        autocast, post-processing stays float32 (faster on CPUs with bf16 units and on GPUs; docs/benchmarks.md
+        "bf16 at inference" measures what it changes)."""
         task = task or self.default_task()
         check_task(task, self.trained_tasks)
         if partial_mask is not None and task not in ("instances", "panoptic"):
@@ -218,10 +223,30 @@ class LDMSegPipeline(DiffusionPipeline):
         k = self.config.default_ensemble_size if ensemble_size is None else ensemble_size
         if k < 1:
             raise LDMSegError(f"ensemble_size must be >= 1, got {k}")
+        precision = precision or self.config.default_precision
+        if precision not in PRECISIONS:
+            raise LDMSegError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        with torch.autocast(self.unet.device.type, torch.bfloat16, enabled=precision == "bf16"):
+            out = self._predict(images, task, steps, res, k, generator, show_progress, partial_mask, valid_mask,
+                                mask_rule, keep_known, min_area, output_logits)
+        if output_type == "pil":
+            self._as_pictures(out)
+        if not return_dict:
+            if task == "semantic":
+                return (out.semantic,)
+            if task == "depth":
+                return out.depth, out.depth_uncertainty
+            return out.panoptic, out.segments_info
+        return out
+
+    def _predict(self, images: list[ImageInput], task: str, steps: int, res: int, k: int,
+                 generator: torch.Generator | None, show_progress: bool, partial_mask, valid_mask, mask_rule: str,
+                 keep_known: bool, min_area: int | None, output_logits: bool) -> LDMSegOutput:
+        """The task's outputs for the images (numpy maps at their sizes)."""
         sizes = [image_size(im) for im in images]
         hints = _hints(partial_mask, valid_mask, sizes) if partial_mask is not None else None
         batch = torch.stack([to_processing_size(im, res) for im in images]).to(self.unet.device)
-        z_img = self.image_encoder.encode(batch).repeat_interleave(k, 0)  # each image's K samples side by side
+        z_img = self.image_encoder.encode(batch).float().repeat_interleave(k, 0)  # each image's K samples side by side
         out = LDMSegOutput(task=task)
         if task in ("instances", "panoptic"):
             out.panoptic, out.segments_info, out.logits, out.known_agreement = self._instances(
@@ -234,14 +259,6 @@ class LDMSegPipeline(DiffusionPipeline):
         if task == "panoptic":
             out.panoptic, out.segments_info = self._merge(out.panoptic, out.segments_info, out.semantic, sizes,
                                                           min_area)
-        if output_type == "pil":
-            self._as_pictures(out)
-        if not return_dict:
-            if task == "semantic":
-                return (out.semantic,)
-            if task == "depth":
-                return out.depth, out.depth_uncertainty
-            return out.panoptic, out.segments_info
         return out
 
     def _instances(self, z_img: torch.Tensor, sizes: list[tuple[int, int]], k: int, res: int, steps: int,

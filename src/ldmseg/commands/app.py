@@ -54,10 +54,10 @@ def strokes_to_partial(layers: list[np.ndarray], shape: tuple[int, int]) -> np.n
 class Segmenter:
     """The model side of the app: holds the pipeline, turns editor values into results on disk."""
 
-    def __init__(self, model: str = "demo", steps: int | None = None):
+    def __init__(self, model: str = "demo", steps: int | None = None, precision: str | None = None):
         from ldmseg.commands.predict import load_pipeline
 
-        self.pipe = load_pipeline(model)
+        self.pipe = load_pipeline(model, precision)
         self.pipe.set_progress_bar_config(disable=True)
         self.steps = steps
         self.root = Path(tempfile.mkdtemp(prefix="ldmseg-app-"))  # every result below it, removed at exit
@@ -186,7 +186,7 @@ def build_app(segmenter: Segmenter, examples: list[str]):
 
 
 def serve(model: str = "demo", host: str = "127.0.0.1", port: int = 7860, steps: int | None = None,
-          block: bool = True):
+          block: bool = True, precision: str | None = None):
     """Start the app; returns the Blocks (with block=False the server runs in a background thread).
 
     Requests wait in one first-come queue and run one at a time (the model uses every core); each costs about
@@ -194,7 +194,7 @@ def serve(model: str = "demo", host: str = "127.0.0.1", port: int = 7860, steps:
     MAX_SIDE^2 pixels are refused from the image header, before Gradio decodes them."""
     Image.MAX_IMAGE_PIXELS = MAX_SIDE * MAX_SIDE // 2  # Pillow refuses above twice this, when it reads the header
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
-    segmenter = Segmenter(model, steps)
+    segmenter = Segmenter(model, steps, precision)
     folder = Path(tempfile.mkdtemp(prefix="ldmseg-examples-"))
     atexit.register(shutil.rmtree, folder, True)
     examples = example_images(folder)

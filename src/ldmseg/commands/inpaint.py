@@ -20,8 +20,8 @@ from ldmseg.viz import overlay
 CATEGORIES = [{"id": 1, "name": "object", "supercategory": "object", "isthing": 1}]
 
 
-def _configure(model: str, scheduler: str | None):
-    pipe = load_pipeline(model)
+def _configure(model: str, scheduler: str | None, precision: str | None = None):
+    pipe = load_pipeline(model, precision)
     pipe.set_progress_bar_config(disable=True)
     if scheduler:
         pipe.use_sampler(scheduler)
@@ -30,7 +30,8 @@ def _configure(model: str, scheduler: str | None):
 
 def inpaint_image(model: str, image: str, partial: str, out: str, valid: str | None = None,
                   steps: int | None = None, scheduler: str | None = None, seed: int = 0,
-                  mask_rule: str = DEFAULT_MASK_RULE, ensemble_size: int | None = None) -> dict:
+                  mask_rule: str = DEFAULT_MASK_RULE, ensemble_size: int | None = None,
+                  precision: str | None = None) -> dict:
     """Write OUT/panoptic.png (COCO RGB ids), OUT/panoptic.json and OUT/overlay.png; returns the annotation."""
     rgb = formats.read_rgb(image)
     given = formats.read_panoptic_png(partial)
@@ -40,7 +41,7 @@ def inpaint_image(model: str, image: str, partial: str, out: str, valid: str | N
     known = formats.read_binary_mask(valid) if valid else given != 0
     if known.shape != given.shape:
         raise LDMSegError(f"{valid}: size {known.shape[1]}x{known.shape[0]} differs from the partial mask's")
-    pipe = _configure(model, scheduler)
+    pipe = _configure(model, scheduler, precision)
     result = pipe(rgb, num_inference_steps=steps, generator=torch.Generator().manual_seed(seed), partial_mask=given,
                   valid_mask=known, mask_rule=mask_rule, ensemble_size=ensemble_size)
     ids, segs = result.panoptic[0], result.segments_info[0]
@@ -64,13 +65,13 @@ def hide_parts(gt_ids: np.ndarray, mask_type: str, drop_rate: float, block_size:
 def inpaint_set(model: str, images: str, panoptic_json: str, panoptic_dir: str, out: str, drop_rate: float,
                 block_size: int, mask_type: str = "blocks", seed: int = 0, steps: int | None = None,
                 scheduler: str | None = None, batch_size: int = 8, mask_rule: str = DEFAULT_MASK_RULE,
-                ensemble_size: int | None = None) -> dict:
+                ensemble_size: int | None = None, precision: str | None = None) -> dict:
     """Hide parts of every GT map, complete them; write COCO-panoptic predictions (GT image_id /
     file_name) plus OUT/masks/*.png (the known pixels given, white). Returns summary statistics."""
     from ldmseg.commands.visualize import find_image
 
     gt = formats.load_panoptic_json(panoptic_json)
-    pipe = _configure(model, scheduler)
+    pipe = _configure(model, scheduler, precision)
     resolution = pipe.config.default_processing_resolution
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)

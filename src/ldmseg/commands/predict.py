@@ -16,11 +16,15 @@ from ldmseg.viz import blend, colorize_depth, colorize_semantic, grid, overlay
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 
-def load_pipeline(model: str):
+def load_pipeline(model: str, precision: str | None = None):
+    """The pipeline of a directory, hub id or 'demo'; `precision` (fp32 | bf16) replaces its default one."""
     from ldmseg.pipeline import LDMSegPipeline
     from ldmseg.weights import resolve_pipeline_path
 
-    return LDMSegPipeline.from_pretrained(resolve_pipeline_path(model))
+    pipe = LDMSegPipeline.from_pretrained(resolve_pipeline_path(model))
+    if precision:
+        pipe.register_to_config(default_precision=precision)
+    return pipe
 
 
 def _jobs(images: Path, panoptic_json: str | None) -> list[tuple[object, Path, str]]:
@@ -43,20 +47,21 @@ AGNOSTIC_CATEGORIES = [{"id": 1, "name": "object", "supercategory": "object", "i
 
 def predict_folder(model: str, images: str, out: str, panoptic_json: str | None = None, steps: int | None = None,
                    scheduler: str | None = None, seed: int = 0, batch_size: int = 4,
-                   resolution: int | None = None, ensemble_size: int | None = None, task: str | None = None) -> Path:
+                   resolution: int | None = None, ensemble_size: int | None = None, task: str | None = None,
+                   precision: str | None = None) -> Path:
     """Predict `task` for every image (default: the model's, ldmseg.tasks) and write, with OUT/overlays/*.png:
     - instances / panoptic: OUT/panoptic.json (with the model's categories for panoptic) + OUT/panoptic/*.png
       (panoptic also writes the semantic maps it merged, OUT/semantic/*.png);
     - semantic: OUT/semantic/<stem>.png, uint8 class ids (0 = none), the convention of `ldmseg data synth`;
     - depth: OUT/depth/<stem>.png, uint16 = depth x 65535 (synth's), and with an ensemble
       OUT/depth_uncertainty/<stem>.png in the same units.
-    ensemble_size: samples drawn per image (default: the model's)."""
+    ensemble_size: samples drawn per image (default: the model's); precision: fp32 | bf16 (default: the model's)."""
     jobs = _jobs(Path(images), panoptic_json)
     log = formats.SkipLog()
     jobs = [job for job in jobs if log.attempt(str(job[1]), lambda p=job[1]: formats.check_image(p))]
     if not jobs:
         log.finish(Path(out))
-    pipe = load_pipeline(model)
+    pipe = load_pipeline(model, precision)
     task = task or pipe.default_task()
     check_task(task, pipe.trained_tasks)
     if task in ("semantic", "panoptic") and max((c["id"] for c in pipe.categories), default=0) > 255:
