@@ -45,13 +45,13 @@ def baselines(size: int, num: int = 200) -> tuple[int, np.ndarray]:
     return int(counts.argmax()), np.mean([s.depth for s in train], 0)
 
 
-def evaluate(pipe, data: list, batch: int, task: str) -> tuple[list, float]:
-    """Outputs of `task` for every scene, and the seconds per image."""
+def evaluate(pipe, data: list, batch: int, task: str, **kwargs) -> tuple[list, float]:
+    """Outputs of `task` for every scene (pipeline `kwargs` passed on), and the seconds per image."""
     gen = torch.Generator().manual_seed(0)
     outs, start = [], time.perf_counter()
     for k in range(0, len(data), batch):
         chunk = data[k:k + batch]
-        out = pipe([s.image for s in chunk], generator=gen, task=task)
+        out = pipe([s.image for s in chunk], generator=gen, task=task, **kwargs)
         if task == "semantic":
             outs += out.semantic
         elif task == "depth":
