@@ -23,20 +23,25 @@ def scaled_area(area_at_512: float, height: int, width: int) -> int:
     return int(round(area_at_512 * height * width / 512**2))
 
 
-def prune_ids(logits: torch.Tensor, min_core: int, protected: torch.Tensor | None = None) -> torch.Tensor:
-    """Set the logits of ids that are the confident argmax at fewer than `min_core` pixels to -inf.
-
-    `protected` [B, N] bool: ids never pruned (inpainting: the ids the user gave exist, however small).
-    """
+def unpruned_ids(logits: torch.Tensor, min_core: int, protected: torch.Tensor | None = None) -> torch.Tensor:
+    """[B, N] bool: the ids that are the confident (p >= 0.5) argmax at >= `min_core` pixels, those of
+    `protected` [B, N] (inpainting: the ids the user gave exist, however small) with any such pixel, and every
+    id of a map where none is confident. Two passes over the logits (max, logsumexp), no softmax tensor."""
     b, n = logits.shape[:2]
-    conf, ids = logits.float().softmax(1).max(1)
-    ids = ids.masked_fill(conf < 0.5, n)  # bin n collects the unconfident pixels
+    lg = logits.float()
+    top, ids = lg.max(1)
+    ids = ids.masked_fill((top - lg.logsumexp(1)).exp() < 0.5, n)  # bin n collects the unconfident pixels
     offsets = torch.arange(b, device=ids.device).view(b, 1, 1) * (n + 1)
     core = torch.bincount((ids + offsets).flatten(), minlength=b * (n + 1)).view(b, n + 1)[:, :n]
     keep = core >= max(min_core, 1)
     if protected is not None:
         keep |= protected.to(keep.device) & (core > 0)
-    keep |= ~keep.any(1, keepdim=True)  # nothing confident at all: prune nothing
+    return keep | ~keep.any(1, keepdim=True)  # nothing confident at all: prune nothing
+
+
+def prune_ids(logits: torch.Tensor, min_core: int, protected: torch.Tensor | None = None) -> torch.Tensor:
+    """The logits with those of pruned ids (`unpruned_ids` false) set to -inf."""
+    keep = unpruned_ids(logits, min_core, protected)
     return logits.float().masked_fill(~keep[:, :, None, None], float("-inf"))
 
 
@@ -118,14 +123,17 @@ def survivors_to_size(logits: torch.Tensor, size: tuple[int, int], min_core: int
     own at r x r can no longer appear from the interpolation between two others (a fragment).
     """
     lg = logits.float()
-    if min_core > 0:
-        lg = prune_ids(lg[None], min_core, protected[None] if protected is not None else None)[0]
-    keep = torch.zeros(lg.shape[0], dtype=torch.bool, device=lg.device)
-    keep[lg.argmax(0).unique()] = True
+    n = lg.shape[0]
+    unpruned = (unpruned_ids(lg[None], min_core, protected[None] if protected is not None else None)[0]
+                if min_core > 0 else torch.ones(n, dtype=torch.bool, device=lg.device))
+    candidates = unpruned.nonzero()[:, 0]
+    keep = torch.zeros(n, dtype=torch.bool, device=lg.device)
+    keep[candidates[(lg[candidates] if len(candidates) < n else lg).argmax(0).unique()]] = True
     if protected is not None:
-        keep |= protected.to(keep.device) & torch.isfinite(lg).any(dim=(1, 2))
+        keep |= protected.to(keep.device) & unpruned
     ids = keep.nonzero()[:, 0]
-    rest = lg[~keep].logsumexp(0, keepdim=True) if (~keep).any() else torch.full_like(lg[:1], float("-inf"))
+    others = unpruned & ~keep  # unpruned ids that win nowhere: their mass shares the extra channel
+    rest = lg[others].logsumexp(0, keepdim=True) if others.any() else torch.full_like(lg[:1], float("-inf"))
     stack = torch.cat([lg[ids], rest])
     if tuple(stack.shape[-2:]) != tuple(size):
         stack = F.interpolate(stack[None], size=size, mode="bilinear", align_corners=False)[0]
