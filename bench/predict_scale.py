@@ -20,7 +20,7 @@ from pathlib import Path
 
 from common import ROOT, machine, save_results
 
-SIZES = [(480, 640), (1000, 1000), (2000, 2000), (4000, 4000), (7000, 7000), (10000, 10000)]
+SIZES = [(128, 128), (480, 640), (1000, 1000), (2000, 2000), (4000, 4000), (7000, 7000), (10000, 10000)]
 
 CHILD = r"""
 import json, resource, sys, time
@@ -52,8 +52,12 @@ for _ in range(runs):
     if dt < best:
         best, unet = dt, unet_time[0] - u0
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+from torch.profiler import ProfilerActivity, profile
+with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+    pipe(image, generator=torch.Generator().manual_seed(0), **kwargs)
+flops = sum(e.flops or 0 for e in prof.events())
 print(json.dumps({"seconds": best, "unet_share": unet / best, "peak_rss_mb": peak / 1024,
-                  "image_mb": image.nbytes / 2**20}))
+                  "image_mb": image.nbytes / 2**20, "gflop": flops / 1e9}))
 """
 
 
@@ -79,6 +83,7 @@ def main() -> None:
     args = ap.parse_args()
     sizes = [s for s in SIZES if s[0] * s[1] <= args.max_mp * 1e6]
     tasks = args.tasks.split(",")
+    peak = json.loads((ROOT / "bench" / "results" / "train_speed.json").read_text())["peak_tflops"]["fp32"]
     rows, res = [], {"machine": machine(), "model": args.model, "sizes": {}}
     for h, w in sizes:
         now = {task: run((h, w), args.model, ROOT / "src", task) for task in tasks}
@@ -92,14 +97,19 @@ def main() -> None:
                 return "-"
             if "error" in r:
                 return f"failed ({r['error'][:60]})"
-            return f"{r['seconds']:.2f} s, UNet {100 * r['unet_share']:.0f} %, {r['peak_rss_mb'] / 1024:.2f} GB"
+            text = f"{r['seconds']:.2f} s, UNet {100 * r['unet_share']:.0f} %, {r['peak_rss_mb'] / 1024:.2f} GB"
+            if "gflop" in r:
+                text += f", {100 * r['gflop'] / r['seconds'] / 1e3 / peak:.0f} % of peak"
+            return text
 
         cells = " | ".join(cell(now[task]) for task in tasks)
         rows.append(f"| {w}x{h} ({w * h / 1e6:.1f} MP) | {cells} |" + (f" {cell(old)} |" if args.old_src else ""))
     lines = ["## Predict at real image sizes", "",
              "One image, the demo model's serving defaults (ensemble of 8, DPM-Solver++ 4 steps), each size and task "
              "in a fresh process; time = best of 3 (one run above 4 MP), peak = the process's peak RSS "
-             f"(model and input included). {machine()}.", "",
+             f"(model and input included); share of peak = FLOPs of one call (torch.profiler's count: convs and "
+             f"matmuls) per second against the fp32 matmul peak bench/train_speed.py measured ({peak:.2f} TFLOP/s). "
+             f"{machine()}.", "",
              "| input | " + " | ".join(tasks) + " |" + (" instances, earlier code |" if args.old_src else ""),
              "|---|" + "---|" * len(tasks) + ("---|" if args.old_src else ""), *rows]
     save_results("predict_scale", res, "\n".join(lines))
