@@ -117,7 +117,8 @@ def main() -> None:
     ap.add_argument("--model", default="demo")
     ap.add_argument("--num", type=int, default=200)
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--log", default=None, help="console log of the model's multi-task training run")
+    ap.add_argument("--log", action="append", default=[],
+                    help="console log of a multi-task training stretch of the model (repeat for several, in order)")
     ap.add_argument("--previous", default=None, help="a single-task model to compare the instances task with")
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -167,7 +168,7 @@ def main() -> None:
     res.update(ae_ceilings(pipe, data))
     print("instances", res["instances_pq"], "ceilings", res["semantic_ae_miou"], res["depth_ae_rmse"], flush=True)
     if args.log:
-        res["validation_curves"] = curves_from_log(args.log)
+        res["validation_curves"] = [curves_from_log(log) for log in args.log]
 
     p, s, d = res["panoptic"], res["semantic"], res["depth"]
     lines = ["## Multi-task: semantic, class-aware panoptic, depth", "",
@@ -194,10 +195,10 @@ def main() -> None:
                   f"the same scenes: instances PQ {prev['instances_pq']:.1f} (this model: {res['instances_pq']:.1f}), "
                   f"t = 0 ceiling {prev['instances_t0_ceiling']:.1f} (this model, on the v2 AE: "
                   f"{res['instances_t0_ceiling']:.1f})."]
-    if args.log:
-        curves = res["validation_curves"]
+    for stretch, curves in enumerate(res.get("validation_curves", []), start=1):
         steps = sorted(set().union(*[c.keys() for c in curves.values()]))
-        lines += ["", "Validation during training (48 held-out scenes of the run's seed, one sample, 4 steps):", "",
+        lines += ["", f"Validation during training stretch {stretch} (`{args.log[stretch - 1]}`; 48 held-out scenes of "
+                  "that run's seed, one sample, 4 steps; each stretch continues from the previous one's weights):", "",
                   "| step | " + " | ".join(str(k) for k in steps) + " |", "|---" * (len(steps) + 1) + "|"]
         for name, label in (("pq", "instances PQ"), ("miou", "semantic mIoU"), ("rmse", "depth RMSE")):
             lines.append(f"| {label} | " + " | ".join(f"{curves[name].get(k, float('nan')):.3g}" for k in steps)
