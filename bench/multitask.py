@@ -61,6 +61,25 @@ def evaluate(pipe, data: list, batch: int, task: str, **kwargs) -> tuple[list, f
     return outs, (time.perf_counter() - start) / len(data)
 
 
+def task_score(task: str, data: list, outs: list) -> float:
+    """PQ (instances), mIoU (semantic) or RMSE (depth) of the outputs."""
+    if task == "instances":
+        ev = PanopticEvaluator([], class_agnostic=True)
+        for s, (pred, segs) in zip(data, outs, strict=True):
+            gt = void_segments(s.ids.astype(np.int64), s.segments, 0, crowd=True)
+            ev.process(gt, segments_from_ids(gt), pred, segs)
+        return 100 * ev.evaluate()["All"]["pq"]
+    if task == "semantic":
+        ev = SemanticEvaluator(NUM_CLASSES, 0)
+        for s, pred in zip(data, outs, strict=True):
+            ev.process(s.semantic, pred)
+        return 100 * ev.evaluate()["miou"]
+    ev = DepthEvaluator()
+    for s, pred in zip(data, outs, strict=True):
+        ev.process(s.depth, pred)
+    return ev.evaluate()["rmse"]
+
+
 def instances(pipe, data: list, batch: int) -> tuple[float, float, float]:
     """Class-agnostic PQ of the instances task (serving defaults), seconds per image, and the t = 0 ceiling
     (bench/diffusion.py's one-step diagnostic: the AE's own reconstruction with the pipeline's post-processing,

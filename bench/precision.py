@@ -11,35 +11,11 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
 import torch
 from common import machine, save_results
-from multitask import BENCH_SEED, NUM_CLASSES, evaluate, scenes
+from multitask import BENCH_SEED, evaluate, scenes, task_score
 
 from ldmseg.commands.predict import load_pipeline
-from ldmseg.data.transforms import void_segments
-from ldmseg.metrics.depth import DepthEvaluator
-from ldmseg.metrics.panoptic import PanopticEvaluator, segments_from_ids
-from ldmseg.metrics.semantic import SemanticEvaluator
-
-
-def score(task: str, data: list, outs: list) -> float:
-    """PQ (instances), mIoU (semantic) or RMSE (depth) of the outputs."""
-    if task == "instances":
-        ev = PanopticEvaluator([], class_agnostic=True)
-        for s, (pred, segs) in zip(data, outs, strict=True):
-            gt = void_segments(s.ids.astype(np.int64), s.segments, 0, crowd=True)
-            ev.process(gt, segments_from_ids(gt), pred, segs)
-        return 100 * ev.evaluate()["All"]["pq"]
-    if task == "semantic":
-        ev = SemanticEvaluator(NUM_CLASSES, 0)
-        for s, pred in zip(data, outs, strict=True):
-            ev.process(s.semantic, pred)
-        return 100 * ev.evaluate()["miou"]
-    ev = DepthEvaluator()
-    for s, pred in zip(data, outs, strict=True):
-        ev.process(s.depth, pred)
-    return ev.evaluate()["rmse"]
 
 
 def main() -> None:
@@ -58,7 +34,7 @@ def main() -> None:
         row: dict = {}
         for precision in ("fp32", "bf16", "fp32", "bf16"):
             outs, seconds = evaluate(pipe, data, args.batch, task, precision=precision)
-            entry = row.setdefault(precision, {"score": score(task, data, outs), "s_per_image": seconds})
+            entry = row.setdefault(precision, {"score": task_score(task, data, outs), "s_per_image": seconds})
             entry["s_per_image"] = min(entry["s_per_image"], seconds)
         res["tasks"][task] = row
         print(task, row, flush=True)

@@ -333,3 +333,16 @@ def test_bf16_precision_runs_every_task_and_stays_close_to_fp32() -> None:
         pipe(image, task="depth", precision="fp16")
     pipe.register_to_config(default_precision="bf16")
     assert pipe(image, task="depth", num_inference_steps=1).depth[0].dtype == np.float32
+
+
+def test_demo_names_each_tasks_own_autoencoder() -> None:
+    """--semantic-ae demo / --depth-ae demo load the demo pipeline's semantic and depth AEs, not its mask AE."""
+    from ldmseg.training.diffusion import DiffusionTask
+
+    task = object.__new__(DiffusionTask)
+    task.cfg = DiffusionConfig(out="unused", ae="demo", semantic_ae="demo", depth_ae="demo",
+                               tasks=("instances", "semantic", "depth"))
+    task.tasks = task.cfg.tasks
+    aes = task.load_autoencoders(None)
+    assert isinstance(aes["depth"], DepthAutoencoder)
+    assert aes["semantic"].config.num_bits == 4 and aes["instances"].config.num_bits == 7

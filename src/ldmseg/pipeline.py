@@ -46,7 +46,7 @@ from ldmseg.models import depth_autoencoder as _depth_autoencoder  # noqa: F401
 from ldmseg.models import image_encoder as _image_encoder  # noqa: F401
 from ldmseg.models import mask_autoencoder as _mask_autoencoder  # noqa: F401
 from ldmseg.models import vae_mask_autoencoder as _vae_mask_autoencoder  # noqa: F401
-from ldmseg.tasks import available_tasks, check_task
+from ldmseg.tasks import TRAINABLE, available_tasks, check_task
 
 # diffusers resolves custom components from sys.modules: importing their modules above lets
 # `LDMSegPipeline.from_pretrained` find them.
@@ -159,8 +159,8 @@ class LDMSegPipeline(DiffusionPipeline):
         return available_tasks(self.trained_tasks)
 
     def autoencoder(self, task: str) -> torch.nn.Module | None:
-        name = {"instances": "mask_autoencoder", "semantic": "semantic_autoencoder", "depth": "depth_autoencoder"}
-        return getattr(self, name[task], None) if task in name else None
+        """The stage-1 AE of a trainable task (None if the model has none)."""
+        return getattr(self, TRAINABLE[task].component, None) if task in TRAINABLE else None
 
     def task_scale(self, task: str) -> float:
         scales = self.config.scale_factors or {}

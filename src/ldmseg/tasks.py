@@ -19,17 +19,19 @@ from ldmseg.errors import LDMSegError
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """What a trainable task encodes: the batch key of its target and the kind of autoencoder."""
+    """What a trainable task encodes: the batch key of its target, the kind of autoencoder and the pipeline
+    component that holds it."""
 
     name: str
     target: str  # key of the dataset item the task's AE encodes
     kind: str  # 'ids' (a MaskAutoencoder over label ids) or 'depth' (a DepthAutoencoder)
+    component: str  # LDMSegPipeline component (and folder of a saved pipeline)
 
 
 TRAINABLE: dict[str, TaskSpec] = {
-    "instances": TaskSpec("instances", "ids", "ids"),
-    "semantic": TaskSpec("semantic", "semantic", "ids"),
-    "depth": TaskSpec("depth", "depth", "depth"),
+    "instances": TaskSpec("instances", "ids", "ids", "mask_autoencoder"),
+    "semantic": TaskSpec("semantic", "semantic", "ids", "semantic_autoencoder"),
+    "depth": TaskSpec("depth", "depth", "depth", "depth_autoencoder"),
 }
 DERIVED: dict[str, tuple[str, ...]] = {"panoptic": ("instances", "semantic")}
 TASKS: tuple[str, ...] = (*TRAINABLE, *DERIVED)

@@ -131,7 +131,8 @@ class DiffusionTask:
         out = {}
         for task in dict.fromkeys((*kept, *self.tasks)):
             if flags[task] and (task in self.tasks or task == "instances"):
-                out[task] = load_autoencoder(resolve_model_path(flags[task], "mask_autoencoder"), TRAINABLE[task].kind)
+                spec = TRAINABLE[task]  # 'demo' names the demo pipeline's AE of this task
+                out[task] = load_autoencoder(resolve_model_path(flags[task], spec.component), spec.kind)
             elif base is not None and base.autoencoder(task) is not None:
                 out[task] = base.autoencoder(task)
             else:

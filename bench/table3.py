@@ -1,0 +1,58 @@
+"""Table 3 of the paper on the embedded default: multi-task vs single-task models at equal training compute.
+
+    python bench/table3.py --instances DIR --semantic DIR --depth DIR [--multi demo] [--num 100]
+
+scripts/table3.sh trains the three single-task models (each from the multi-task model's start, on as many
+examples of its task as the multi-task training drew). All four models answer bench/multitask.py's fresh
+scenes with their serving defaults and the same sampling seed. Writes bench/results/table3.json and the
+`table3` section of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from common import machine, save_results
+from multitask import BENCH_SEED, evaluate, scenes, task_score
+
+from ldmseg.commands.predict import load_pipeline
+
+METRIC = {"instances": "class-agnostic PQ", "semantic": "mIoU", "depth": "RMSE"}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    for task in METRIC:
+        ap.add_argument(f"--{task}", required=True, help=f"the single-task {task} model")
+    ap.add_argument("--multi", default="demo", help="the multi-task model")
+    ap.add_argument("--num", type=int, default=100)
+    ap.add_argument("--batch", type=int, default=8)
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    multi = load_pipeline(args.multi)
+    multi.set_progress_bar_config(disable=True)
+    data = scenes(BENCH_SEED, args.num, multi.config.default_processing_resolution)
+    res: dict = {"machine": machine(), "num": args.num, "seed": BENCH_SEED, "multi": args.multi, "tasks": {}}
+    for task in METRIC:
+        single = load_pipeline(getattr(args, task))
+        single.set_progress_bar_config(disable=True)
+        res["tasks"][task] = {"single_model": getattr(args, task),
+                              "single": task_score(task, data, evaluate(single, data, args.batch, task)[0]),
+                              "multi": task_score(task, data, evaluate(multi, data, args.batch, task)[0])}
+        print(task, res["tasks"][task], flush=True)
+    lines = ["## Table 3: multi-task vs single-task at equal training compute", "",
+             f"{args.num} fresh synthetic scenes (seed {BENCH_SEED}), serving defaults. Single-task models from "
+             "scripts/table3.sh: each started where the multi-task model started and saw as many examples of its "
+             f"task as the multi-task training drew for it. {machine()}.", "",
+             "| task | metric | single-task | multi-task | difference |", "|---|---|---|---|---|"]
+    for task, r in res["tasks"].items():
+        fmt = ".4f" if task == "depth" else ".1f"
+        lines.append(f"| {task} | {METRIC[task]} | {r['single']:{fmt}} | {r['multi']:{fmt}} | "
+                     f"{r['multi'] - r['single']:+{fmt}} |")
+    save_results("table3", res, "\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

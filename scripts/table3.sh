@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Table 3 of the paper on the embedded default: one single-task model per task, each trained from the same
+# start as the shipped multi-task demo (the single-task demo of commit 5ea7db0, with the demo's own AEs) for
+# as many examples of its task as the multi-task training drew (steps x batch x task weight, summed over the
+# stretches; docs/benchmarks.md "Multi-task"), then bench/table3.py scores all four on the same fresh scenes.
+# Runs on a CPU (~3 h on 2 cores) or a GPU (minutes); every run continues with --resume latest.
+#   scripts/table3.sh        # RUNS=runs; STEPS_INSTANCES / STEPS_SEMANTIC / STEPS_DEPTH override the budgets
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-runs}
+LDMSEG=${LDMSEG:-ldmseg}
+WORKERS=${WORKERS:-$(( $(nproc) - 1 ))}
+# multi-task examples per task: stretch 1 (4381 steps, weights 0.4/0.3/0.3) + stretch 2 (weights 0.2/0.45/0.35)
+STRETCH2=${STRETCH2:-4000}
+STEPS_INSTANCES=${STEPS_INSTANCES:-$(( (4381 * 40 + STRETCH2 * 20) / 100 ))}
+STEPS_SEMANTIC=${STEPS_SEMANTIC:-$(( (4381 * 30 + STRETCH2 * 45) / 100 ))}
+STEPS_DEPTH=${STEPS_DEPTH:-$(( (4381 * 30 + STRETCH2 * 35) / 100 ))}
+START="$RUNS/table3-start"
+if [ ! -f "$START/model_index.json" ]; then  # the single-task demo the multi-task training started from
+    mkdir -p "$START.tmp"
+    git archive 5ea7db0 src/ldmseg/weights/demo | tar -x -C "$START.tmp"
+    rm -rf "$START" && mv "$START.tmp/src/ldmseg/weights/demo" "$START" && rm -rf "$START.tmp"
+fi
+single() {  # TASK STEPS SEED
+    $LDMSEG train --init-from "$START" --ae demo --semantic-ae demo --depth-ae demo --tasks "$1" \
+        --out "$RUNS/table3-$1" --seed "$3" --max-steps "$2" --size 128 --batch-size 32 --lr 2e-4 \
+        --weight-decay 0.01 --warmup-steps 100 --unet base --image-channels 64 --prediction-type sample \
+        --loss-weighting none --reduction mean --self-condition-prob 0.5 --ema-decay 0.999 --sampler dpm++ \
+        --inference-steps 4 --val-steps 4 --val-num 48 --num-workers "$WORKERS" --val-every 1000 \
+        --checkpoint-every 500 --log-every 50 --mixed-precision bf16 --resume latest
+}
+single instances "$STEPS_INSTANCES" 11
+single semantic "$STEPS_SEMANTIC" 12
+single depth "$STEPS_DEPTH" 13
+(cd bench && python table3.py --instances "../$RUNS/table3-instances/model" --semantic "../$RUNS/table3-semantic/model" \
+    --depth "../$RUNS/table3-depth/model" --multi demo)
