@@ -128,7 +128,14 @@ def loss_curves(steps: int, size: int = 128, batch: int = 16) -> dict[str, list[
     return curves
 
 
-def stage2_step(channels_last: bool, bf16: bool, batch: int = 32):
+def stage2_step(channels_last: bool, bf16: bool, loop_levers: bool = False, batch: int = 32):
+    """One training step of the demo denoiser with EMA, as training/loop.py takes it; `loop_levers`: the loop's
+    math attention kernel, fused AdamW and foreach EMA (else flash attention, for-loop AdamW, per-tensor EMA)."""
+    import contextlib
+
+    from diffusers.training_utils import EMAModel
+
+    from ldmseg.models.layers import attention_kernels
     from ldmseg.training.config import DiffusionConfig
     from ldmseg.training.diffusion import DiffusionTask
 
@@ -140,17 +147,20 @@ def stage2_step(channels_last: bool, bf16: bool, batch: int = 32):
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     items = [task.train_dataset[(i, i)] for i in range(batch)]
-    data = {k: torch.stack([it[k] for it in items]) for k in ("image", "ids")}
+    data = torch.utils.data.default_collate(items)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=2e-4, weight_decay=0.01)
+    opt = torch.optim.AdamW(params, lr=2e-4, weight_decay=0.01, fused=loop_levers)
+    ema = EMAModel(params, decay=0.999, foreach=loop_levers)
+    kernels = attention_kernels(torch.device("cpu")) if loop_levers else contextlib.nullcontext()
 
     def step() -> float:
         torch.manual_seed(0)  # the same timesteps and self-conditioning draws in every timed step
-        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+        with torch.autocast("cpu", torch.bfloat16, enabled=bf16), kernels:
             loss, _ = task.loss(model, data)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+        ema.step(params)
         return loss.item()
 
     return step
@@ -177,9 +187,11 @@ def main() -> None:
         res["ae"][label] = {"s_per_step": sec, "gflop": flops / 1e9, "tflops": flops / sec / 1e12,
                             "bf16": levers[3]}
         print(label, res["ae"][label], flush=True)
-    for label, cl, bf16 in (("fp32", False, False), ("bf16 autocast", False, True),
-                            ("bf16 autocast + channels_last", True, True)):
-        step = stage2_step(cl, bf16)
+    for label, cl, bf16, levers in (("fp32", False, False, False), ("bf16 autocast", False, True, False),
+                                    ("bf16 autocast + channels_last", True, True, False),
+                                    ("bf16 + math attention kernel + fused AdamW + foreach EMA (the loop's)", False,
+                                     True, True)):
+        step = stage2_step(cl, bf16, levers)
         sec, flops = time_step(step, args.repeats), flops_of(step)
         res["stage2"][label] = {"s_per_step": sec, "gflop": flops / 1e9, "tflops": flops / sec / 1e12, "bf16": bf16}
         print(label, res["stage2"][label], flush=True)
