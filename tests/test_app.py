@@ -178,3 +178,25 @@ def test_upload_above_the_pixel_cap_is_refused_from_its_header(served: str, tmp_
     path = tmp_path / "ok.png"
     Image.new("RGB", (64, 64), (40, 90, 160)).save(path)
     assert "segments, seed 0" in _segment_job(client, path).result(timeout=300)[2]
+
+
+def test_page_errors_show_no_server_paths() -> None:
+    from ldmseg.commands.app import public_message
+
+    assert public_message("/tmp/ldmseg-app-x1/00000003/panoptic.png: corrupt") == "panoptic.png: corrupt"
+    assert public_message("OSError: full: '/tmp/gradio/abc/image.png'") == "OSError: full: 'image.png'"
+    assert public_message("C:\\Users\\x\\img.png: bad") == "img.png: bad"
+    for kept in ("image is 5000x4000; at most 4096 px per side", "choose runs/x/model or 1/2 of it"):
+        assert public_message(kept) == kept
+
+
+def test_a_request_over_its_time_limit_is_stopped_cleanly() -> None:
+    """The per-request limit stops a request between sampling steps with one message; the next request runs."""
+    from ldmseg.commands.app import Segmenter
+
+    segmenter = Segmenter("demo", steps=2, time_limit=1e-6)
+    editor = {"background": np.full((40, 40, 3), 120, np.uint8), "layers": []}
+    with pytest.raises(LDMSegError, match="stopped after 1e-06 s"):
+        segmenter.run(editor, 0, False, "instances")
+    segmenter.time_limit = 600
+    assert "segments, seed 0" in segmenter.run(editor, 0, False, "instances")[2]

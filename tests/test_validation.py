@@ -53,6 +53,7 @@ CLI_CASES = [
     ["predict", "--images", "x", "--out", "{out}", "--seed", "-5"],
     ["predict", "--images", "x", "--out", "{out}", "--precision", "fp8"],
     ["inpaint", "--out", "{out}", "--precision", "half"], ["app", "--precision", "bf32"],
+    ["app", "--time-limit", "0"], ["app", "--time-limit", "nan"],
     ["inpaint", "--out", "{out}", "--drop-rate", "1.5"], ["inpaint", "--out", "{out}", "--drop-rate", "nan"],
     ["inpaint", "--out", "{out}", "--block-size", "0"], ["inpaint", "--out", "{out}", "--mask-type", "circles"],
     ["inpaint", "--out", "{out}", "--mask-rule", "some"],

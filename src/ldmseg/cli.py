@@ -128,7 +128,7 @@ def _cmd_app(a: argparse.Namespace) -> None:
         from ldmseg.commands.app import serve
     except ImportError as err:
         raise LDMSegError(f"the app needs Gradio: pip install 'ldmseg[app]' ({err})") from None
-    serve(a.model, a.host, a.port, a.steps, precision=a.precision)
+    serve(a.model, a.host, a.port, a.steps, precision=a.precision, time_limit=a.time_limit)
 
 
 THREADS_HELP = "torch CPU threads (default: torch's, one per core)"
@@ -280,6 +280,8 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     ap_.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes it to the network)")
     ap_.add_argument("--port", type=checks.port, default=7860, help="port (default 7860)")
     ap_.add_argument("--steps", type=checks.positive, default=None, help="sampling steps (default: the model's)")
+    ap_.add_argument("--time-limit", type=checks.positive_float, default=120.0,
+                     help="seconds one request may run before it is stopped (default 120)")
     _add_threads(ap_)
     _add_precision(ap_)
     ap_.set_defaults(func=_cmd_app)

@@ -8,6 +8,7 @@ Components: `unet` (h), `image_encoder` (f_i), `task_embeddings`, `scheduler`, a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -188,9 +189,11 @@ class LDMSegPipeline(DiffusionPipeline):
                 progress: bool, known: torch.Tensor | None = None, known_mask: torch.Tensor | None = None
                 ) -> torch.Tensor:
         """Clean latents of `task` for the image latents (Algorithm 2 / 3), unscaled for its AE."""
+        callback = getattr(self, "_step_callback", None)
+        on_step = (lambda i, t: callback(self, i, t, {"task": task})) if callback is not None else None
         z = sample_latents(self._denoise(task), self.scheduler, z_img, self.unet.config.out_channels, steps,
                            self.config.self_condition, generator=generator, progress=progress, known=known,
-                           known_mask=known_mask)
+                           known_mask=known_mask, on_step=on_step)
         return z / self.task_scale(task)
 
     @torch.no_grad()
@@ -200,8 +203,8 @@ class LDMSegPipeline(DiffusionPipeline):
                  task: str | None = None, min_area: int | None = None, show_progress: bool = False,
                  partial_mask: np.ndarray | list[np.ndarray] | None = None,
                  valid_mask: np.ndarray | list[np.ndarray] | None = None, mask_rule: str = DEFAULT_MASK_RULE,
-                 keep_known: bool = True, ensemble_size: int | None = None, precision: str | None = None
-                 ) -> LDMSegOutput | tuple:
+                 keep_known: bool = True, ensemble_size: int | None = None, precision: str | None = None,
+                 callback_on_step_end: Callable | None = None) -> LDMSegOutput | tuple:
         """Predict `task` for images (default: class-aware `panoptic` where the model can, else its task).
 
         instances: panoptic ids; with `partial_mask` (HxW ids, 0 = unknown unless `valid_mask` says which
@@ -212,7 +215,8 @@ class LDMSegPipeline(DiffusionPipeline):
         (diffusion.ensemble); semantic takes a per-pixel vote, depth the per-pixel median (and its spread).
         `precision` (default: the config's default_precision): "bf16" runs the networks under bfloat16
         autocast, post-processing stays float32 (faster on CPUs with bf16 units and on GPUs; docs/benchmarks.md
-        "bf16 at inference" measures what it changes)."""
+        "bf16 at inference" measures what it changes). `callback_on_step_end(pipe, step, timestep, {"task": ...})`
+        runs after every sampling step of every task, as in diffusers (it may raise to stop the call)."""
         task = task or self.default_task()
         check_task(task, self.trained_tasks)
         if partial_mask is not None and task not in ("instances", "panoptic"):
@@ -226,9 +230,13 @@ class LDMSegPipeline(DiffusionPipeline):
         precision = precision or self.config.default_precision
         if precision not in PRECISIONS:
             raise LDMSegError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        with torch.autocast(self.unet.device.type, torch.bfloat16, enabled=precision == "bf16"):
-            out = self._predict(images, task, steps, res, k, generator, show_progress, partial_mask, valid_mask,
-                                mask_rule, keep_known, min_area, output_logits)
+        self._step_callback = callback_on_step_end
+        try:
+            with torch.autocast(self.unet.device.type, torch.bfloat16, enabled=precision == "bf16"):
+                out = self._predict(images, task, steps, res, k, generator, show_progress, partial_mask, valid_mask,
+                                    mask_rule, keep_known, min_area, output_logits)
+        finally:
+            self._step_callback = None
         if output_type == "pil":
             self._as_pictures(out)
         if not return_dict:

@@ -9,8 +9,10 @@ otherwise, caps uploads, and reports bad input in the page instead of failing.
 from __future__ import annotations
 
 import atexit
+import re
 import shutil
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -27,6 +29,7 @@ PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f
 MAX_SIDE = 4096
 MAX_UPLOAD = "20mb"
 KEEP_RESULTS = 32  # result folders kept on disk at a time
+TIME_LIMIT = 120.0  # seconds one request may run (checked after every sampling step)
 
 
 def palette_rgb() -> np.ndarray:
@@ -54,12 +57,14 @@ def strokes_to_partial(layers: list[np.ndarray], shape: tuple[int, int]) -> np.n
 class Segmenter:
     """The model side of the app: holds the pipeline, turns editor values into results on disk."""
 
-    def __init__(self, model: str = "demo", steps: int | None = None, precision: str | None = None):
+    def __init__(self, model: str = "demo", steps: int | None = None, precision: str | None = None,
+                 time_limit: float = TIME_LIMIT):
         from ldmseg.commands.predict import load_pipeline
 
         self.pipe = load_pipeline(model, precision)
         self.pipe.set_progress_bar_config(disable=True)
         self.steps = steps
+        self.time_limit = time_limit
         self.root = Path(tempfile.mkdtemp(prefix="ldmseg-app-"))  # every result below it, removed at exit
         atexit.register(shutil.rmtree, self.root, True)
         self._results = 0
@@ -87,7 +92,7 @@ class Segmenter:
         if use_strokes and task not in ("instances", "panoptic"):
             raise LDMSegError(f"strokes complete segments: choose the task instances or panoptic, not {task}")
         out = self.pipe(image, num_inference_steps=self.steps, generator=torch.Generator().manual_seed(int(seed)),
-                        partial_mask=partial, task=task)
+                        partial_mask=partial, task=task, callback_on_step_end=_stop_after(self.time_limit))
         folder = self.result_folder()
         if task == "semantic":
             labels = out.semantic[0]
@@ -110,6 +115,26 @@ class Segmenter:
         if partial is not None:
             status += f"; {100 * out.known_agreement[0]:.0f}% of painted pixels kept by the model itself"
         return overlay(image, ids), [str(folder / "panoptic.png"), str(folder / "panoptic.json")], status
+
+
+def public_message(message: str) -> str:
+    """An error message for the page: every absolute path cut to its file name (no server paths shown)."""
+    return _ABSOLUTE_PATH.sub(r"\1", message)
+
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.])(?:[A-Za-z]:)?(?:[\\/][^\s\\/:'\"]+)*[\\/]([^\s\\/:'\"]+)")
+
+
+def _stop_after(seconds: float):
+    """A pipeline step callback that stops the request once it has run `seconds`: one request cannot hold the
+    queue (the ones behind it wait at most that long for it)."""
+    deadline = time.monotonic() + seconds
+
+    def check(pipe, step: int, timestep, kwargs: dict) -> dict:
+        if time.monotonic() > deadline:
+            raise LDMSegError(f"stopped after {seconds:g} s (the per-request limit); try a smaller image")
+        return kwargs
+    return check
 
 
 def _background(editor: dict | None) -> np.ndarray:
@@ -144,9 +169,9 @@ def build_app(segmenter: Segmenter, examples: list[str]):
         try:
             return segmenter.run(editor, seed, use_strokes, task)
         except LDMSegError as err:
-            raise gr.Error(str(err)) from None
+            raise gr.Error(public_message(str(err))) from None
         except Exception as err:  # never take the server down on bad input; say what happened
-            raise gr.Error(f"{type(err).__name__}: {err}") from None
+            raise gr.Error(public_message(f"{type(err).__name__}: {err}")) from None
 
     with gr.Blocks(title="LDMSeg") as app:
         gr.Markdown("# LDMSeg: segmentation and mask inpainting by latent diffusion\n"
@@ -186,7 +211,7 @@ def build_app(segmenter: Segmenter, examples: list[str]):
 
 
 def serve(model: str = "demo", host: str = "127.0.0.1", port: int = 7860, steps: int | None = None,
-          block: bool = True, precision: str | None = None):
+          block: bool = True, precision: str | None = None, time_limit: float = TIME_LIMIT):
     """Start the app; returns the Blocks (with block=False the server runs in a background thread).
 
     Requests wait in one first-come queue and run one at a time (the model uses every core); each costs about
@@ -194,7 +219,7 @@ def serve(model: str = "demo", host: str = "127.0.0.1", port: int = 7860, steps:
     MAX_SIDE^2 pixels are refused from the image header, before Gradio decodes them."""
     Image.MAX_IMAGE_PIXELS = MAX_SIDE * MAX_SIDE // 2  # Pillow refuses above twice this, when it reads the header
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
-    segmenter = Segmenter(model, steps, precision)
+    segmenter = Segmenter(model, steps, precision, time_limit)
     folder = Path(tempfile.mkdtemp(prefix="ldmseg-examples-"))
     atexit.register(shutil.rmtree, folder, True)
     examples = example_images(folder)
