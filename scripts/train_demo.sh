@@ -61,3 +61,11 @@ $LDMSEG train --init-from demo --ae "$RUNS/ae-v2/model" --semantic-ae "$RUNS/sem
     --val-steps 4 --val-num 48 --num-workers "$WORKERS" --val-every 1000 --checkpoint-every 500 --log-every 50 \
     --mixed-precision bf16 --time-limit-minutes 95 --resume latest
 python3 "$(dirname "$0")/package_demo.py" --pipeline "$RUNS/mt/model"
+# multi-task, second stretch (100 min on the CPU): from the packaged model, semantic and depth weighted up
+$LDMSEG train --init-from demo --ae demo --tasks instances,semantic,depth --task-weights 0.2,0.45,0.35 \
+    --out "$RUNS/mt2" --seed 7 --max-steps 5000 --size 128 --batch-size 32 --lr 2e-4 --weight-decay 0.01 \
+    --warmup-steps 100 --unet base --image-channels 64 --prediction-type sample --loss-weighting none \
+    --reduction mean --self-condition-prob 0.5 --ema-decay 0.999 --sampler dpm++ --inference-steps 4 \
+    --val-steps 4 --val-num 48 --num-workers "$WORKERS" --val-every 1000 --checkpoint-every 500 --log-every 50 \
+    --mixed-precision bf16 --time-limit-minutes 100 --resume latest
+python3 "$(dirname "$0")/package_demo.py" --pipeline "$RUNS/mt2/model"
