@@ -18,47 +18,62 @@ from __future__ import annotations
 
 import numpy as np
 
-from ldmseg.diffusion.postprocess import segment_infos
+from ldmseg.diffusion.postprocess import BAND_PIXELS, bands, segment_infos
 from ldmseg.errors import LDMSegError
 
 
 def merge_panoptic(instance_ids: np.ndarray, semantic: np.ndarray, categories: list[dict], min_area: int = 0,
-                   instance_scores: dict[int, float] | None = None) -> tuple[np.ndarray, list[dict]]:
-    """(HxW instance ids, 0 = VOID) + (HxW class ids, 0 = ignore) -> (int32 panoptic ids, segments_info)."""
+                   instance_scores: dict[int, float] | None = None, band_pixels: int = BAND_PIXELS
+                   ) -> tuple[np.ndarray, list[dict]]:
+    """(HxW instance ids, 0 = VOID) + (HxW class ids, 0 = ignore) -> (int32 panoptic ids, segments_info).
+    Counted band by band of rows: memory linear in H x W with a small factor (100 MP inputs)."""
     if instance_ids.shape != semantic.shape:
         raise LDMSegError(f"instance map {instance_ids.shape} and semantic map {semantic.shape} differ in size")
-    sem = semantic.astype(np.int64).ravel()
-    top = max([c["id"] for c in categories] + [int(sem.max(initial=0))]) + 1
+    rows = bands(instance_ids.shape, 8, band_pixels)
+    uniq = np.unique(np.concatenate([np.unique(instance_ids[y0:y1]) for y0, y1 in rows] or [np.zeros(1, np.int64)]))
+    top = max([c["id"] for c in categories] + [int(semantic.max(initial=0))]) + 1
     is_thing, is_stuff = np.zeros(top, bool), np.zeros(top, bool)
     for c in categories:
         (is_thing if c.get("isthing") else is_stuff)[c["id"]] = True
-    uniq, inv = np.unique(instance_ids.ravel(), return_inverse=True)
-    votes = np.bincount(inv * top + sem, minlength=len(uniq) * top).reshape(len(uniq), top)
+
+    def band(y0: int, y1: int) -> tuple[np.ndarray, np.ndarray]:  # (instance index into uniq, class), flat
+        return np.searchsorted(uniq, instance_ids[y0:y1].ravel()), semantic[y0:y1].ravel().astype(np.int64)
+
+    votes = np.zeros((len(uniq), top), np.int64)
+    for y0, y1 in rows:
+        inv, sem = band(y0, y1)
+        votes += np.bincount(inv * top + sem, minlength=len(uniq) * top).reshape(len(uniq), top)
+    area = votes.sum(1)
     votes[:, 0] = 0
     majority = votes.argmax(1)
-    area = np.bincount(inv, minlength=len(uniq))
     kept = (uniq != 0) & (votes.max(1) > 0) & is_thing[majority] & (area >= max(min_area, 1))
     kept_order = [k for k in np.argsort(-area, kind="stable") if kept[k]]
-
-    out = np.zeros(sem.shape, np.int32)
     lut = np.zeros(len(uniq), np.int32)
     lut[kept_order] = np.arange(1, len(kept_order) + 1)
-    out[:] = lut[inv]
     category = {int(lut[k]): int(majority[k]) for k in kept_order}
     scores = {int(lut[k]): (instance_scores or {}).get(int(uniq[k])) for k in kept_order}
 
-    free_stuff = (out == 0) & is_stuff[sem]
-    classes, counts = np.unique(sem[free_stuff], return_counts=True)
+    free_counts = np.zeros(top, np.int64)  # stuff pixels no kept thing instance claims, per class
+    for y0, y1 in rows:
+        inv, sem = band(y0, y1)
+        free_counts += np.bincount(sem[(lut[inv] == 0) & is_stuff[sem]], minlength=top)
+    stuff_id = np.zeros(top, np.int32)
     next_id = len(kept_order) + 1
-    for k in np.argsort(-counts, kind="stable"):
-        if counts[k] < max(min_area, 1):
+    for k in np.argsort(-free_counts, kind="stable"):
+        if free_counts[k] == 0 or free_counts[k] < max(min_area, 1):
             continue
-        out[free_stuff & (sem == classes[k])] = next_id
-        category[next_id] = int(classes[k])
+        stuff_id[k] = next_id
+        category[next_id] = int(k)
         next_id += 1
 
-    out = out.reshape(instance_ids.shape)
-    segments = segment_infos(out)
+    out = np.empty(instance_ids.shape, np.int32)
+    for y0, y1 in rows:
+        inv, sem = band(y0, y1)
+        ids = lut[inv]
+        free = (ids == 0) & is_stuff[sem]
+        ids[free] = stuff_id[sem[free]]
+        out[y0:y1] = ids.reshape(y1 - y0, -1)
+    segments = segment_infos(out, band_pixels=band_pixels)
     for s in segments:
         s["category_id"] = category[s["id"]]
         s["isthing"] = int(is_thing[s["category_id"]])

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+BAND_PIXELS = 1 << 22  # output pixels per band when upsampling to the input size: bounds memory at any image size
+
 
 def scaled_area(area_at_512: float, height: int, width: int) -> int:
     """An area given in pixels at 512^2, as the same fraction of a height x width image."""
@@ -72,26 +74,33 @@ def renumber(ids: np.ndarray, conf: np.ndarray | None, min_area: int) -> tuple[n
     return out, segment_infos(out, conf)
 
 
-def segment_infos(ids: np.ndarray, conf: np.ndarray | None = None) -> list[dict]:
+def segment_infos(ids: np.ndarray, conf: np.ndarray | None = None, band_pixels: int = BAND_PIXELS) -> list[dict]:
     """segments_info (id, area, bbox, and a score = mean confidence when `conf` is given), one per
-    non-zero id of the map, in id order."""
-    ys, xs = np.nonzero(ids)
-    uniq, lab = np.unique(ids[ys, xs], return_inverse=True)
+    non-zero id of the map, in id order. Band by band of rows: memory linear in H x W with a small factor."""
+    h, w = ids.shape
+    rows = bands(ids.shape, 8, band_pixels)  # 8 channels: band_pixels pixels per band
+    uniq = np.unique(np.concatenate([np.unique(ids[a:b]) for a, b in rows] or [np.zeros(0, ids.dtype)]))
+    uniq = uniq[uniq != 0]
     n = len(uniq)
-    area = np.bincount(lab, minlength=n)
-    x0, y0 = np.full(n, xs.max(initial=0)), np.full(n, ys.max(initial=0))
-    x1, y1 = np.zeros(n, np.int64), np.zeros(n, np.int64)
-    np.minimum.at(x0, lab, xs)
-    np.minimum.at(y0, lab, ys)
-    np.maximum.at(x1, lab, xs)
-    np.maximum.at(y1, lab, ys)
-    scores = np.bincount(lab, weights=conf[ys, xs], minlength=n) / area if conf is not None else None
+    area, score = np.zeros(n, np.int64), np.zeros(n, np.float64)
+    x0, y0, x1, y1 = np.full(n, w), np.full(n, h), np.full(n, -1), np.full(n, -1)
+    for top, bottom in rows:
+        ys, xs = np.nonzero(ids[top:bottom])
+        vals = ids[top:bottom][ys, xs]
+        lab = np.searchsorted(uniq, vals)
+        area += np.bincount(lab, minlength=n)
+        if conf is not None:
+            score += np.bincount(lab, weights=conf[top:bottom][ys, xs], minlength=n)
+        np.minimum.at(x0, lab, xs)
+        np.maximum.at(x1, lab, xs)
+        np.minimum.at(y0, lab, ys + top)
+        np.maximum.at(y1, lab, ys + top)
     segments = []
     for k in range(n):
         info = {"id": int(uniq[k]), "category_id": 1, "iscrowd": 0, "area": int(area[k]),
                 "bbox": [int(x0[k]), int(y0[k]), int(x1[k] - x0[k] + 1), int(y1[k] - y0[k] + 1)]}
-        if scores is not None:
-            info["score"] = float(scores[k])
+        if conf is not None:
+            info["score"] = float(score[k] / area[k])
         segments.append(info)
     return segments
 
@@ -159,9 +168,6 @@ def semantic_from_logits(logits: torch.Tensor, num_classes: int | None = None) -
     (default N - 1). Channel 0 is VOID / ignore, never a prediction."""
     top = logits.shape[1] - 1 if num_classes is None else min(num_classes, logits.shape[1] - 1)
     return logits[:, 1:top + 1].argmax(1) + 1
-
-
-BAND_PIXELS = 1 << 22  # output pixels per band when upsampling to the input size: bounds memory at any image size
 
 
 def bands(size: tuple[int, int], channels: int, band_pixels: int = BAND_PIXELS):
