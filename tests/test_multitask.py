@@ -346,3 +346,20 @@ def test_demo_names_each_tasks_own_autoencoder() -> None:
     aes = task.load_autoencoders(None)
     assert isinstance(aes["depth"], DepthAutoencoder)
     assert aes["semantic"].config.num_bits == 4 and aes["instances"].config.num_bits == 7
+
+
+def test_merge_and_segment_infos_are_the_same_band_by_band() -> None:
+    from ldmseg.data.synthetic import categories
+    from ldmseg.diffusion.postprocess import segment_infos
+
+    rng = np.random.default_rng(5)
+    inst = rng.integers(0, 6, (37, 29)).astype(np.int32)
+    sem = rng.integers(0, 13, (37, 29))
+    whole = merge_panoptic(inst, sem, categories(), 3, {2: 0.7})
+    for band_pixels in (1, 29, 100):
+        ids, segs = merge_panoptic(inst, sem, categories(), 3, {2: 0.7}, band_pixels=band_pixels)
+        assert np.array_equal(ids, whole[0]) and segs == whole[1]
+    big = inst * 1_000_003  # ids far apart (COCO-style), with a confidence map
+    conf = rng.random(inst.shape)
+    assert segment_infos(big, conf, band_pixels=7) == segment_infos(big, conf)
+    assert [s["id"] for s in segment_infos(big)] == sorted(set(big.ravel().tolist()) - {0})
