@@ -361,5 +361,7 @@ def test_merge_and_segment_infos_are_the_same_band_by_band() -> None:
         assert np.array_equal(ids, whole[0]) and segs == whole[1]
     big = inst * 1_000_003  # ids far apart (COCO-style), with a confidence map
     conf = rng.random(inst.shape)
-    assert segment_infos(big, conf, band_pixels=7) == segment_infos(big, conf)
+    banded, whole_infos = segment_infos(big, conf, band_pixels=7), segment_infos(big, conf)
+    assert [{**s, "score": 0} for s in banded] == [{**s, "score": 0} for s in whole_infos]
+    assert np.allclose([s["score"] for s in banded], [s["score"] for s in whole_infos], rtol=0, atol=1e-12)
     assert [s["id"] for s in segment_infos(big)] == sorted(set(big.ravel().tolist()) - {0})
