@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "ldmseg" / "weights"
 DEMO = WEIGHTS / "demo"
-SERVING = {"sampler": "dpm++", "spacing": "trailing", "steps": 4, "ensemble_size": 8}
+SERVING = {"sampler": "dpm++", "spacing": "trailing", "steps": 4, "ensemble_size": 8, "precision": "auto"}
 
 
 def halve(directory: Path) -> None:
@@ -46,7 +46,7 @@ def save_for_serving(pipeline: str, directory: Path) -> None:
     pipe = LDMSegPipeline.from_pretrained(pipeline)
     pipe.use_sampler(SERVING["sampler"], SERVING["spacing"])
     pipe.register_to_config(default_num_inference_steps=SERVING["steps"],
-                            default_ensemble_size=SERVING["ensemble_size"])
+                            default_ensemble_size=SERVING["ensemble_size"], default_precision=SERVING["precision"])
     pipe.save_pretrained(directory)
 
 

@@ -329,10 +329,15 @@ def test_bf16_precision_runs_every_task_and_stays_close_to_fp32() -> None:
                 assert b[0].shape == a[0].shape == (40, 56) and b[0].dtype == a[0].dtype
         if task == "depth":
             assert np.abs(half.depth[0] - full.depth[0]).mean() < 0.05
-    with pytest.raises(LDMSegError, match="precision must be one of fp32, bf16"):
+    with pytest.raises(LDMSegError, match="precision must be one of fp32, bf16, auto"):
         pipe(image, task="depth", precision="fp16")
     pipe.register_to_config(default_precision="bf16")
     assert pipe(image, task="depth", num_inference_steps=1).depth[0].dtype == np.float32
+    from ldmseg.pipeline import native_bf16
+
+    depth = {p: pipe(image, task="depth", num_inference_steps=2, generator=torch.Generator().manual_seed(0),
+                     precision=p).depth[0] for p in ("fp32", "bf16", "auto")}
+    assert np.array_equal(depth["auto"], depth["bf16" if native_bf16(torch.device("cpu")) else "fp32"])
 
 
 def test_demo_names_each_tasks_own_autoencoder() -> None:

@@ -139,9 +139,9 @@ def _add_threads(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_precision(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--precision", default=None, choices=["fp32", "bf16"],
-                        help="network arithmetic: bf16 autocast or fp32 (default: the model's, see "
-                             "docs/benchmarks.md 'bf16 at inference')")
+    parser.add_argument("--precision", default=None, choices=["fp32", "bf16", "auto"],
+                        help="network arithmetic: bf16 autocast, fp32, or auto = bf16 where the hardware has it "
+                             "(default: the model's; the demo's is auto)")
 
 
 def _use_threads(args: argparse.Namespace) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -53,7 +54,21 @@ from ldmseg.tasks import TRAINABLE, available_tasks, check_task
 # `LDMSegPipeline.from_pretrained` find them.
 
 ImageInput = Image.Image | np.ndarray | torch.Tensor
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "auto")
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether this device computes bf16 natively (where autocast pays): a CUDA GPU that supports it, or a CPU
+    with AMX or AVX512-BF16 (Linux cpuinfo flags). Elsewhere bf16 is emulated and slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 @dataclass
@@ -215,8 +230,9 @@ class LDMSegPipeline(DiffusionPipeline):
         (diffusion.ensemble); semantic takes a per-pixel vote, depth the per-pixel median (and its spread).
         `precision` (default: the config's default_precision): "bf16" runs the networks under bfloat16
         autocast, post-processing stays float32 (faster on CPUs with bf16 units and on GPUs; docs/benchmarks.md
-        "bf16 at inference" measures what it changes). `callback_on_step_end(pipe, step, timestep, {"task": ...})`
-        runs after every sampling step of every task, as in diffusers (it may raise to stop the call)."""
+        "bf16 at inference" measures what it changes); "auto": bf16 where the device computes it natively.
+        `callback_on_step_end(pipe, step, timestep, {"task": ...})` runs after every sampling step of every
+        task, as in diffusers (it may raise to stop the call)."""
         task = task or self.default_task()
         check_task(task, self.trained_tasks)
         if partial_mask is not None and task not in ("instances", "panoptic"):
@@ -231,8 +247,9 @@ class LDMSegPipeline(DiffusionPipeline):
         if precision not in PRECISIONS:
             raise LDMSegError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self._step_callback = callback_on_step_end
+        bf16 = precision == "bf16" or (precision == "auto" and native_bf16(self.unet.device))
         try:
-            with torch.autocast(self.unet.device.type, torch.bfloat16, enabled=precision == "bf16"):
+            with torch.autocast(self.unet.device.type, torch.bfloat16, enabled=bf16):
                 out = self._predict(images, task, steps, res, k, generator, show_progress, partial_mask, valid_mask,
                                     mask_rule, keep_known, min_area, output_logits)
         finally:
