@@ -151,11 +151,12 @@ def stage2_step(channels_last: bool, bf16: bool, loop_levers: bool = False, batc
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=2e-4, weight_decay=0.01, fused=loop_levers)
     ema = EMAModel(params, decay=0.999, foreach=loop_levers)
-    kernels = attention_kernels(torch.device("cpu")) if loop_levers else contextlib.nullcontext()
+    def kernels():  # a fresh context each step (a kernel context can be entered once)
+        return attention_kernels(torch.device("cpu")) if loop_levers else contextlib.nullcontext()
 
     def step() -> float:
         torch.manual_seed(0)  # the same timesteps and self-conditioning draws in every timed step
-        with torch.autocast("cpu", torch.bfloat16, enabled=bf16), kernels:
+        with torch.autocast("cpu", torch.bfloat16, enabled=bf16), kernels():
             loss, _ = task.loss(model, data)
         loss.backward()
         opt.step()
