@@ -333,7 +333,7 @@ def test_bf16_precision_runs_every_task_and_stays_close_to_fp32() -> None:
         pipe(image, task="depth", precision="fp16")
     pipe.register_to_config(default_precision="bf16")
     assert pipe(image, task="depth", num_inference_steps=1).depth[0].dtype == np.float32
-    from ldmseg.pipeline import native_bf16
+    from ldmseg.models.layers import native_bf16
 
     depth = {p: pipe(image, task="depth", num_inference_steps=2, generator=torch.Generator().manual_seed(0),
                      precision=p).depth[0] for p in ("fp32", "bf16", "auto")}

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,6 +22,7 @@ from ldmseg.data.transforms import resize_labels
 from ldmseg.diffusion.ensemble import ensemble
 from ldmseg.diffusion.inpainting import (
     DEFAULT_MASK_RULE,
+    checked_hints,
     given_id_lut,
     given_ids_mask,
     known_latents,
@@ -48,6 +48,7 @@ from ldmseg.models import depth_autoencoder as _depth_autoencoder  # noqa: F401
 from ldmseg.models import image_encoder as _image_encoder  # noqa: F401
 from ldmseg.models import mask_autoencoder as _mask_autoencoder  # noqa: F401
 from ldmseg.models import vae_mask_autoencoder as _vae_mask_autoencoder  # noqa: F401
+from ldmseg.models.layers import native_bf16
 from ldmseg.tasks import TRAINABLE, available_tasks, check_task
 
 # diffusers resolves custom components from sys.modules: importing their modules above lets
@@ -55,20 +56,6 @@ from ldmseg.tasks import TRAINABLE, available_tasks, check_task
 
 ImageInput = Image.Image | np.ndarray | torch.Tensor
 PRECISIONS = ("fp32", "bf16", "auto")
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether this device computes bf16 natively (where autocast pays): a CUDA GPU that supports it, or a CPU
-    with AMX or AVX512-BF16 (Linux cpuinfo flags). Elsewhere bf16 is emulated and slower than fp32."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type != "cpu":
-        return False
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 @dataclass
@@ -269,7 +256,7 @@ class LDMSegPipeline(DiffusionPipeline):
                  keep_known: bool, min_area: int | None, output_logits: bool) -> LDMSegOutput:
         """The task's outputs for the images (numpy maps at their sizes)."""
         sizes = [image_size(im) for im in images]
-        hints = _hints(partial_mask, valid_mask, sizes) if partial_mask is not None else None
+        hints = checked_hints(partial_mask, valid_mask, sizes) if partial_mask is not None else None
         batch = torch.stack([to_processing_size(im, res) for im in images]).to(self.unet.device)
         z_img = self.image_encoder.encode(batch).float().repeat_interleave(k, 0)  # each image's K samples side by side
         out = LDMSegOutput(task=task)
@@ -437,21 +424,3 @@ class LDMSegPipeline(DiffusionPipeline):
 def _repeat(items: list, k: int) -> list:
     """Each item k times in a row: [a, b] -> [a, a, b, b] for k = 2."""
     return [item for item in items for _ in range(k)]
-
-
-def _hints(partial_mask, valid_mask, sizes: list[tuple[int, int]]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per image (partial ids int64, valid bool), checked against the image sizes."""
-    partials = partial_mask if isinstance(partial_mask, list) else [partial_mask]
-    valids = valid_mask if isinstance(valid_mask, list) else [valid_mask] * len(partials)
-    if len(partials) != len(sizes) or len(valids) != len(sizes):
-        raise LDMSegError(f"got {len(partials)} partial masks / {len(valids)} valid masks for {len(sizes)} images")
-    out = []
-    for i, (p, v, size) in enumerate(zip(partials, valids, sizes, strict=True)):
-        p = np.asarray(p)
-        if p.ndim != 2 or p.shape != size:
-            raise LDMSegError(f"partial mask {i}: shape {p.shape} does not match its image ({size[0]}x{size[1]})")
-        v = (p != 0) if v is None else np.asarray(v).astype(bool)
-        if v.shape != size:
-            raise LDMSegError(f"valid mask {i}: shape {v.shape} does not match its image ({size[0]}x{size[1]})")
-        out.append((p.astype(np.int64), v))
-    return out

@@ -99,3 +99,21 @@ def match_given_ids(pred: np.ndarray, partial: np.ndarray, valid: np.ndarray, ke
     if keep_known:
         out[known] = partial[known]
     return out, agreement
+
+
+def checked_hints(partial_mask, valid_mask, sizes: list[tuple[int, int]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per image (partial ids int64, valid bool), checked against the image sizes."""
+    partials = partial_mask if isinstance(partial_mask, list) else [partial_mask]
+    valids = valid_mask if isinstance(valid_mask, list) else [valid_mask] * len(partials)
+    if len(partials) != len(sizes) or len(valids) != len(sizes):
+        raise LDMSegError(f"got {len(partials)} partial masks / {len(valids)} valid masks for {len(sizes)} images")
+    out = []
+    for i, (p, v, size) in enumerate(zip(partials, valids, sizes, strict=True)):
+        p = np.asarray(p)
+        if p.ndim != 2 or p.shape != size:
+            raise LDMSegError(f"partial mask {i}: shape {p.shape} does not match its image ({size[0]}x{size[1]})")
+        v = (p != 0) if v is None else np.asarray(v).astype(bool)
+        if v.shape != size:
+            raise LDMSegError(f"valid mask {i}: shape {v.shape} does not match its image ({size[0]}x{size[1]})")
+        out.append((p.astype(np.int64), v))
+    return out

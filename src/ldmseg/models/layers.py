@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -32,3 +33,17 @@ def attention_kernels(device: torch.device) -> contextlib.AbstractContextManager
     bf16), the math kernel makes the whole step ~1.25x faster. Elsewhere torch's own choice. Inference keeps
     torch's choice everywhere (flash is as fast or faster without a backward)."""
     return sdpa_kernel([SDPBackend.MATH]) if device.type == "cpu" else contextlib.nullcontext()
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether this device computes bf16 natively (where autocast pays): a CUDA GPU that supports it, or a CPU
+    with AMX or AVX512-BF16 (Linux cpuinfo flags). Elsewhere bf16 is emulated and slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
