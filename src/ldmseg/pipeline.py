@@ -316,7 +316,7 @@ class LDMSegPipeline(DiffusionPipeline):
             for i in range(start, start + k):
                 decision = decide(logits[i], thr, area, core, given_ids_mask(model_ids[i], logits.shape[1])[0])
                 lut = given_id_lut(decision.ids, *small)
-                mapped, _ = match_given_ids(decision.ids, *small, keep_known=keep_known)
+                mapped, _ = match_given_ids(decision.ids, *small, keep_known=keep_known, lut=lut)
                 decisions.append(decision)
                 luts.append(lut)
                 samples.append((mapped, segment_infos(mapped)))

@@ -83,15 +83,16 @@ def given_id_lut(pred: np.ndarray, partial: np.ndarray, valid: np.ndarray) -> di
     return lut
 
 
-def match_given_ids(pred: np.ndarray, partial: np.ndarray, valid: np.ndarray, keep_known: bool = True
-                    ) -> tuple[np.ndarray, float]:
-    """Give predicted segments the given ids they overlap most, fresh ids (above the given ones) to the rest.
+def match_given_ids(pred: np.ndarray, partial: np.ndarray, valid: np.ndarray, keep_known: bool = True,
+                    lut: dict[int, int] | None = None) -> tuple[np.ndarray, float]:
+    """Give predicted segments the given ids they overlap most, fresh ids (above the given ones) to the rest
+    (`lut`: given_id_lut's answer when the caller has it already).
 
     Returns the id map and the agreement: the fraction of known labelled pixels whose predicted
     segment took their id, measured before `keep_known` writes the given ids back.
     """
     known = valid & (partial != 0)
-    lut = given_id_lut(pred, partial, valid)
+    lut = given_id_lut(pred, partial, valid) if lut is None else lut
     table = np.zeros(int(pred.max(initial=0)) + 1, np.int64)
     table[list(lut)] = list(lut.values())
     out = table[pred]
