@@ -69,21 +69,21 @@ def test_point_head_equals_sampled_logits_and_options_build() -> None:
         assert z.shape == (2, 4, 4, 4)
         dense = L.sample_at(ae.decode(z), coords)
         if not options.get("head_hidden"):  # linear head: sampling commutes with it
-            assert torch.allclose(ae.point_logits(ae.decode_features(z), coords), dense, atol=1e-5)
+            assert torch.allclose(ae.point_logits(ae.decode_for_loss(z), coords), dense, atol=1e-5)
         else:  # nonlinear head: equal at pixel centres
             centres = (torch.randint(0, 16, (2, 50, 2)) + 0.5) / 16
-            assert torch.allclose(ae.point_logits(ae.decode_features(z), centres),
+            assert torch.allclose(ae.point_logits(ae.decode_for_loss(z), centres),
                                   L.sample_at(ae.decode(z), centres), atol=1e-5)
     with pytest.raises(ValueError, match="input_stem"):
         MaskAutoencoder(input_stem="fold")
 
 
 def test_refinement_added_to_a_trained_ae_starts_as_a_no_op() -> None:
-    from ldmseg.training.autoencoder import with_refinement
+    from ldmseg.training.autoencoder import with_added_modules
 
     torch.manual_seed(0)
     ae = MaskAutoencoder(encoder_channels=(8, 16, 16, 16), decoder_channels=32).eval()
-    refined = with_refinement(ae).eval()
+    refined = with_added_modules(ae, decoder_refine=True).eval()
     assert len(refined.refine) == 2 and refined.config.decoder_refine
     z = ae.encode_ids(blocks())
     assert torch.equal(ae.decode(z), refined.decode(z))
@@ -122,7 +122,7 @@ def test_void_is_ignored_by_ce_and_negative_for_masks() -> None:
     on_void = logits.clone()
     on_void[:, 5, :4, :4] = 30.0  # segment 5 claims the VOID corner: its mask loss sees a false positive
     corner = torch.rand(2, 300, 2) * (4 / 32)
-    segs = L.present_ids(ids)
+    segs = L.present_ids(ids, 16)
     bce, _ = L.segment_bce_dice(L.sample_at(on_void, corner, mode="nearest"), L.sample_ids_at(ids, corner), segs)
     assert bce > 1.0
 
@@ -228,3 +228,52 @@ def test_reconstruction_pq_encodes_at_the_process_size() -> None:
     r = reconstruction_pq(ae, items, batch_size=2, process_size=64)
     assert seen == [(64, 64)] * 2 and decoded == [(32, 32)] * 2  # encoded at 64^2, decoded straight to 32^2
     assert 0 <= r["pq"] <= 100
+
+
+def test_batched_mask_losses_equal_the_per_image_definitions() -> None:
+    """segment_bce_dice / segment_uncertainty over all segments at once = the per-image, per-segment formulas."""
+    torch.manual_seed(0)
+    ids = torch.randint(0, 9, (3, 20, 20))
+    ids[2] = 0  # an image with VOID only
+    logits, target = torch.randn(3, 16, 50) * 3, L.sample_ids_at(ids, torch.rand(3, 50, 2))
+    present = L.present_ids(ids, 16)
+    bce_sum, dice_sum, n = 0.0, 0.0, 0
+    for k in range(3):
+        for s in torch.unique(ids[k][ids[k] != 0]):
+            tgt = (target[k] == s).float()
+            bce_sum += torch.nn.functional.binary_cross_entropy_with_logits(logits[k, s], tgt)
+            p = logits[k, s].sigmoid()
+            dice_sum += 1 - (2 * (p * tgt).sum() + 1) / (p.sum() + tgt.sum() + 1)
+            n += 1
+        seg = torch.unique(ids[k][ids[k] != 0])
+        expected = (-logits[k, seg].abs()).amax(0) if len(seg) else -logits[k, 0].abs()
+        assert torch.allclose(L.segment_uncertainty(present)(logits)[k], expected)
+    bce, dice = L.segment_bce_dice(logits, target, present)
+    assert torch.allclose(bce, bce_sum / n) and torch.allclose(dice, dice_sum / n)
+
+
+def test_presence_gate_targets_loss_and_no_op_start() -> None:
+    from ldmseg.training.autoencoder import with_added_modules
+
+    ids = torch.zeros(1, 32, 32, dtype=torch.long)
+    ids[0, :8, :8] = 3  # cell (0, 0) of a 4 x 4 grid of 8 px cells
+    ids[0, 24:, 24:] = 5  # cell (3, 3)
+    target = L.presence_targets(ids, (4, 4), 8)
+    assert target.shape == (1, 8, 4, 4)
+    assert target[0, 3].nonzero().tolist() == [[0, 0], [0, 1], [1, 0], [1, 1]]  # the cell and its neighbours
+    assert target[0, 5, 2:, 2:].all() and target[0, 5].sum() == 4 and target[0, 4].sum() == 0
+    closed = torch.full((1, 8, 4, 4), -20.0)
+    opened = torch.where(target.bool(), 20.0, -20.0)
+    assert L.presence_loss(opened, ids) < 1e-6 < 1.0 < L.presence_loss(closed.abs(), ids)
+
+    torch.manual_seed(0)
+    ae = MaskAutoencoder(encoder_channels=(8, 16, 16, 16), decoder_channels=32).eval()
+    gated = with_added_modules(ae, presence_gate=True).eval()
+    z = ae.encode_ids(blocks())
+    assert torch.equal(ae.decode(z), gated.decode(z))  # a new (uniform) gate changes nothing
+    features, gate = gated.decode_for_loss(z)
+    assert gate.shape == (2, 128, 4, 4)
+    torch.nn.init.normal_(gated.presence.weight)
+    centres = (torch.randint(0, 16, (2, 50, 2)) + 0.5) / 16  # point logits = the dense ones sampled
+    assert torch.allclose(gated.point_logits((features, gated.presence(gated.decoder[:2](z))), centres),
+                          L.sample_at(gated.decode(z), centres), atol=1e-4)

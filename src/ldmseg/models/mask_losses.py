@@ -52,30 +52,43 @@ def importance_points(uncertainty_fn, logits_at: PointLogits, batch: int, device
 
     `uncertainty_fn` maps logits at points [B, C, P] to [B, P] scores.
     """
-    n_over = max(1, int(num_points * oversample))
-    cand = torch.rand(batch, n_over, 2, device=device, generator=generator)
+    cand = candidate_points(batch, device, num_points, oversample, generator)
     with torch.no_grad():
         score = uncertainty_fn(logits_at(cand).float())
+    return pick_points(cand, score, num_points, importance_ratio, generator)
+
+
+def candidate_points(batch: int, device: torch.device, num_points: int, oversample: float,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    return torch.rand(batch, max(1, int(num_points * oversample)), 2, device=device, generator=generator)
+
+
+def pick_points(cand: torch.Tensor, score: torch.Tensor, num_points: int, importance_ratio: float,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """The importance_ratio*k candidates of highest score, then uniformly random points up to k."""
     n_imp = int(importance_ratio * num_points)
     idx = score.topk(n_imp, dim=1).indices
     picked = torch.gather(cand, 1, idx.unsqueeze(-1).expand(-1, -1, 2))
-    rand = torch.rand(batch, num_points - n_imp, 2, device=device, generator=generator)
+    rand = torch.rand(cand.shape[0], num_points - n_imp, 2, device=cand.device, generator=generator)
     return torch.cat([picked, rand], 1)
 
 
-def present_ids(ids: torch.Tensor) -> list[torch.Tensor]:
-    """Non-VOID ids of each image."""
-    return [torch.unique(i[i != 0]) for i in ids]
+def present_ids(ids: torch.Tensor, num_ids: int) -> torch.Tensor:
+    """[B, N] bool: the non-VOID ids of each image (one scatter, no per-image loop)."""
+    present = torch.zeros(ids.shape[0], num_ids, dtype=torch.bool, device=ids.device)
+    present.scatter_(1, ids.flatten(1).long(), True)
+    present[:, 0] = False
+    return present
 
 
-def segment_uncertainty(segment_ids: list[torch.Tensor]):
-    """Uncertainty for the mask loss: max over the image's segments of -|own-channel logit|."""
+def segment_uncertainty(present: torch.Tensor):
+    """Uncertainty for the mask loss: max over the image's segments of -|own-channel logit|
+    (images without segments score their channel 0 instead)."""
+    fallback = ~present.any(1, keepdim=True) & (torch.arange(present.shape[1], device=present.device) == 0)
+    channels = (present | fallback).unsqueeze(-1)
+
     def fn(sampled: torch.Tensor) -> torch.Tensor:
-        out = []
-        for k, seg in enumerate(segment_ids):
-            own = sampled[k, seg] if len(seg) else sampled[k, :1]
-            out.append((-own.abs()).amax(0))
-        return torch.stack(out)
+        return torch.where(channels, -sampled.abs(), -torch.inf).amax(1)
     return fn
 
 
@@ -86,21 +99,37 @@ def id_cross_entropy(logits_at: torch.Tensor, target_at: torch.Tensor) -> torch.
     return F.cross_entropy(logits_at, target_at, ignore_index=0)
 
 
-def segment_bce_dice(logits_at: torch.Tensor, target_at: torch.Tensor, segment_ids: list[torch.Tensor]
+def segment_bce_dice(logits_at: torch.Tensor, target_at: torch.Tensor, present: torch.Tensor
                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean over GT segments of BCE and Dice on each segment's own channel (VOID is negative)."""
-    bce, dice, n = logits_at.sum() * 0, logits_at.sum() * 0, 0
-    for k, seg in enumerate(segment_ids):
-        if len(seg) == 0:
-            continue
-        own = logits_at[k, seg]  # [S, P]
-        tgt = (target_at[k].unsqueeze(0) == seg.unsqueeze(1)).float()
-        bce = bce + F.binary_cross_entropy_with_logits(own, tgt, reduction="none").mean(1).sum()
-        prob = own.sigmoid()
-        dice = dice + (1 - (2 * (prob * tgt).sum(1) + 1) / (prob.sum(1) + tgt.sum(1) + 1)).sum()
-        n += len(seg)
-    n = max(n, 1)
+    """Mean over GT segments of BCE and Dice on each segment's own channel (VOID is negative).
+    All segments of the batch at once: [S, P] rows picked by the [B, N] `present` mask."""
+    n = max(int(present.sum()), 1)
+    own = logits_at[present]  # [S, P]
+    image, seg = present.nonzero(as_tuple=True)
+    tgt = (target_at[image] == seg.unsqueeze(1)).float()
+    bce = F.binary_cross_entropy_with_logits(own, tgt, reduction="none").mean(1).sum()
+    prob = own.sigmoid()
+    dice = (1 - (2 * (prob * tgt).sum(1) + 1) / (prob.sum(1) + tgt.sum(1) + 1)).sum()
     return bce / n, dice / n
+
+
+def presence_targets(ids: torch.Tensor, cells: tuple[int, int], num_ids: int, reach: int = 1) -> torch.Tensor:
+    """[B, H, W] ids -> [B, N, h, w] in {0, 1}: id k occurs within `reach` cells of cell (y, x) of an h x w grid."""
+    b, hgt, wid = ids.shape
+    h, w = cells
+    cy = torch.arange(hgt, device=ids.device) * h // hgt
+    cx = torch.arange(wid, device=ids.device) * w // wid
+    cell = (cy[:, None] * w + cx[None, :]).flatten()
+    flat = (torch.arange(b, device=ids.device)[:, None] * num_ids + ids.flatten(1).long()) * (h * w) + cell
+    hit = torch.zeros(b * num_ids * h * w, device=ids.device)
+    hit[flat.flatten()] = 1.0
+    return F.max_pool2d(hit.view(b, num_ids, h, w), 2 * reach + 1, stride=1, padding=reach)
+
+
+def presence_loss(gate: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """BCE of the presence gate [B, N, h, w] against which ids occur near each cell; VOID (id 0) left out."""
+    target = presence_targets(ids, tuple(gate.shape[-2:]), gate.shape[1])
+    return F.binary_cross_entropy_with_logits(gate[:, 1:].float(), target[:, 1:])
 
 
 def scaled_num_points(points_at_512: int, height: int, width: int) -> int:
@@ -111,13 +140,21 @@ def scaled_num_points(points_at_512: int, height: int, width: int) -> int:
 def mask_autoencoder_loss(logits_at: PointLogits, ids: torch.Tensor, num_points: int, oversample: float = 3.0,
                           importance_ratio: float = 0.75, ce_weight: float = 1.0, bce_weight: float = 1.0,
                           dice_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
-    """Total stage-1 loss from the decoder's point logits and full-resolution target ids [B, H, W]."""
-    segs = present_ids(ids)
+    """Total stage-1 loss from the decoder's point logits and full-resolution target ids [B, H, W].
+
+    Both losses pick their points from one shared candidate set, and their points are headed in one call:
+    two evaluations of the (per-point) head per step instead of four.
+    """
     b, dev = ids.shape[0], ids.device
-    ce_pts = importance_points(top2_margin_uncertainty, logits_at, b, dev, num_points, oversample, importance_ratio)
-    mask_pts = importance_points(segment_uncertainty(segs), logits_at, b, dev, num_points, oversample,
-                                 importance_ratio)
-    ce = id_cross_entropy(logits_at(ce_pts).float(), sample_ids_at(ids, ce_pts))
-    bce, dice = segment_bce_dice(logits_at(mask_pts).float(), sample_ids_at(ids, mask_pts), segs)
+    cand = candidate_points(b, dev, num_points, oversample)
+    with torch.no_grad():
+        cand_logits = logits_at(cand).float()
+    present = present_ids(ids, cand_logits.shape[1])
+    ce_pts = pick_points(cand, top2_margin_uncertainty(cand_logits), num_points, importance_ratio)
+    mask_pts = pick_points(cand, segment_uncertainty(present)(cand_logits), num_points, importance_ratio)
+    both = logits_at(torch.cat([ce_pts, mask_pts], 1)).float()
+    ce_logits, mask_logits = both[..., :num_points], both[..., num_points:]
+    ce = id_cross_entropy(ce_logits, sample_ids_at(ids, ce_pts))
+    bce, dice = segment_bce_dice(mask_logits, sample_ids_at(ids, mask_pts), present)
     total = ce_weight * ce + bce_weight * bce + dice_weight * dice
     return total, {"ce": ce.item(), "bce": bce.item(), "dice": dice.item()}
