@@ -1,5 +1,6 @@
-"""Where the mask AE fails: reconstruction PQ per shape family, recall of segments by size, and PQ by
-how many segments a scene holds (held-out synthetic scenes, default post-processing).
+"""Where the mask AE fails: reconstruction PQ per shape family, recall of segments by size, PQ by
+how many segments a scene holds (held-out synthetic scenes, default post-processing), and what plain
+argmax decoding's false positives are (ids absent from the scene or unmatched ones, their sizes).
 
     python bench/ae_failures.py [--ae demo] [--num 200] [--size 256]
 """
@@ -34,6 +35,21 @@ def reassign(ids: np.ndarray, segments: list[dict], num_ids: int, rng: np.random
     return out, segs
 
 
+def argmax_errors(gt: np.ndarray, pred: np.ndarray, counts: dict[str, list]) -> np.ndarray:
+    """Tally TP / FP (id absent from the mask, or present but unmatched) / FN of an argmax map (IoU > 0.5,
+    panopticapi's rule that a prediction mostly on VOID is no FP); returns the map with absent ids blanked."""
+    present = set(np.unique(gt[gt != 0]).tolist())
+    ious = best_iou(pred, gt)  # per predicted id: its best IoU with a GT segment
+    for p, iou in ious.items():
+        region = pred == p
+        if iou > 0.5:
+            counts["tp"].append(1)
+        elif (gt[region] == 0).mean() <= 0.5:
+            counts["fp_absent" if p not in present else "fp_present"].append(int(region.sum()))
+    counts["fn"].append(sum(iou <= 0.5 for iou in best_iou(gt, pred).values()))
+    return np.where(np.isin(pred, [p for p in ious if p not in present]), 0, pred)
+
+
 def best_iou(gt: np.ndarray, pred: np.ndarray) -> dict[int, float]:
     """Best IoU of every GT segment with any predicted segment (plain IoU, VOID ignored)."""
     out = {}
@@ -62,6 +78,9 @@ def main() -> None:
     by_area = {b: [0, 0] for b in AREA_BUCKETS}
     by_area_argmax = {b: [0, 0] for b in AREA_BUCKETS}  # the same, decoded without id pruning
     by_count = {b: PanopticEvaluator([], class_agnostic=True) for b in COUNT_BUCKETS}
+    errors = {k: [] for k in ("tp", "fp_absent", "fp_present", "fn")}
+    argmax_pq = {"argmax": PanopticEvaluator([], class_agnostic=True),
+                 "argmax, ids absent from the mask blanked (oracle)": PanopticEvaluator([], class_agnostic=True)}
     core = scaled_area(512, args.size, args.size)
     for preset in ("default", "dense"):
         cfg = SceneConfig.preset(preset, args.size)
@@ -71,6 +90,10 @@ def main() -> None:
             logits = ae.decode(ae.encode_ids(torch.from_numpy(gt)[None]), size=gt.shape)
             (pred, psegs), = logits_to_panoptic(logits, 0.5, 0, core)
             (unpruned, _), = logits_to_panoptic(logits, 0.0, 0, 0)
+            raw = logits[0].argmax(0).numpy()  # the model's own ids (logits_to_panoptic renumbers them)
+            blanked = argmax_errors(gt, raw, errors)
+            for decoded, ev in zip((raw, blanked), argmax_pq.values(), strict=True):
+                ev.process(gt, segments_from_ids(gt), decoded, segments_from_ids(decoded))
             majority_categories(pred, psegs, gt, segs)
             per_family.process(gt, segs, pred, psegs)
             n = len(segs)
@@ -88,7 +111,12 @@ def main() -> None:
            "recall_by_area": {f"{lo}-{hi}": [hit, tot] for (lo, hi), (hit, tot) in by_area.items()},
            "recall_by_area_argmax": {f"{lo}-{hi}": [hit, tot] for (lo, hi), (hit, tot) in by_area_argmax.items()},
            "pq_by_segment_count": {f"{lo}-{hi if hi < 10**9 else ''}": ev.evaluate().get("All")
-                                   for (lo, hi), ev in by_count.items() if ev.num_images}}
+                                   for (lo, hi), ev in by_count.items() if ev.num_images},
+           "argmax_errors": {"tp": len(errors["tp"]), "fn": sum(errors["fn"]),
+                             **{k: {"count": len(v), "area_quartiles": np.percentile(v, [25, 50, 75]).tolist()}
+                                for k, v in errors.items() if k.startswith("fp") and v}},
+           "argmax_pq": {k: ev.evaluate()["All"] for k, ev in argmax_pq.items()}}
+    fp = res["argmax_errors"]
     lines = ["## Stage 1: where the mask AE fails", "",
              f"AE `{args.ae}`, {args.num} default + {args.num} dense held-out scenes at {args.size}x{args.size}, "
              f"default post-processing (threshold 0.5, id pruning). {machine()}.", "",
@@ -107,7 +135,16 @@ def main() -> None:
              "| class-agnostic PQ | " + " | ".join(f"{100 * v['pq']:.1f}" for v in res["pq_by_segment_count"].values())
              + " |", "",
              f"Id pruning keeps only ids with >= {core} confident px at this size, so segments smaller than that "
-             "cannot survive it: the price of removing the boundary fragments (+21 PQ on default scenes)."]
+             "cannot survive it: the price of removing the boundary fragments (+21 PQ on default scenes).", "",
+             "Plain argmax decoding (no threshold, no pruning), both presets: matched segments "
+             f"{fp['tp']}, missed GT segments {fp['fn']}; false positives:", "",
+             "| false positive | count | area quartiles (px) |", "|---|---|---|",
+             *(f"| {name} | {fp[key]['count']} | {' / '.join(f'{q:.0f}' for q in fp[key]['area_quartiles'])} |"
+               for key, name in (("fp_absent", "id absent from the mask"), ("fp_present", "id of the mask, unmatched"))
+               if key in fp), "",
+             "| decoding | PQ | SQ | RQ |", "|---|---|---|---|",
+             *(f"| {k} | {100 * v['pq']:.1f} | {100 * v['sq']:.1f} | {100 * v['rq']:.1f} |"
+               for k, v in res["argmax_pq"].items())]
     save_results("ae_failures", res, "\n".join(lines))
     print("\n".join(lines))
 

@@ -74,7 +74,7 @@ def profile_step(ae, ids: torch.Tensor, bf16: bool, channels_last: bool, opt, co
         f_cut = feats.detach().requires_grad_()
         points = scaled_num_points(112 * 112, *ids.shape[-2:])
         loss = run("head at points + losses", lambda: mask_autoencoder_loss(
-            lambda c: ae.point_logits((f_cut, None), c), ids, points)[0])
+            lambda c: ae.point_logits(f_cut, c), ids, points)[0])
     run("head at points + losses", loss.backward)
     run("decoder trunk to H/2", lambda: feats.backward(f_cut.grad))
     run("encoder (full resolution)", lambda: z.backward(z_cut.grad))

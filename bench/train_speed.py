@@ -90,7 +90,7 @@ def ae_step(ids: torch.Tensor, fused: bool, points: bool, channels_last: bool, b
         with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
             decoded, _, _ = ae(bits, latent_noise=0.2)
             logits_at = (lambda c: ae.point_logits(decoded, c)) if points else \
-                dense_point_logits(ae.decoder[-1](decoded[0]))
+                dense_point_logits(ae.decoder[-1](decoded))
             loss, _ = mask_autoencoder_loss(logits_at, batch, n_points)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(ae.parameters(), 3.0)

@@ -10,11 +10,13 @@ cd "$(dirname "$0")/.."
 RUNS=${RUNS:-runs}
 LDMSEG=${LDMSEG:-ldmseg}
 WORKERS=${WORKERS:-$(( $(nproc) - 1 ))}
-# multi-task examples per task: stretch 1 (4381 steps, weights 0.4/0.3/0.3) + stretch 2 (weights 0.2/0.45/0.35)
-STRETCH2=${STRETCH2:-4000}
-STEPS_INSTANCES=${STEPS_INSTANCES:-$(( (4381 * 40 + STRETCH2 * 20) / 100 ))}
-STEPS_SEMANTIC=${STEPS_SEMANTIC:-$(( (4381 * 30 + STRETCH2 * 45) / 100 ))}
-STEPS_DEPTH=${STEPS_DEPTH:-$(( (4381 * 30 + STRETCH2 * 35) / 100 ))}
+# multi-task examples per task: stretch 1 (4381 steps, weights 0.4/0.3/0.3) + stretch 2 (3966 steps,
+# 0.2/0.45/0.35) + stretch 3 (3922 steps, 0.2/0.55/0.25)
+STRETCH2=${STRETCH2:-3966}
+STRETCH3=${STRETCH3:-3922}
+STEPS_INSTANCES=${STEPS_INSTANCES:-$(( (4381 * 40 + STRETCH2 * 20 + STRETCH3 * 20) / 100 ))}
+STEPS_SEMANTIC=${STEPS_SEMANTIC:-$(( (4381 * 30 + STRETCH2 * 45 + STRETCH3 * 55) / 100 ))}
+STEPS_DEPTH=${STEPS_DEPTH:-$(( (4381 * 30 + STRETCH2 * 35 + STRETCH3 * 25) / 100 ))}
 START="$RUNS/table3-start"
 if [ ! -f "$START/model_index.json" ]; then  # the single-task demo the multi-task training started from
     mkdir -p "$START.tmp"

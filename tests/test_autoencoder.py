@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from diffusers import AutoencoderKL
 
 from ldmseg.data.bits import ids_to_bits
@@ -69,21 +70,21 @@ def test_point_head_equals_sampled_logits_and_options_build() -> None:
         assert z.shape == (2, 4, 4, 4)
         dense = L.sample_at(ae.decode(z), coords)
         if not options.get("head_hidden"):  # linear head: sampling commutes with it
-            assert torch.allclose(ae.point_logits(ae.decode_for_loss(z), coords), dense, atol=1e-5)
+            assert torch.allclose(ae.point_logits(ae.decode_features(z), coords), dense, atol=1e-5)
         else:  # nonlinear head: equal at pixel centres
             centres = (torch.randint(0, 16, (2, 50, 2)) + 0.5) / 16
-            assert torch.allclose(ae.point_logits(ae.decode_for_loss(z), centres),
+            assert torch.allclose(ae.point_logits(ae.decode_features(z), centres),
                                   L.sample_at(ae.decode(z), centres), atol=1e-5)
     with pytest.raises(ValueError, match="input_stem"):
         MaskAutoencoder(input_stem="fold")
 
 
 def test_refinement_added_to_a_trained_ae_starts_as_a_no_op() -> None:
-    from ldmseg.training.autoencoder import with_added_modules
+    from ldmseg.training.autoencoder import with_refinement
 
     torch.manual_seed(0)
     ae = MaskAutoencoder(encoder_channels=(8, 16, 16, 16), decoder_channels=32).eval()
-    refined = with_added_modules(ae, decoder_refine=True).eval()
+    refined = with_refinement(ae).eval()
     assert len(refined.refine) == 2 and refined.config.decoder_refine
     z = ae.encode_ids(blocks())
     assert torch.equal(ae.decode(z), refined.decode(z))
@@ -252,28 +253,14 @@ def test_batched_mask_losses_equal_the_per_image_definitions() -> None:
     assert torch.allclose(bce, bce_sum / n) and torch.allclose(dice, dice_sum / n)
 
 
-def test_presence_gate_targets_loss_and_no_op_start() -> None:
-    from ldmseg.training.autoencoder import with_added_modules
+def test_decoded_distributions_are_resized_as_probabilities() -> None:
+    """Between a pixel of id 0 and one of id 1, resizing logits lets id 2 (likely on both sides) win the
+    middle: a fragment; resizing the distributions gives their mixture, so only ids 0 and 1 appear."""
+    from ldmseg.models.mask_autoencoder import resize_distribution
 
-    ids = torch.zeros(1, 32, 32, dtype=torch.long)
-    ids[0, :8, :8] = 3  # cell (0, 0) of a 4 x 4 grid of 8 px cells
-    ids[0, 24:, 24:] = 5  # cell (3, 3)
-    target = L.presence_targets(ids, (4, 4), 8)
-    assert target.shape == (1, 8, 4, 4)
-    assert target[0, 3].nonzero().tolist() == [[0, 0], [0, 1], [1, 0], [1, 1]]  # the cell and its neighbours
-    assert target[0, 5, 2:, 2:].all() and target[0, 5].sum() == 4 and target[0, 4].sum() == 0
-    closed = torch.full((1, 8, 4, 4), -20.0)
-    opened = torch.where(target.bool(), 20.0, -20.0)
-    assert L.presence_loss(opened, ids) < 1e-6 < 1.0 < L.presence_loss(closed.abs(), ids)
-
-    torch.manual_seed(0)
-    ae = MaskAutoencoder(encoder_channels=(8, 16, 16, 16), decoder_channels=32).eval()
-    gated = with_added_modules(ae, presence_gate=True).eval()
-    z = ae.encode_ids(blocks())
-    assert torch.equal(ae.decode(z), gated.decode(z))  # a new (uniform) gate changes nothing
-    features, gate = gated.decode_for_loss(z)
-    assert gate.shape == (2, 128, 4, 4)
-    torch.nn.init.normal_(gated.presence.weight)
-    centres = (torch.randint(0, 16, (2, 50, 2)) + 0.5) / 16  # point logits = the dense ones sampled
-    assert torch.allclose(gated.point_logits((features, gated.presence(gated.decoder[:2](z))), centres),
-                          L.sample_at(gated.decode(z), centres), atol=1e-4)
+    logits = torch.tensor([[10.0, 0.0], [0.0, 10.0], [7.0, 7.0]]).view(1, 3, 1, 2)
+    assert 2 in F.interpolate(logits, size=(1, 8), mode="bilinear", align_corners=False).argmax(1)
+    resized = resize_distribution(logits, (1, 8))
+    assert set(resized.argmax(1).flatten().tolist()) == {0, 1}
+    assert torch.allclose(resized.exp().sum(1), torch.ones(1, 1, 8))
+    assert torch.allclose(resized.softmax(1), resized.exp())  # log-probabilities: softmax gives them back

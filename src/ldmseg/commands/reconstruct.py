@@ -17,7 +17,7 @@ from tqdm import tqdm
 from ldmseg.data import formats, transforms
 from ldmseg.diffusion.postprocess import logits_to_panoptic, majority_categories, scaled_area
 from ldmseg.models.loading import load_mask_autoencoder
-from ldmseg.models.mask_autoencoder import add_latent_noise
+from ldmseg.models.mask_autoencoder import add_latent_noise, resize_distribution
 from ldmseg.weights import resolve_model_path
 
 
@@ -72,7 +72,7 @@ def reconstruct_set(ae_path: str, images: str, panoptic_json: str, panoptic_dir:
         z = add_latent_noise(z, latent_noise, gen, per_sample_random=False)
         logits = ae.decode(z)  # at H/2, resampled once below, straight to each mask's own size
         for rec, gt_ids, lg in zip(chunk, originals, logits, strict=True):
-            full = torch.nn.functional.interpolate(lg[None], size=gt_ids.shape, mode="bilinear", align_corners=False)
+            full = resize_distribution(lg[None], gt_ids.shape)
             min_area, min_core = (scaled_area(a, *gt_ids.shape) for a in (min_area_at_512, min_core_at_512))
             (pred, segments), = logits_to_panoptic(full, threshold, min_area, min_core)
             majority_categories(pred, segments, gt_ids, rec.segments)

@@ -5,11 +5,8 @@ g:   latents -> conv to width -> (transposed conv 2x2 stride 2, channel LayerNor
      -> norm -> 1x1 conv to N logits at H/2; bilinear x2 to full size at inference only.
 
 Beyond the paper's stack (config options; the defaults are the paper's): a pixel-unshuffle input
-stem (no 3x3 conv at full resolution), a 3x3 refinement conv after each upsampling, a
-two-layer per-pixel head, and a presence gate: per latent cell, which ids occur within its 3x3
-cells (a multi-label head on the trunk's features at H/f, trained against the mask), added as
-relative log-sigmoid to the pixel logits so that an id absent from the neighbourhood cannot win a
-boundary pixel (the fragments that plain argmax decoding leaves between two segments). Training evaluates the head only at the loss's sampled points: it is
+stem (no 3x3 conv at full resolution), a 3x3 refinement conv after each upsampling, and a
+two-layer per-pixel head. Training evaluates the head only at the loss's sampled points: it is
 per-pixel, so heading bilinearly sampled features equals sampling the logits (exactly, for the
 linear head), at a fraction of the cost of N logit maps at H/2.
 """
@@ -27,14 +24,6 @@ from torch import nn
 from ldmseg.data.bits import ids_to_bits
 from ldmseg.models.layers import LayerNorm2d
 from ldmseg.models.mask_losses import sample_at
-
-GATE_PRIOR = -3.5  # initial presence logit: ~3 of 128 ids occur near a cell
-
-
-def gate_offsets(gate: torch.Tensor) -> torch.Tensor:
-    """Presence logits [B, N, ...] -> what they add to the pixel logits: log-sigmoid relative to the id most
-    present there (<= 0, and 0 for all ids when the gate is uniform: a new gate changes nothing)."""
-    return F.logsigmoid(gate) - F.logsigmoid(gate.amax(1, keepdim=True))
 
 
 def kl_divergence(mean: torch.Tensor, logvar: torch.Tensor | None) -> torch.Tensor:
@@ -59,8 +48,8 @@ def autoencode(ae: nn.Module, bits: torch.Tensor, latent_noise: float
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Shared training pass of both mask AEs: (decoded, posterior mean, log-variance or None).
 
-    `decoded` is what `ae.point_logits(decoded, coords)` turns into logits at points. Plain tuples,
-    so that accelerate's mixed-precision output casting can rebuild them.
+    `decoded` is what `ae.point_logits(decoded, coords)` turns into logits at points. A plain tuple,
+    so that accelerate's mixed-precision output casting can rebuild it.
     """
     mean, logvar = ae.encode_distribution(bits)
     latents = mean if logvar is None else mean + torch.randn_like(mean) * (0.5 * logvar).exp()
@@ -76,7 +65,10 @@ def resize_distribution(logits: torch.Tensor, size: tuple[int, int]) -> torch.Te
     PQ 46.7 -> 49.6 on default scenes, 30.8 -> 31.8 on dense ones, from this change alone).
     """
     probs = F.interpolate(logits.softmax(1), size=size, mode="bilinear", align_corners=False)
-    return probs.clamp_min(torch.finfo(probs.dtype).tiny).log()
+    tiny = torch.finfo(probs.dtype).tiny
+    if torch.is_grad_enabled() and probs.requires_grad:
+        return probs.clamp_min(tiny).log()
+    return probs.clamp_min_(tiny).log_()  # inference: in place, the full-size map is the largest tensor here
 
 
 class ResBlock(nn.Module):
@@ -112,7 +104,7 @@ class MaskAutoencoder(ModelMixin, ConfigMixin):
     def __init__(self, num_bits: int = 7, latent_channels: int = 4, downsample_factor: int = 8,
                  encoder_channels: tuple[int, ...] = (32, 64, 128, 256), decoder_channels: int = 256,
                  decoder_blocks: int = 1, gaussian: bool = False, input_stem: str = "conv",
-                 decoder_refine: bool = False, head_hidden: int = 0, presence_gate: bool = False):
+                 decoder_refine: bool = False, head_hidden: int = 0):
         super().__init__()
         stages = downsampling_stages(downsample_factor, encoder_channels)
         self.encoder = encoder_stack(num_bits, encoder_channels, input_stem, latent_channels * (2 if gaussian else 1))
@@ -123,10 +115,6 @@ class MaskAutoencoder(ModelMixin, ConfigMixin):
         self.decoder = nn.Sequential(*dec, LayerNorm2d(width), head)
         widths = [decoder_channels // 2**k for k in range(1, stages)]
         self.refine = nn.ModuleList([RefineConv(c) for c in widths] if decoder_refine else [])
-        self.presence = nn.Conv2d(decoder_channels, 2**num_bits, 1) if presence_gate else None
-        if self.presence is not None:
-            nn.init.zeros_(self.presence.weight)
-            nn.init.constant_(self.presence.bias, GATE_PRIOR)
 
     @property
     def num_ids(self) -> int:
@@ -151,39 +139,25 @@ class MaskAutoencoder(ModelMixin, ConfigMixin):
     def encode_ids(self, ids: torch.Tensor) -> torch.Tensor:
         return self.encode(ids_to_bits(ids, self.config.num_bits))
 
-    def decode_parts(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Latents -> (the head's per-pixel input features at H/2, refined after each upsampling;
-        presence logits per latent cell [B, N, H/f, W/f], or None without the gate)."""
-        x, refine, gate = latents, iter(self.refine), None
-        for k, layer in enumerate(self.decoder[:-1]):
+    def decode_features(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents -> the head's per-pixel input features at H/2 (refined after each upsampling)."""
+        x, refine = latents, iter(self.refine)
+        for layer in self.decoder[:-1]:
             x = layer(x)
-            if self.presence is not None and k == self.config.decoder_blocks:  # the trunk's last layer at H/f
-                gate = self.presence(x)
             if self.refine and isinstance(layer, nn.SiLU):  # top-level SiLUs end the upsampling stages
                 x = next(refine)(x)
-        return x, gate
+        return x
 
-    def decode_features(self, latents: torch.Tensor) -> torch.Tensor:
-        return self.decode_parts(latents)[0]
+    def decode_for_loss(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.decode_features(latents)
 
-    def decode_for_loss(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return self.decode_parts(latents)
-
-    def point_logits(self, decoded: tuple[torch.Tensor, torch.Tensor | None], coords: torch.Tensor
-                     ) -> torch.Tensor:
-        """Logits [B, N, P] at coords [B, P, 2] in [0, 1]: the head on bilinearly sampled features, plus the
-        bilinearly sampled presence gate."""
-        features, gate = decoded
-        logits = self.decoder[-1](sample_at(features, coords).unsqueeze(-1)).squeeze(-1)
-        return logits if gate is None else logits + gate_offsets(sample_at(gate, coords))
+    def point_logits(self, features: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+        """Logits [B, N, P] at coords [B, P, 2] in [0, 1]: the head on bilinearly sampled features."""
+        return self.decoder[-1](sample_at(features, coords).unsqueeze(-1)).squeeze(-1)
 
     def decode(self, latents: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
         """Latents -> N logits at H/2, or log-probabilities at `size` (inference: resize_distribution)."""
-        features, gate = self.decode_parts(latents)
-        logits = self.decoder[-1](features)
-        if gate is not None:
-            logits = logits + gate_offsets(F.interpolate(gate, size=logits.shape[-2:], mode="bilinear",
-                                                         align_corners=False))
+        logits = self.decoder[-1](self.decode_features(latents))
         if size is not None and tuple(logits.shape[-2:]) != tuple(size):
             logits = resize_distribution(logits, size)
         return logits

@@ -113,25 +113,6 @@ def segment_bce_dice(logits_at: torch.Tensor, target_at: torch.Tensor, present: 
     return bce / n, dice / n
 
 
-def presence_targets(ids: torch.Tensor, cells: tuple[int, int], num_ids: int, reach: int = 1) -> torch.Tensor:
-    """[B, H, W] ids -> [B, N, h, w] in {0, 1}: id k occurs within `reach` cells of cell (y, x) of an h x w grid."""
-    b, hgt, wid = ids.shape
-    h, w = cells
-    cy = torch.arange(hgt, device=ids.device) * h // hgt
-    cx = torch.arange(wid, device=ids.device) * w // wid
-    cell = (cy[:, None] * w + cx[None, :]).flatten()
-    flat = (torch.arange(b, device=ids.device)[:, None] * num_ids + ids.flatten(1).long()) * (h * w) + cell
-    hit = torch.zeros(b * num_ids * h * w, device=ids.device)
-    hit[flat.flatten()] = 1.0
-    return F.max_pool2d(hit.view(b, num_ids, h, w), 2 * reach + 1, stride=1, padding=reach)
-
-
-def presence_loss(gate: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """BCE of the presence gate [B, N, h, w] against which ids occur near each cell; VOID (id 0) left out."""
-    target = presence_targets(ids, tuple(gate.shape[-2:]), gate.shape[1])
-    return F.binary_cross_entropy_with_logits(gate[:, 1:].float(), target[:, 1:])
-
-
 def scaled_num_points(points_at_512: int, height: int, width: int) -> int:
     """112^2 points at 512^2 keeps the same density at other sizes."""
     return max(16, round(points_at_512 * height * width / 512**2))

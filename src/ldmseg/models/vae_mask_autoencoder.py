@@ -8,14 +8,13 @@ comes from the pretrained VAE (a local diffusers directory or a hub id). Same in
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from diffusers import AutoencoderKL
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
 from ldmseg.data.bits import ids_to_bits
 from ldmseg.models.image_encoder import sd_subfolder
-from ldmseg.models.mask_autoencoder import autoencode
+from ldmseg.models.mask_autoencoder import autoencode, resize_distribution
 from ldmseg.models.mask_losses import sample_at
 
 
@@ -61,7 +60,7 @@ class VAEMaskAutoencoder(ModelMixin, ConfigMixin):
     def decode(self, latents: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
         logits = self.vae.decode(latents).sample
         if size is not None and tuple(logits.shape[-2:]) != tuple(size):
-            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+            logits = resize_distribution(logits, size)
         return logits
 
     def decode_for_loss(self, latents: torch.Tensor) -> torch.Tensor:

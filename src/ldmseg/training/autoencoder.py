@@ -17,7 +17,7 @@ from ldmseg.errors import LDMSegError
 from ldmseg.models.depth_autoencoder import DepthAutoencoder, depth_autoencoder_loss, depth_planes
 from ldmseg.models.loading import load_autoencoder
 from ldmseg.models.mask_autoencoder import MaskAutoencoder, add_latent_noise, kl_divergence
-from ldmseg.models.mask_losses import mask_autoencoder_loss, presence_loss, scaled_num_points
+from ldmseg.models.mask_losses import mask_autoencoder_loss, scaled_num_points
 from ldmseg.models.vae_mask_autoencoder import VAEMaskAutoencoder
 from ldmseg.tasks import TRAINABLE
 from ldmseg.training.config import AutoencoderConfig
@@ -78,9 +78,8 @@ def _new_or_saved_autoencoder(cfg: AutoencoderConfig) -> torch.nn.Module:
         if kind == "ids" and model.config.num_bits != cfg.num_bits:
             raise LDMSegError(f"{cfg.init_from}: its mask AE has {model.config.num_bits} bits; pass "
                               f"--num-bits {model.config.num_bits}")
-        if isinstance(model, MaskAutoencoder):
-            added = {k: True for k in ("decoder_refine", "presence_gate") if getattr(cfg, k) and not model.config[k]}
-            return with_added_modules(model, **added) if added else model
+        if cfg.decoder_refine and isinstance(model, MaskAutoencoder) and not model.config.decoder_refine:
+            return with_refinement(model)
         return model
     if kind == "depth":
         return DepthAutoencoder(latent_channels=cfg.latent_channels, downsample_factor=cfg.downsample_factor,
@@ -96,16 +95,16 @@ def _new_or_saved_autoencoder(cfg: AutoencoderConfig) -> torch.nn.Module:
                            downsample_factor=cfg.downsample_factor, encoder_channels=tuple(cfg.encoder_channels),
                            decoder_channels=cfg.decoder_channels, decoder_blocks=cfg.decoder_blocks,
                            gaussian=cfg.gaussian, input_stem=cfg.input_stem, decoder_refine=cfg.decoder_refine,
-                           head_hidden=cfg.head_hidden, presence_gate=cfg.presence_gate)
+                           head_hidden=cfg.head_hidden)
 
 
-def with_added_modules(ae: MaskAutoencoder, **options: bool) -> MaskAutoencoder:
-    """The same AE with refinement convs (decoder_refine) and/or the presence gate added: both start as
-    (near) no-ops, so a trained AE decodes as before at step 0 and is fine-tuned into the new architecture."""
-    grown = MaskAutoencoder(**{**ae.config, **options})
-    missing = grown.load_state_dict(ae.state_dict(), strict=False).missing_keys
-    assert all(k.startswith(("refine.", "presence.")) for k in missing), missing
-    return grown.train()
+def with_refinement(ae: MaskAutoencoder) -> MaskAutoencoder:
+    """The same AE with the decoder's refinement convs added: zero-initialised, so it decodes exactly as
+    before at step 0 (fine-tuning a trained AE into the refined architecture)."""
+    refined = MaskAutoencoder(**{**ae.config, "decoder_refine": True})
+    missing = refined.load_state_dict(ae.state_dict(), strict=False).missing_keys
+    assert all(k.startswith("refine.") for k in missing), missing
+    return refined.train()
 
 
 class AutoencoderTask:
@@ -139,11 +138,6 @@ class AutoencoderTask:
         loss, logs = mask_autoencoder_loss(lambda coords: ae.point_logits(decoded, coords), ids, n_points,
                                            self.cfg.oversample, self.cfg.importance_ratio, self.cfg.ce_weight,
                                            self.cfg.bce_weight, self.cfg.dice_weight)
-        gate = decoded[1] if isinstance(decoded, tuple) else None
-        if gate is not None:
-            presence = presence_loss(gate, ids)
-            loss = loss + self.cfg.presence_weight * presence
-            logs["presence"] = presence.item()
         if self.cfg.kl_weight > 0:
             kl = kl_divergence(mean, logvar)
             loss = loss + self.cfg.kl_weight * kl

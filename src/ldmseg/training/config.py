@@ -91,7 +91,7 @@ FIELD_CHECKS: dict[str, checks.Check] = {
     **dict.fromkeys(("warmup_steps", "val_every", "seed", "num_workers", "threads", "decoder_blocks",
                      "head_hidden"), checks.non_negative),
     **dict.fromkeys(("weight_decay", "grad_clip", "time_limit_minutes", "kl_weight", "latent_noise", "ce_weight",
-                     "bce_weight", "dice_weight", "gradient_weight", "presence_weight", "scale_factor", "task_weights"),
+                     "bce_weight", "dice_weight", "gradient_weight", "scale_factor", "task_weights"),
                     checks.non_negative_float),
     **dict.fromkeys(("size", "val_size", "scene_sizes"), checks.multiple_of(8)),
     **dict.fromkeys(("crop_focus", "importance_ratio", "self_condition_prob"), checks.probability),
@@ -236,7 +236,7 @@ class AutoencoderConfig(LoopConfig):
     num_bits: int = 7  # N = 128 ids
     autoencoder: str = "shallow"  # 'shallow' (§3.1) or 'sd-vae' (Table 1 †: SD's VAE fine-tuned)
     init_from: str = ""  # a mask AE directory, 'demo' or 'demo-v2': fine-tune it (its architecture; the flags
-    # below ignored, except --decoder-refine / --presence-gate, which add those modules to an AE without them)
+    # below ignored, except --decoder-refine, which adds the refinement convs to an AE without them)
     freeze_encoder: bool = False  # train the decoder only: latents, and stage-2 models trained on them, stay valid
     pretrained_vae: str = ""  # for 'sd-vae': a diffusers AutoencoderKL directory or hub id
     latent_channels: int = 4
@@ -247,8 +247,6 @@ class AutoencoderConfig(LoopConfig):
     input_stem: str = "conv"  # 'conv' (paper: 3x3 conv at full resolution) or 'unshuffle' (2x2 fold, none)
     decoder_refine: bool = False  # a residual 3x3 conv (zero-initialised) after each upsampling of the decoder
     head_hidden: int = 0  # > 0: a two-layer per-pixel head of this width instead of the linear 1x1 conv
-    presence_gate: bool = False  # a per-cell "which ids are near" head gating the pixel logits (no fragments)
-    presence_weight: float = 1.0  # weight of the presence gate's BCE
     gaussian: bool = False
     kl_weight: float = 0.0
     latent_noise: float = 0.25  # train the decoder on latents + U(0, this) x std noise (robustness)
