@@ -53,27 +53,20 @@ common_ae="--size 128 --preset default+dense --batch-size 16 --lr 1e-3 --warmup-
 $LDMSEG train-ae --target semantic --num-bits 4 --out "$RUNS/sem-ae" --max-steps 1500 $common_ae
 $LDMSEG train-ae --target depth --out "$RUNS/depth-ae" --max-steps 1500 --encoder-channels 16 32 64 128 \
     --decoder-channels 128 $common_ae
-$LDMSEG train --init-from demo --ae "$RUNS/ae-v2/model" --semantic-ae "$RUNS/sem-ae/model" \
-    --depth-ae "$RUNS/depth-ae/model" --tasks instances,semantic,depth --task-weights 0.4,0.3,0.3 \
-    --out "$RUNS/mt" --seed 6 --max-steps 5000 --size 128 --batch-size 32 --lr 2e-4 --weight-decay 0.01 \
-    --warmup-steps 100 --unet base --image-channels 64 --prediction-type sample --loss-weighting none \
-    --reduction mean --self-condition-prob 0.5 --ema-decay 0.999 --sampler dpm++ --inference-steps 4 \
-    --val-steps 4 --val-num 48 --num-workers "$WORKERS" --val-every 1000 --checkpoint-every 500 --log-every 50 \
-    --mixed-precision bf16 --time-limit-minutes 95 --resume latest
-python3 "$(dirname "$0")/package_demo.py" --pipeline "$RUNS/mt/model"
-# multi-task, second stretch (100 min on the CPU): from the packaged model, semantic and depth weighted up
-$LDMSEG train --init-from demo --ae demo --tasks instances,semantic,depth --task-weights 0.2,0.45,0.35 \
-    --out "$RUNS/mt2" --seed 7 --max-steps 5000 --size 128 --batch-size 32 --lr 2e-4 --weight-decay 0.01 \
-    --warmup-steps 100 --unet base --image-channels 64 --prediction-type sample --loss-weighting none \
-    --reduction mean --self-condition-prob 0.5 --ema-decay 0.999 --sampler dpm++ --inference-steps 4 \
-    --val-steps 4 --val-num 48 --num-workers "$WORKERS" --val-every 1000 --checkpoint-every 500 --log-every 50 \
-    --mixed-precision bf16 --time-limit-minutes 100 --resume latest
-python3 "$(dirname "$0")/package_demo.py" --pipeline "$RUNS/mt2/model"
-# multi-task, third stretch (65 min on the CPU): from the packaged model, semantic weighted up further
-$LDMSEG train --init-from demo --ae demo --tasks instances,semantic,depth --task-weights 0.2,0.55,0.25 \
-    --out "$RUNS/mt3" --seed 8 --max-steps 5000 --size 128 --batch-size 32 --lr 2e-4 --weight-decay 0.01 \
-    --warmup-steps 100 --unet base --image-channels 64 --prediction-type sample --loss-weighting none \
-    --reduction mean --self-condition-prob 0.5 --ema-decay 0.999 --sampler dpm++ --inference-steps 4 \
-    --val-steps 4 --val-num 48 --num-workers "$WORKERS" --val-every 1000 --checkpoint-every 500 --log-every 50 \
-    --mixed-precision bf16 --time-limit-minutes 65 --resume latest
-python3 "$(dirname "$0")/package_demo.py" --pipeline "$RUNS/mt3/model"
+mt_stretch() {  # OUT SEED TASK_WEIGHTS MINUTES AE_FLAGS...: one multi-task stretch from the packaged demo, packaged
+    local out=$1 seed=$2 weights=$3 minutes=$4
+    shift 4
+    $LDMSEG train --init-from demo "$@" --tasks instances,semantic,depth --task-weights "$weights" \
+        --out "$out" --seed "$seed" --max-steps 5000 --size 128 --batch-size 32 --lr 2e-4 --weight-decay 0.01 \
+        --warmup-steps 100 --unet base --image-channels 64 --prediction-type sample --loss-weighting none \
+        --reduction mean --self-condition-prob 0.5 --ema-decay 0.999 --sampler dpm++ --inference-steps 4 \
+        --val-steps 4 --val-num 48 --num-workers "$WORKERS" --val-every 1000 --checkpoint-every 500 --log-every 50 \
+        --mixed-precision bf16 --time-limit-minutes "$minutes" --resume latest
+    python3 "$(dirname "$0")/package_demo.py" --pipeline "$out/model"
+}
+mt_stretch "$RUNS/mt" 6 0.4,0.3,0.3 95 --ae "$RUNS/ae-v2/model" --semantic-ae "$RUNS/sem-ae/model" \
+    --depth-ae "$RUNS/depth-ae/model"
+# second stretch (100 min on the CPU): from the packaged model, semantic and depth weighted up
+mt_stretch "$RUNS/mt2" 7 0.2,0.45,0.35 100 --ae demo
+# third stretch (65 min on the CPU): semantic weighted up further
+mt_stretch "$RUNS/mt3" 8 0.2,0.55,0.25 65 --ae demo
