@@ -15,9 +15,8 @@ import argparse
 
 import numpy as np
 import torch
-from common import ROOT, machine, new_plot, save_plot, save_results
+from common import ROOT, bench_pipeline, machine, new_plot, save_plot, save_results
 
-from ldmseg.commands.predict import load_pipeline
 from ldmseg.data.datasets import SampleConfig, SyntheticDataset
 from ldmseg.data.masks import make_mask
 from ldmseg.data.synthetic import SceneConfig
@@ -95,8 +94,7 @@ def main() -> None:
     ap.add_argument("--num", type=int, default=100)
     args = ap.parse_args()
     torch.set_num_threads(2)
-    pipe = load_pipeline(args.model)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = bench_pipeline(args.model)
     # one DDIM sample per image, whatever the model serves with: Algorithm 3 alone, comparable across models
     pipe.use_sampler("ddim", "trailing")
     pipe.register_to_config(default_num_inference_steps=STEPS, default_ensemble_size=1)

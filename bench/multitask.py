@@ -11,15 +11,15 @@ the `multitask` section of docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from common import machine, save_results
+from common import bench_pipeline, machine, save_results
 
-from ldmseg.commands.predict import load_pipeline
 from ldmseg.data.synthetic import SceneConfig, categories, generate_scene
 from ldmseg.data.transforms import void_segments
 from ldmseg.metrics.depth import DepthEvaluator
@@ -131,18 +131,35 @@ def curves_from_log(log: str) -> dict[str, dict[int, float]]:
     return found
 
 
+def validation_curves(logs: list[str]) -> list[dict[str, dict[int, float]]]:
+    """Each log's curves, parsed where the log is here, else the copy kept in bench/results/multitask.json (run
+    directories are not committed, so a later session re-benchmarks with the earlier stretches' logs gone)."""
+    kept_path = Path(__file__).parent / "results" / "multitask.json"
+    kept = json.loads(kept_path.read_text()) if kept_path.exists() else {}
+    by_log = dict(zip(kept.get("validation_logs", []), kept.get("validation_curves", []), strict=True))
+    curves = []
+    for log in logs:
+        if Path(log).exists():
+            curves.append(curves_from_log(log))
+        elif log in by_log:
+            curves.append({name: {int(k): v for k, v in c.items()} for name, c in by_log[log].items()})
+        else:
+            raise SystemExit(f"{log}: no such log, and no kept copy of its curves in {kept_path}")
+    return curves
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="demo")
     ap.add_argument("--num", type=int, default=200)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--log", action="append", default=[],
-                    help="console log of a multi-task training stretch of the model (repeat for several, in order)")
+                    help="console log of a multi-task training stretch of the model (repeat for several, in order; "
+                         "one no longer here is read from the copy kept in the results JSON)")
     ap.add_argument("--previous", default=None, help="a single-task model to compare the instances task with")
     args = ap.parse_args()
     torch.set_num_threads(2)
-    pipe = load_pipeline(args.model)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = bench_pipeline(args.model)
     size = pipe.config.default_processing_resolution
     data = scenes(BENCH_SEED, args.num, size)
     majority, mean_depth = baselines(size)
@@ -179,15 +196,14 @@ def main() -> None:
 
     res["instances_pq"], res["instances_s_per_image"], res["instances_t0_ceiling"] = instances(pipe, data, args.batch)
     if args.previous:
-        old = load_pipeline(args.previous)
-        old.set_progress_bar_config(disable=True)
+        old = bench_pipeline(args.previous)
         res["previous"] = dict(zip(("instances_pq", "instances_s_per_image", "instances_t0_ceiling"),
                                    instances(old, data, args.batch), strict=True))
         print("previous model", res["previous"], flush=True)
     res.update(ae_ceilings(pipe, data))
     print("instances", res["instances_pq"], "ceilings", res["semantic_ae_miou"], res["depth_ae_rmse"], flush=True)
     if args.log:
-        res["validation_curves"] = [curves_from_log(log) for log in args.log]
+        res["validation_logs"], res["validation_curves"] = args.log, validation_curves(args.log)
 
     p, s, d = res["panoptic"], res["semantic"], res["depth"]
     lines = ["## Multi-task: semantic, class-aware panoptic, depth", "",

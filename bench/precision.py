@@ -12,10 +12,8 @@ from __future__ import annotations
 import argparse
 
 import torch
-from common import machine, save_results
+from common import bench_pipeline, machine, save_results
 from multitask import BENCH_SEED, evaluate, scenes, task_score
-
-from ldmseg.commands.predict import load_pipeline
 
 
 def main() -> None:
@@ -25,8 +23,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     args = ap.parse_args()
     torch.set_num_threads(2)
-    pipe = load_pipeline(args.model)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = bench_pipeline(args.model)
     data = scenes(BENCH_SEED, args.num, pipe.config.default_processing_resolution)
     tasks = [t for t in ("instances", "semantic", "depth") if t in pipe.tasks]
     res: dict = {"machine": machine(), "model": args.model, "num": args.num, "seed": BENCH_SEED, "tasks": {}}

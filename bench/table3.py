@@ -13,10 +13,8 @@ from __future__ import annotations
 import argparse
 
 import torch
-from common import machine, save_results
+from common import bench_pipeline, machine, save_results
 from multitask import BENCH_SEED, evaluate, scenes, task_score
-
-from ldmseg.commands.predict import load_pipeline
 
 METRIC = {"instances": "class-agnostic PQ", "semantic": "mIoU", "depth": "RMSE"}
 
@@ -30,13 +28,11 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     args = ap.parse_args()
     torch.set_num_threads(2)
-    multi = load_pipeline(args.multi)
-    multi.set_progress_bar_config(disable=True)
+    multi = bench_pipeline(args.multi)
     data = scenes(BENCH_SEED, args.num, multi.config.default_processing_resolution)
     res: dict = {"machine": machine(), "num": args.num, "seed": BENCH_SEED, "multi": args.multi, "tasks": {}}
     for task in METRIC:
-        single = load_pipeline(getattr(args, task))
-        single.set_progress_bar_config(disable=True)
+        single = bench_pipeline(getattr(args, task))
         res["tasks"][task] = {"single_model": getattr(args, task),
                               "single": task_score(task, data, evaluate(single, data, args.batch, task)[0]),
                               "multi": task_score(task, data, evaluate(multi, data, args.batch, task)[0])}

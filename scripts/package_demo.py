@@ -4,8 +4,9 @@
     python scripts/package_demo.py --ae runs/demo-ae/model [--pipeline runs/demo-ldmseg/model]  # swap in an AE
 
 Weights are stored as float16 to halve the package (diffusers loads them back into float32 models).
-The pipeline is saved with the demo's serving defaults (SERVING: sampler, steps, ensemble size), chosen
-on bench/diffusion.py's scenes; its id pruning stays what scripts/tune_min_core.py wrote.
+The pipeline is saved with the demo's serving defaults (SERVING: sampler, steps, per-task steps, ensemble
+size), chosen on bench/diffusion.py's and bench/sampling_sweep.py's scenes; its id pruning stays what
+scripts/tune_min_core.py wrote.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from safetensors.torch import load_file, save_file
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "ldmseg" / "weights"
 DEMO = WEIGHTS / "demo"
-SERVING = {"sampler": "dpm++", "spacing": "trailing", "steps": 4, "ensemble_size": 8, "precision": "auto"}
+SERVING = {"sampler": "dpm++", "spacing": "trailing", "steps": 4, "ensemble_size": 8, "precision": "auto",
+           "task_steps": {"depth": 1}}  # depth: one step measured best (bench/sampling_sweep.py, tuning scenes)
 
 
 def halve(directory: Path) -> None:
@@ -40,13 +42,14 @@ def drop_local_paths(directory: Path) -> None:
 
 
 def save_for_serving(pipeline: str, directory: Path) -> None:
-    """Save a trained pipeline to `directory` with the SERVING sampler, step count and ensemble size."""
+    """Save a trained pipeline to `directory` with the SERVING sampler, step counts and ensemble size."""
     from ldmseg.pipeline import LDMSegPipeline
 
     pipe = LDMSegPipeline.from_pretrained(pipeline)
     pipe.use_sampler(SERVING["sampler"], SERVING["spacing"])
     pipe.register_to_config(default_num_inference_steps=SERVING["steps"],
-                            default_ensemble_size=SERVING["ensemble_size"], default_precision=SERVING["precision"])
+                            default_ensemble_size=SERVING["ensemble_size"], default_precision=SERVING["precision"],
+                            task_num_inference_steps=SERVING["task_steps"])
     pipe.save_pretrained(directory)
 
 

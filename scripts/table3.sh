@@ -11,12 +11,15 @@ RUNS=${RUNS:-runs}
 LDMSEG=${LDMSEG:-ldmseg}
 WORKERS=${WORKERS:-$(( $(nproc) - 1 ))}
 # multi-task examples per task: stretch 1 (4381 steps, weights 0.4/0.3/0.3) + stretch 2 (3966 steps,
-# 0.2/0.45/0.35) + stretch 3 (3922 steps, 0.2/0.55/0.25)
+# 0.2/0.45/0.35) + stretch 3 (3922 steps, 0.2/0.55/0.25) + stretch 4 (6000 steps, 0.15/0.6/0.25)
+# + stretch 5 (1500 steps, 0.1/0.3/0.6)
 STRETCH2=${STRETCH2:-3966}
 STRETCH3=${STRETCH3:-3922}
-STEPS_INSTANCES=${STEPS_INSTANCES:-$(( (4381 * 40 + STRETCH2 * 20 + STRETCH3 * 20) / 100 ))}
-STEPS_SEMANTIC=${STEPS_SEMANTIC:-$(( (4381 * 30 + STRETCH2 * 45 + STRETCH3 * 55) / 100 ))}
-STEPS_DEPTH=${STEPS_DEPTH:-$(( (4381 * 30 + STRETCH2 * 35 + STRETCH3 * 25) / 100 ))}
+STRETCH4=${STRETCH4:-6000}
+STRETCH5=${STRETCH5:-1500}
+STEPS_INSTANCES=${STEPS_INSTANCES:-$(( (4381 * 40 + STRETCH2 * 20 + STRETCH3 * 20 + STRETCH4 * 15 + STRETCH5 * 10) / 100 ))}
+STEPS_SEMANTIC=${STEPS_SEMANTIC:-$(( (4381 * 30 + STRETCH2 * 45 + STRETCH3 * 55 + STRETCH4 * 60 + STRETCH5 * 30) / 100 ))}
+STEPS_DEPTH=${STEPS_DEPTH:-$(( (4381 * 30 + STRETCH2 * 35 + STRETCH3 * 25 + STRETCH4 * 25 + STRETCH5 * 60) / 100 ))}
 START="$RUNS/table3-start"
 if [ ! -f "$START/model_index.json" ]; then  # the single-task demo the multi-task training started from
     mkdir -p "$START.tmp"

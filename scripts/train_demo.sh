@@ -53,20 +53,25 @@ common_ae="--size 128 --preset default+dense --batch-size 16 --lr 1e-3 --warmup-
 $LDMSEG train-ae --target semantic --num-bits 4 --out "$RUNS/sem-ae" --max-steps 1500 $common_ae
 $LDMSEG train-ae --target depth --out "$RUNS/depth-ae" --max-steps 1500 --encoder-channels 16 32 64 128 \
     --decoder-channels 128 $common_ae
-mt_stretch() {  # OUT SEED TASK_WEIGHTS MINUTES AE_FLAGS...: one multi-task stretch from the packaged demo, packaged
-    local out=$1 seed=$2 weights=$3 minutes=$4
-    shift 4
+mt_stretch() {  # OUT SEED TASK_WEIGHTS MINUTES MAX_STEPS AE_FLAGS...: one multi-task stretch from the packaged demo
+    local out=$1 seed=$2 weights=$3 minutes=$4 steps=$5
+    shift 5
     $LDMSEG train --init-from demo "$@" --tasks instances,semantic,depth --task-weights "$weights" \
-        --out "$out" --seed "$seed" --max-steps 5000 --size 128 --batch-size 32 --lr 2e-4 --weight-decay 0.01 \
+        --out "$out" --seed "$seed" --max-steps "$steps" --size 128 --batch-size 32 --lr 2e-4 --weight-decay 0.01 \
         --warmup-steps 100 --unet base --image-channels 64 --prediction-type sample --loss-weighting none \
         --reduction mean --self-condition-prob 0.5 --ema-decay 0.999 --sampler dpm++ --inference-steps 4 \
         --val-steps 4 --val-num 48 --num-workers "$WORKERS" --val-every 1000 --checkpoint-every 500 --log-every 50 \
         --mixed-precision bf16 --time-limit-minutes "$minutes" --resume latest
     python3 "$(dirname "$0")/package_demo.py" --pipeline "$out/model"
 }
-mt_stretch "$RUNS/mt" 6 0.4,0.3,0.3 95 --ae "$RUNS/ae-v2/model" --semantic-ae "$RUNS/sem-ae/model" \
+mt_stretch "$RUNS/mt" 6 0.4,0.3,0.3 95 5000 --ae "$RUNS/ae-v2/model" --semantic-ae "$RUNS/sem-ae/model" \
     --depth-ae "$RUNS/depth-ae/model"
 # second stretch (100 min on the CPU): from the packaged model, semantic and depth weighted up
-mt_stretch "$RUNS/mt2" 7 0.2,0.45,0.35 100 --ae demo
+mt_stretch "$RUNS/mt2" 7 0.2,0.45,0.35 100 5000 --ae demo
 # third stretch (65 min on the CPU): semantic weighted up further
-mt_stretch "$RUNS/mt3" 8 0.2,0.55,0.25 65 --ae demo
+mt_stretch "$RUNS/mt3" 8 0.2,0.55,0.25 65 5000 --ae demo
+# fourth stretch (95 min on the CPU): a full cosine of 6000 steps, semantic weighted up further
+mt_stretch "$RUNS/mt4" 9 0.15,0.6,0.25 95 6000 --ae demo
+# fifth stretch (75 min on an AVX2 CPU, where it ran with --mixed-precision no: bf16 is emulated there): depth
+# weighted up, after the synthetic scenes gained perspective depth cues (nearer objects lower and larger)
+mt_stretch "$RUNS/mt5" 10 0.1,0.3,0.6 85 1500 --ae demo

@@ -197,6 +197,22 @@ def test_pipeline_answers_every_task_and_saves_them(tmp_path: Path) -> None:
         loaded(image, task="semantic")
 
 
+def test_a_task_samples_with_its_own_step_count_unless_the_caller_gives_one(tmp_path: Path) -> None:
+    pipe = tiny_multitask_pipeline()
+    pipe.register_to_config(task_num_inference_steps={"depth": 1})
+    pipe.save_pretrained(tmp_path / "mt")
+    pipe = LDMSegPipeline.from_pretrained(tmp_path / "mt")
+    steps: list[tuple[str, int]] = []
+    record = lambda p, i, t, info: steps.append((info["task"], i))  # noqa: E731
+    image = np.zeros((32, 32, 3), np.uint8)
+    pipe(image, task="depth", callback_on_step_end=record)
+    pipe(image, task="panoptic", callback_on_step_end=record)
+    assert [t for t, _ in steps] == ["depth", "instances", "instances", "semantic", "semantic"]
+    steps.clear()
+    pipe(image, task="depth", num_inference_steps=3, callback_on_step_end=record)
+    assert len(steps) == 3 and pipe.default_steps("depth") == 1 and pipe.default_steps("semantic") == 2
+
+
 def test_vote_takes_the_per_pixel_majority_and_upsamples_band_by_band() -> None:
     maps = torch.tensor([[[1, 2, 5]], [[1, 3, 6]], [[4, 3, 7]]])
     stack, present = vote_counts(maps)

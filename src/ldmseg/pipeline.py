@@ -118,7 +118,8 @@ class LDMSegPipeline(DiffusionPipeline):
     """Components: `unet`, `image_encoder`, `scheduler`, `task_embeddings` and one stage-1 autoencoder per trained
     task (`mask_autoencoder` for instances, `semantic_autoencoder`, `depth_autoencoder`; absent ones None).
     Config: a latent scale per task (`scale_factors`; `scale_factor` is the instances one), the category list
-    for semantic / class-aware output, and the serving defaults."""
+    for semantic / class-aware output, and the serving defaults (`task_num_inference_steps`: a task's own step
+    count where it differs from `default_num_inference_steps`, e.g. {"depth": 1})."""
 
     model_cpu_offload_seq = "image_encoder->unet->mask_autoencoder"
     _optional_components = ["mask_autoencoder", "semantic_autoencoder", "depth_autoencoder"]
@@ -128,7 +129,8 @@ class LDMSegPipeline(DiffusionPipeline):
                  categories: list | None = None, self_condition: bool = True, default_num_inference_steps: int = 50,
                  default_processing_resolution: int = 512, confidence_threshold: float = 0.5,
                  min_area_at_512: float = 512.0, min_core_at_512: float = 512.0, default_ensemble_size: int = 1,
-                 ensemble_min_support: float = 0.25, default_precision: str = "fp32"):
+                 ensemble_min_support: float = 0.25, default_precision: str = "fp32",
+                 task_num_inference_steps: dict | None = None):
         super().__init__()
         self.register_modules(unet=unet, image_encoder=image_encoder, mask_autoencoder=mask_autoencoder,
                               scheduler=scheduler, task_embeddings=task_embeddings,
@@ -139,7 +141,8 @@ class LDMSegPipeline(DiffusionPipeline):
                                 default_processing_resolution=default_processing_resolution,
                                 confidence_threshold=confidence_threshold, min_area_at_512=min_area_at_512,
                                 min_core_at_512=min_core_at_512, default_ensemble_size=default_ensemble_size,
-                                ensemble_min_support=ensemble_min_support, default_precision=default_precision)
+                                ensemble_min_support=ensemble_min_support, default_precision=default_precision,
+                                task_num_inference_steps=task_num_inference_steps)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> LDMSegPipeline:
@@ -187,10 +190,17 @@ class LDMSegPipeline(DiffusionPipeline):
             return self.unet(x, t, encoder_hidden_states=hidden).sample
         return denoise
 
-    def _sample(self, task: str, z_img: torch.Tensor, steps: int, generator: torch.Generator | None,
+    def default_steps(self, task: str) -> int:
+        """The serving step count of a trained task: its own (`task_num_inference_steps`), else the default."""
+        own = (self.config.task_num_inference_steps or {}).get(task)
+        return int(own) if own else int(self.config.default_num_inference_steps)
+
+    def _sample(self, task: str, z_img: torch.Tensor, steps: int | None, generator: torch.Generator | None,
                 progress: bool, known: torch.Tensor | None = None, known_mask: torch.Tensor | None = None
                 ) -> torch.Tensor:
-        """Clean latents of `task` for the image latents (Algorithm 2 / 3), unscaled for its AE."""
+        """Clean latents of `task` for the image latents (Algorithm 2 / 3), unscaled for its AE; `steps` None:
+        the task's serving step count."""
+        steps = steps or self.default_steps(task)
         callback = getattr(self, "_step_callback", None)
         on_step = (lambda i, t: callback(self, i, t, {"task": task})) if callback is not None else None
         z = sample_latents(self._denoise(task), self.scheduler, z_img, self.unet.config.out_channels, steps,
@@ -212,20 +222,21 @@ class LDMSegPipeline(DiffusionPipeline):
         instances: panoptic ids; with `partial_mask` (HxW ids, 0 = unknown unless `valid_mask` says which
         pixels are given), complete it instead (Algorithm 3), keeping the given ids. semantic: class ids.
         depth: relative depth. panoptic: instances and semantic sampled from the same image latents and merged
-        (diffusion.merge). With `ensemble_size` K > 1 every image is sampled K times: instances keep the sample
-        the others agree with most, without the segments fewer than `ensemble_min_support` of the others found
-        (diffusion.ensemble); semantic takes a per-pixel vote, depth the per-pixel median (and its spread).
-        `precision` (default: the config's default_precision): "bf16" runs the networks under bfloat16
-        autocast, post-processing stays float32 (faster on CPUs with bf16 units and on GPUs; docs/benchmarks.md
-        "bf16 at inference" measures what it changes); "auto": bf16 where the device computes it natively.
-        `callback_on_step_end(pipe, step, timestep, {"task": ...})` runs after every sampling step of every
-        task, as in diffusers (it may raise to stop the call)."""
+        (diffusion.merge). `num_inference_steps` None: each task's serving step count (`default_steps`). With
+        `ensemble_size` K > 1 every image is sampled K times: instances keep the sample the others agree with most,
+        without the segments fewer than `ensemble_min_support` of the others found (diffusion.ensemble); semantic
+        takes a per-pixel vote, depth the per-pixel median (and its spread). `precision` (default: the config's
+        default_precision): "bf16" runs the networks under bfloat16 autocast, post-processing stays float32 (faster
+        on CPUs with bf16 units and on GPUs; docs/benchmarks.md "bf16 at inference" measures what it changes);
+        "auto": bf16 where the device computes it natively. `callback_on_step_end(pipe, step, timestep,
+        {"task": ...})` runs after every sampling step of every task, as in diffusers (it may raise to stop the
+        call)."""
         task = task or self.default_task()
         check_task(task, self.trained_tasks)
         if partial_mask is not None and task not in ("instances", "panoptic"):
             raise LDMSegError(f"partial_mask (inpainting) completes instance maps; task {task!r} does not take one")
         images = image if isinstance(image, list) else [image]
-        steps = num_inference_steps or self.config.default_num_inference_steps
+        steps = num_inference_steps  # None: each task's serving step count (default_steps)
         res = processing_resolution or self.config.default_processing_resolution
         k = self.config.default_ensemble_size if ensemble_size is None else ensemble_size
         if k < 1:
@@ -251,7 +262,7 @@ class LDMSegPipeline(DiffusionPipeline):
             return out.panoptic, out.segments_info
         return out
 
-    def _predict(self, images: list[ImageInput], task: str, steps: int, res: int, k: int,
+    def _predict(self, images: list[ImageInput], task: str, steps: int | None, res: int, k: int,
                  generator: torch.Generator | None, show_progress: bool, partial_mask, valid_mask, mask_rule: str,
                  keep_known: bool, min_area: int | None, output_logits: bool) -> LDMSegOutput:
         """The task's outputs for the images (numpy maps at their sizes)."""
@@ -273,7 +284,7 @@ class LDMSegPipeline(DiffusionPipeline):
                                                           min_area)
         return out
 
-    def _instances(self, z_img: torch.Tensor, sizes: list[tuple[int, int]], k: int, res: int, steps: int,
+    def _instances(self, z_img: torch.Tensor, sizes: list[tuple[int, int]], k: int, res: int, steps: int | None,
                    generator: torch.Generator | None, progress: bool, hints: list | None, min_area: int | None,
                    output_logits: bool, mask_rule: str, keep_known: bool) -> tuple:
         """Instance ids per image: (maps, segments_info, logits or None, known agreement or None)."""
@@ -361,7 +372,7 @@ class LDMSegPipeline(DiffusionPipeline):
                                           align_corners=False)[0].cpu())
         return panoptic, infos, kept or None, None
 
-    def _semantic(self, z_img: torch.Tensor, sizes: list[tuple[int, int]], k: int, res: int, steps: int,
+    def _semantic(self, z_img: torch.Tensor, sizes: list[tuple[int, int]], k: int, res: int, steps: int | None,
                   generator: torch.Generator | None, progress: bool) -> list[np.ndarray]:
         """Class ids per image: argmax at res over the model's classes. One sample: the logits of the classes
         present there upsampled to the input size (band by band). An ensemble votes at res: the per-class vote
@@ -381,7 +392,7 @@ class LDMSegPipeline(DiffusionPipeline):
             maps.append(labels_at_size(stack, present, size))
         return maps
 
-    def _depth(self, z_img: torch.Tensor, sizes: list[tuple[int, int]], k: int, res: int, steps: int,
+    def _depth(self, z_img: torch.Tensor, sizes: list[tuple[int, int]], k: int, res: int, steps: int | None,
                generator: torch.Generator | None, progress: bool) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Depth per image: the per-pixel median of its K samples and their median absolute deviation (at res,
         then bilinearly to the input size)."""

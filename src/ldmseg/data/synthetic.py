@@ -5,7 +5,9 @@ under occluding *things* of seven shape families (solid, holed, star-shaped, thi
 object gets a random colour, texture, size and rotation; the difficulty knobs in
 `SceneConfig` control how much the image content (not a colour threshold) is needed to
 segment it. Per scene we return the image, panoptic ids with categories, a semantic map and
-a relative depth map consistent with the occlusion order.
+a relative depth map consistent with the occlusion order and readable from the image: a ground plane
+nearer towards the bottom, sky at infinity, and objects nearer the lower and the larger they are drawn
+(`perspective_depth`).
 """
 
 from __future__ import annotations
@@ -252,6 +254,19 @@ def _paint_object(rng: np.random.Generator, image: np.ndarray, mask: np.ndarray,
     image[y0:y1, x0:x1][sub] = tex[sub]
 
 
+OBJECT_DEPTH = (0.05, 0.58)  # things lie in front of every stuff region (ground starts at 0.62)
+DEPTH_JITTER = 0.02  # what the perspective cues leave unexplained (std, in depth units)
+
+
+def perspective_depth(row: float, scale: float, rng: np.random.Generator) -> float:
+    """An object's depth from the cues an image shows: nearer objects sit lower in the frame (`row`, the centre's
+    height in [0, 1] from the top) and are drawn larger (`scale`, the size's position in the preset's log-range,
+    0..1), half each, plus a little jitter. Objects are painted far to near, so depth agrees with occlusion."""
+    nearness = 0.5 * float(np.clip(row, 0.0, 1.0)) + 0.5 * scale
+    far, near = OBJECT_DEPTH[1], OBJECT_DEPTH[0]
+    return float(np.clip(far - (far - near) * nearness + rng.normal(0, DEPTH_JITTER), near, far))
+
+
 def generate_scene(seed: int | list[int], cfg: SceneConfig = SceneConfig(), render: bool = True) -> Scene:
     """Generate one scene, deterministically from `seed`.
 
@@ -278,28 +293,33 @@ def generate_scene(seed: int | list[int], cfg: SceneConfig = SceneConfig(), rend
         labels[region] = len(seg_cat)
 
     n_obj = int(rng.integers(cfg.num_objects[0], cfg.num_objects[1] + 1))
-    depths = np.sort(rng.uniform(0.05, 0.58, n_obj))[::-1]  # painted far to near
     crowd_at = int(rng.integers(n_obj)) if rng.random() < cfg.crowd_prob and n_obj > 0 else -1
     lo, hi = np.log(cfg.object_scale[0] * size), np.log(cfg.object_scale[1] * size)
+    placements = []
     for k in range(n_obj):
         thin = rng.random() < cfg.thin_fraction
         family = rng.choice(sorted(THIN_THINGS)) if thin else rng.choice(
             [c for c in THING_CATEGORIES if c not in THIN_THINGS])
         cy, cx = rng.uniform(-0.1, 1.1, 2) * size
-        if k == crowd_at:  # a crowd: a tight cluster of small objects of one category, one segment
+        log_r = rng.uniform(lo, hi)
+        scale = 0.0 if k == crowd_at else (log_r - lo) / max(hi - lo, 1e-6)
+        placements.append((str(family), cy, cx, float(np.exp(log_r)), k == crowd_at,
+                           perspective_depth(cy / size, scale, rng)))
+    for family, cy, cx, r, crowd, obj_depth in sorted(placements, key=lambda p: -p[-1]):  # far to near
+        if crowd:  # a crowd: a tight cluster of small objects of one category, one segment
             mask = np.zeros((size, size), bool)
             for _ in range(int(rng.integers(5, 12))):
                 oy, ox = rng.normal(0, 0.06 * size, 2)
                 mask |= _rasterise(rng, family, size, cy + oy, cx + ox, size * rng.uniform(0.02, 0.05))
         else:
-            mask = _rasterise(rng, family, size, cy, cx, float(np.exp(rng.uniform(lo, hi))), cfg.parts_prob)
+            mask = _rasterise(rng, family, size, cy, cx, r, cfg.parts_prob)
         if not mask.any():
             continue
         if render:
             _paint_object(rng, image, mask, cfg)
-        depth[mask] = depths[k]
-        seg_cat.append(CATEGORY_ID[str(family)])
-        seg_crowd.append(int(k == crowd_at))
+        depth[mask] = obj_depth
+        seg_cat.append(CATEGORY_ID[family])
+        seg_crowd.append(int(crowd))
         labels[mask] = len(seg_cat)
 
     semantic = np.zeros((size, size), np.uint8)
