@@ -165,7 +165,8 @@ def main() -> None:
     majority, mean_depth = baselines(size)
     res: dict = {"machine": machine(), "model": args.model, "num": args.num, "size": size, "seed": BENCH_SEED,
                  "ensemble_size": pipe.config.default_ensemble_size,
-                 "steps": pipe.config.default_num_inference_steps}
+                 "steps": pipe.config.default_num_inference_steps,
+                 "task_steps": dict(pipe.config.task_num_inference_steps or {})}
 
     sem, res["semantic_s_per_image"] = evaluate(pipe, data, args.batch, "semantic")
     ev, base = SemanticEvaluator(NUM_CLASSES, 0), SemanticEvaluator(NUM_CLASSES, 0)
@@ -209,7 +210,9 @@ def main() -> None:
     lines = ["## Multi-task: semantic, class-aware panoptic, depth", "",
              f"Model `{args.model}`, {args.num} fresh synthetic scenes (`default` preset, {size}x{size}, seed "
              f"{BENCH_SEED}, never used in training or tuning); the model's serving defaults (ensemble of "
-             f"{res['ensemble_size']}, {res['steps']} steps). {machine()}.", "",
+             f"{res['ensemble_size']}, {res['steps']} steps"
+             + "".join(f"; {task}: {n} step{'s' * (n > 1)}" for task, n in res["task_steps"].items())
+             + f"). {machine()}.", "",
              "| task | metric | LDMSeg | trivial baseline | the task's AE alone |", "|---|---|---|---|---|",
              f"| semantic (12 classes, 0 ignored) | mIoU | {s['miou']:.1f} | {s['majority_baseline_miou']:.1f} "
              f"(majority class) | {res['semantic_ae_miou']:.1f} |",
