@@ -211,6 +211,10 @@ def test_a_task_samples_with_its_own_step_count_unless_the_caller_gives_one(tmp_
     steps.clear()
     pipe(image, task="depth", num_inference_steps=3, callback_on_step_end=record)
     assert len(steps) == 3 and pipe.default_steps("depth") == 1 and pipe.default_steps("semantic") == 2
+    for bad in ({"depht": 1}, {"depth": 0}, {"depth": 1.5}):
+        pipe.register_to_config(task_num_inference_steps=bad)
+        with pytest.raises(LDMSegError, match="task_num_inference_steps in the pipeline config"):
+            pipe(image, task="semantic")
 
 
 def test_vote_takes_the_per_pixel_majority_and_upsamples_band_by_band() -> None:

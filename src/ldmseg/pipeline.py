@@ -192,8 +192,13 @@ class LDMSegPipeline(DiffusionPipeline):
 
     def default_steps(self, task: str) -> int:
         """The serving step count of a trained task: its own (`task_num_inference_steps`), else the default."""
-        own = (self.config.task_num_inference_steps or {}).get(task)
-        return int(own) if own else int(self.config.default_num_inference_steps)
+        own = dict(self.config.task_num_inference_steps or {})
+        bad = [f"{t}: {n!r}" for t, n in own.items()
+               if t not in TRAINABLE or isinstance(n, bool) or not isinstance(n, int) or n < 1]
+        if bad:
+            raise LDMSegError(f"task_num_inference_steps in the pipeline config: {', '.join(bad)} (tasks are "
+                              f"{', '.join(TRAINABLE)}, counts integers >= 1)")
+        return own.get(task, int(self.config.default_num_inference_steps))
 
     def _sample(self, task: str, z_img: torch.Tensor, steps: int | None, generator: torch.Generator | None,
                 progress: bool, known: torch.Tensor | None = None, known_mask: torch.Tensor | None = None
