@@ -44,6 +44,21 @@ def bench_pipeline(model: str):
     return pipe
 
 
+def child_json(code: str, args: list[str], src: Path, timeout: float = 3600, **env: str) -> dict:
+    """Run `code` in a fresh interpreter importing ldmseg from `src` (this checkout's or an earlier one's) and
+    return the JSON object its last stdout line prints, or {"error": its last stderr line}."""
+    import os
+    import subprocess
+    import sys
+
+    full_env = {**os.environ, "PYTHONPATH": str(src), "OMP_WAIT_POLICY": "PASSIVE", **env}
+    res = subprocess.run([sys.executable, "-c", code, *args], env=full_env, capture_output=True, text=True,
+                         timeout=timeout)
+    if res.returncode:
+        return {"error": (res.stderr.strip().splitlines() or ["killed"])[-1][:200]}
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
 def save_results(name: str, results: dict, markdown: str) -> None:
     """Write bench/results/NAME.json and replace the NAME section of docs/benchmarks.md."""
     write_json(RESULTS / f"{name}.json", json.loads(json.dumps(results, default=_plain)), indent=2)

@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-from common import ROOT, machine, save_results
+from common import ROOT, child_json, machine, save_results
 
 SIZES = [(128, 128), (480, 640), (1000, 1000), (2000, 2000), (4000, 4000), (7000, 7000), (10000, 10000)]
 
@@ -62,13 +59,9 @@ print(json.dumps({"seconds": best, "unet_share": unet / best, "peak_rss_mb": pea
 
 
 def run(size: tuple[int, int], model: str, src: Path, task: str = "instances") -> dict:
-    env = {**os.environ, "PYTHONPATH": str(src), "OMP_WAIT_POLICY": "PASSIVE", "LDMSEG_MAX_PIXELS": "200000000"}
     quick = "1" if size[0] * size[1] > 4e6 else "0"
-    res = subprocess.run([sys.executable, "-c", CHILD, str(size[0]), str(size[1]), model, quick, task], env=env,
-                         capture_output=True, text=True, timeout=1800)
-    if res.returncode:
-        return {"error": (res.stderr.strip().splitlines() or ["killed"])[-1][:200]}
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    return child_json(CHILD, [str(size[0]), str(size[1]), model, quick, task], src, timeout=1800,
+                      LDMSEG_MAX_PIXELS="200000000")
 
 
 def main() -> None:

@@ -274,7 +274,7 @@ def test_post_processing_at_the_processing_resolution() -> None:
     blocks[0, 3, :4], blocks[0, 7, 4:, :4], blocks[0, 9, 4:, 4:] = 6.0, 6.0, 6.0
     logits = F.interpolate(blocks, size=(32, 32), mode="bilinear") + torch.randn(1, 32, 32, 32) * 0.5
     (ref, ref_segs), = logits_to_panoptic(logits, 0.5, 4, 20)
-    stack, ids = survivors_to_size(logits[0], (32, 32), 20)
+    stack, ids = survivors_to_size(logits[0].softmax(0), (32, 32), 20)
     assert stack.shape[0] == len(ids) + 1 < 8  # a few survivors + the rest, not 32 channels
     same, segs, _ = panoptic_from_survivors(stack, ids, 0.5, 4)
     assert np.array_equal(same, ref)
@@ -282,7 +282,7 @@ def test_post_processing_at_the_processing_resolution() -> None:
                                                                    for x in ref_segs]
     big = F.interpolate(logits, size=(80, 96), mode="bilinear", align_corners=False)
     (full, _), = logits_to_panoptic(big, 0.5, 25, 125)
-    up, _, _ = panoptic_from_survivors(*survivors_to_size(logits[0], (80, 96), 20), 0.5, 25)
+    up, _, _ = panoptic_from_survivors(*survivors_to_size(logits[0].softmax(0), (80, 96), 20), 0.5, 25)
     names = {int(u): int(np.bincount(full[up == u]).argmax()) for u in np.unique(up)}  # ids are renumbered
     assert (np.vectorize(names.get)(up) == full).mean() > 0.99
 
@@ -299,7 +299,7 @@ def test_decide_at_resolution_then_paint_in_bands() -> None:
     blocks[0, 3, :4], blocks[0, 7, 4:, :4], blocks[0, 9, 4:, 4:] = 6.0, 6.0, 6.0
     logits = F.interpolate(blocks, size=(32, 32), mode="bilinear") + torch.randn(1, 32, 32, 32) * 0.5
     (ref, ref_segs), = logits_to_panoptic(logits, 0.5, 4, 20)
-    d = decide(logits[0], 0.5, 4, 20)
+    d = decide(logits[0].softmax(0), 0.5, 4, 20)
     assert np.array_equal(d.ids, ref) and len(d.model_of) == len(ref_segs)
     same, segs = paint(d, set(d.model_of), (32, 32), 0.5)
     assert np.array_equal(same, ref)
@@ -314,6 +314,40 @@ def test_decide_at_resolution_then_paint_in_bands() -> None:
     largest = min(d.model_of)  # segment 1 is the largest
     dropped, dropped_segs = paint(d, set(d.model_of) - {largest}, (90, 70), 0.5)
     assert (dropped[one == 1] == 0).all() and len(dropped_segs) == len(one_segs) - 1
+
+
+def test_channel_argmax_is_torch_max_with_first_index_on_ties() -> None:
+    from ldmseg.diffusion.postprocess import channel_argmax
+
+    g = torch.Generator().manual_seed(0)
+    for shape, dim in (((128, 20, 9), 0), ((2, 300, 5, 4), 1), ((6, 7), 1)):  # uint8 and int16 channel numbers
+        x = torch.randint(0, 4, shape, generator=g).float()  # many ties
+        top, idx = channel_argmax(x, dim)
+        first = (x == x.amax(dim, keepdim=True)).float().argmax(dim)  # first maximal channel
+        assert torch.equal(top, x.amax(dim)) and torch.equal(idx, first)
+    x = torch.zeros(3, 2)
+    x[1, 0] = float("nan")
+    assert channel_argmax(x)[1].tolist() == [2, 0]  # a NaN max still gives an index in range
+
+
+def test_painting_at_a_larger_size_when_every_unpruned_id_wins_somewhere() -> None:
+    """When no unpruned id is left over (the folded channel is empty), upsampling must not turn it into NaN:
+    scores stay finite and the confidence threshold still applies (the shipped code gave NaN scores and
+    skipped the threshold at every input size other than the processing resolution)."""
+    import torch.nn.functional as F
+
+    from ldmseg.diffusion.postprocess import decide, paint
+
+    blocks = torch.zeros(1, 16, 4, 4)
+    blocks[0, 3, :2], blocks[0, 7, 2:, :2], blocks[0, 9, 2:, 2:] = 6.0, 6.0, 6.0
+    probs = F.interpolate(blocks, size=(32, 32), mode="bilinear", align_corners=False)[0].softmax(0)
+    d = decide(probs, 0.5, 4, 20)
+    assert sorted(d.survivors.tolist()) == [3, 7, 9]
+    ids, segs = paint(d, set(d.model_of), (90, 70), 0.5)
+    assert len(segs) == 3 and all(0.5 <= s["score"] <= 1 for s in segs)
+    kept = F.interpolate(probs[[3, 7, 9]][None], size=(90, 70), mode="bilinear", align_corners=False)[0]
+    conf = (kept / kept.sum(0)).amax(0).numpy()  # pruned ids' mass dropped, as at the processing resolution
+    assert ((ids == 0) == (conf < 0.5)).all()
 
 
 def test_predict_skips_a_bad_file_and_finishes_the_good_ones(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

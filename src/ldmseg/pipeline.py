@@ -49,6 +49,7 @@ from ldmseg.models import image_encoder as _image_encoder  # noqa: F401
 from ldmseg.models import mask_autoencoder as _mask_autoencoder  # noqa: F401
 from ldmseg.models import vae_mask_autoencoder as _vae_mask_autoencoder  # noqa: F401
 from ldmseg.models.layers import native_bf16
+from ldmseg.models.mask_autoencoder import resize_probabilities
 from ldmseg.tasks import TRAINABLE, available_tasks, check_task
 
 # diffusers resolves custom components from sys.modules: importing their modules above lets
@@ -304,11 +305,11 @@ class LDMSegPipeline(DiffusionPipeline):
             valid = torch.from_numpy(np.stack([resize_labels(v, (res, res)) for _, v in hints])).to(z_img.device)
             known_mask = latent_mask(valid, tuple(known.shape[-2:]), mask_rule).to(known.dtype)
         z = self._sample("instances", z_img, steps, generator, progress, known, known_mask)
-        logits = ae.decode(z, size=(res, res))
+        probs = resize_probabilities(ae.decode(z), (res, res))
         core = scaled_area(self.config.min_core_at_512, res, res)
         if hints is None:
-            return self._instances_at_resolution(logits, sizes, k, min_area, core, output_logits)
-        return self._completions(logits, sizes, k, hints, model_ids, min_area, core, output_logits, keep_known)
+            return self._instances_at_resolution(probs, sizes, k, min_area, core, output_logits)
+        return self._completions(probs, sizes, k, hints, model_ids, min_area, core, output_logits, keep_known)
 
     def _area_at_res(self, min_area: int | None, size: tuple[int, int], res: int) -> int:
         """The minimum segment area in pixels at res x res: a caller's min_area (input pixels) as the same share."""
@@ -316,13 +317,13 @@ class LDMSegPipeline(DiffusionPipeline):
             return scaled_area(self.config.min_area_at_512, res, res)
         return round(min_area * res * res / (size[0] * size[1]))
 
-    def _completions(self, logits: torch.Tensor, sizes: list[tuple[int, int]], k: int, hints: list,
+    def _completions(self, probs: torch.Tensor, sizes: list[tuple[int, int]], k: int, hints: list,
                      model_ids: list[np.ndarray], min_area: int | None, core: int, output_logits: bool,
                      keep_known: bool) -> tuple:
         """Inpainting: each sample decided at the processing resolution (given ids exempt from pruning) and matched
         to the hints resized there, the ensemble's choice made there; only the chosen sample is painted at the
         input size, where the given ids are matched again and written back (memory linear in H x W)."""
-        res, thr = logits.shape[-1], self.config.confidence_threshold
+        res, thr = probs.shape[-1], self.config.confidence_threshold
         panoptic, infos, kept, agreements = [], [], [], []
         for start in range(0, len(sizes), k):
             size, (partial, valid) = sizes[start], hints[start]
@@ -330,7 +331,7 @@ class LDMSegPipeline(DiffusionPipeline):
             area = self._area_at_res(min_area, size, res)
             decisions, luts, samples = [], [], []
             for i in range(start, start + k):
-                decision = decide(logits[i], thr, area, core, given_ids_mask(model_ids[i], logits.shape[1])[0])
+                decision = decide(probs[i], thr, area, core, given_ids_mask(model_ids[i], probs.shape[1])[0])
                 lut = given_id_lut(decision.ids, *small)
                 mapped, _ = match_given_ids(decision.ids, *small, keep_known=keep_known, lut=lut)
                 decisions.append(decision)
@@ -351,18 +352,17 @@ class LDMSegPipeline(DiffusionPipeline):
             infos.append(segment_infos(ids, conf))
             agreements.append(agreement)
             if output_logits:
-                kept.append(F.interpolate(logits[start + index][None].float(), size=size, mode="bilinear",
-                                          align_corners=False)[0].cpu())
+                kept.append(log_probabilities_at(probs[start + index], size))
         return panoptic, infos, kept or None, agreements
 
-    def _instances_at_resolution(self, logits: torch.Tensor, sizes: list[tuple[int, int]], k: int,
+    def _instances_at_resolution(self, probs: torch.Tensor, sizes: list[tuple[int, int]], k: int,
                                  min_area: int | None, core: int, output_logits: bool) -> tuple:
         """Segmentation without given ids: every decision at the processing resolution (pruning, threshold, minimum
         area, the ensemble's choice and its unconfirmed segments), then only the chosen sample's surviving ids are
         painted at the input size, band by band (memory linear in H x W)."""
-        res = logits.shape[-1]
+        res = probs.shape[-1]
         decisions = [decide(lg, self.config.confidence_threshold, self._area_at_res(min_area, size, res), core)
-                     for lg, size in zip(logits, sizes, strict=True)]
+                     for lg, size in zip(probs, sizes, strict=True)]
         panoptic, infos, kept = [], [], []
         for start in range(0, len(decisions), k):
             group = decisions[start:start + k]
@@ -373,8 +373,7 @@ class LDMSegPipeline(DiffusionPipeline):
             panoptic.append(ids)
             infos.append(segments)
             if output_logits:
-                kept.append(F.interpolate(logits[start + index][None].float(), size=sizes[start], mode="bilinear",
-                                          align_corners=False)[0].cpu())
+                kept.append(log_probabilities_at(probs[start + index], sizes[start]))
         return panoptic, infos, kept or None, None
 
     def _semantic(self, z_img: torch.Tensor, sizes: list[tuple[int, int]], k: int, res: int, steps: int | None,
@@ -440,3 +439,9 @@ class LDMSegPipeline(DiffusionPipeline):
 def _repeat(items: list, k: int) -> list:
     """Each item k times in a row: [a, b] -> [a, a, b, b] for k = 2."""
     return [item for item in items for _ in range(k)]
+
+
+def log_probabilities_at(probs: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """`output_logits`: one sample's id probabilities [N, r, r] as log-probabilities resized to the input size."""
+    resized = F.interpolate(probs[None].float(), size=size, mode="bilinear", align_corners=False)[0]
+    return resized.clamp_min_(torch.finfo(resized.dtype).tiny).log_().cpu()
