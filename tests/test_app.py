@@ -200,3 +200,36 @@ def test_a_request_over_its_time_limit_is_stopped_cleanly() -> None:
         segmenter.run(editor, 0, False, "instances")
     segmenter.time_limit = 600
     assert "segments, seed 0" in segmenter.run(editor, 0, False, "instances")[2]
+
+
+def test_requests_from_two_events_never_share_the_pipeline_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Segment and Complete are separate events: two requests at once must still run one after the other (the
+    scheduler and the step callback are per-call state; overlapping calls made DPM-Solver index past its sigmas)."""
+    import threading
+    import time
+
+    from ldmseg.commands.app import Segmenter
+
+    segmenter = Segmenter("demo", steps=1)
+    call, inside, overlaps = type(segmenter.pipe).__call__, [0], []
+
+    def watched(pipe, *args, **kwargs):
+        inside[0] += 1
+        overlaps.append(inside[0] > 1)
+        time.sleep(0.2)  # hold the pipeline long enough for the other thread to arrive
+        try:
+            return call(pipe, *args, **kwargs)
+        finally:
+            inside[0] -= 1
+
+    monkeypatch.setattr(type(segmenter.pipe), "__call__", watched)
+    editor = {"background": np.full((40, 40, 3), 120, np.uint8), "layers": []}
+    results: list = []
+    threads = [threading.Thread(target=lambda: results.append(segmenter.run(editor, 0, False, "instances")))
+               for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert len(results) == 3 and len(overlaps) == 3 and not any(overlaps)
+    assert len({files[0] for _, files, _ in results}) == 3  # each request its own result folder

@@ -12,6 +12,7 @@ import atexit
 import re
 import shutil
 import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -68,6 +69,9 @@ class Segmenter:
         self.root = Path(tempfile.mkdtemp(prefix="ldmseg-app-"))  # every result below it, removed at exit
         atexit.register(shutil.rmtree, self.root, True)
         self._results = 0
+        # One request at a time on the pipeline: its scheduler and step callback are per-call state, and two
+        # events (Segment, Complete) running at once made DPM-Solver index past its sigmas.
+        self._lock = threading.Lock()
 
     def result_folder(self) -> Path:
         """A fresh folder for one request's files; only the newest KEEP_RESULTS stay (downloads in flight)."""
@@ -91,9 +95,10 @@ class Segmenter:
             raise LDMSegError("paint at least one stroke before pressing Complete")
         if use_strokes and task not in ("instances", "panoptic"):
             raise LDMSegError(f"strokes complete segments: choose the task instances or panoptic, not {task}")
-        out = self.pipe(image, num_inference_steps=self.steps, generator=torch.Generator().manual_seed(int(seed)),
-                        partial_mask=partial, task=task, callback_on_step_end=_stop_after(self.time_limit))
-        folder = self.result_folder()
+        with self._lock:
+            out = self.pipe(image, num_inference_steps=self.steps, generator=torch.Generator().manual_seed(int(seed)),
+                            partial_mask=partial, task=task, callback_on_step_end=_stop_after(self.time_limit))
+            folder = self.result_folder()
         if task == "semantic":
             labels = out.semantic[0]
             formats.write_png(folder / "semantic.png", labels.astype(np.uint8))
@@ -204,9 +209,10 @@ def build_app(segmenter: Segmenter, examples: list[str]):
             return (*handle(editor, seed + 1, strokes, task), seed + 1, strokes)
 
         outputs = [result, files, status, seed, used_strokes]
-        segment_btn.click(lambda e, t: first(e, False, t), [editor, task], outputs, api_name="segment")
-        complete_btn.click(lambda e, t: first(e, True, t), [editor, task], outputs, api_name="complete")
-        resample_btn.click(again, [editor, seed, used_strokes, task], outputs, api_name="resample")
+        one_queue = {"concurrency_id": "pipeline", "concurrency_limit": 1}  # the three events share one worker
+        segment_btn.click(lambda e, t: first(e, False, t), [editor, task], outputs, api_name="segment", **one_queue)
+        complete_btn.click(lambda e, t: first(e, True, t), [editor, task], outputs, api_name="complete", **one_queue)
+        resample_btn.click(again, [editor, seed, used_strokes, task], outputs, api_name="resample", **one_queue)
     return app
 
 
