@@ -45,7 +45,7 @@ def rows() -> list[str]:
                        f"| {ratio} | {target} |")
     share = load("unet_share")
     if share:
-        whole, unet = share["rows"]["whole predict call (instances)"], share["rows"]["UNet, eager, contiguous"]
+        whole, unet = share["rows"]["whole predict call (instances)"], share["rows"]["UNet, eager, channels_last"]
         cpu = share["machine"].split("(")[1].split(",")[0] if "(" in share["machine"] else "another CPU"
         out.append(f"| predict 128x128, ensemble of 8, fp32 on the {cpu} (bench/unet_share.py) | "
                    f"{whole['seconds']:.2f} s | {100 * whole['share_fp32']:.0f} % of its fp32 peak "

@@ -136,6 +136,8 @@ def test_pipeline_outputs_and_round_trip(tmp_path: Path) -> None:
         assert all(0 <= s["score"] <= 1 for s in segs)
     pipe.save_pretrained(tmp_path / "p")
     again = LDMSegPipeline.from_pretrained(tmp_path / "p")
+    for module in (again.unet.conv_in, again.mask_autoencoder.decoder[0]):  # served in channels_last (NHWC)
+        assert module.weight.is_contiguous(memory_format=torch.channels_last) and not module.weight.is_contiguous()
     out2 = again([gray, rgba], generator=torch.Generator().manual_seed(0))
     assert all(np.array_equal(a, b) for a, b in zip(out.panoptic, out2.panoptic, strict=True))
     assert again.config.default_num_inference_steps == 3 and again.config.scale_factor == 0.5

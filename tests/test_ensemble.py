@@ -13,6 +13,7 @@ from ldmseg.diffusion.ensemble import (
     consensus_index,
     drop_segments,
     ensemble,
+    one_way_pq,
     unconfirmed_ids,
 )
 from ldmseg.diffusion.postprocess import segment_infos
@@ -45,6 +46,17 @@ def test_agreement_ignores_id_names_and_sees_splits() -> None:
     assert agreement(sample(a), sample(split)) < 0.8
     empty = np.zeros_like(a)
     assert agreement(sample(empty), sample(empty)) == 1.0 and agreement(sample(a), sample(empty)) == 0.0
+
+
+def test_pq_between_two_samples_is_symmetric_so_agreement_scores_one_direction() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        a, b = (rng.integers(0, rng.integers(2, 9), (24, 24)).astype(np.int32) for _ in range(2))
+        rows = rng.integers(0, 24)
+        b[:rows] = a[:rows]  # partly the same map (VOID included), so some segments match and some do not
+        there, back = one_way_pq(sample(a), sample(b)), one_way_pq(sample(b), sample(a))
+        assert there == pytest.approx(back, abs=1e-12)
+        assert agreement(sample(a), sample(b)) == there
 
 
 def test_consensus_keeps_the_sample_the_others_agree_with() -> None:

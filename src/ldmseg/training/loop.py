@@ -186,8 +186,8 @@ def train(cfg: LoopConfig, make_task: Callable[[LoopConfig], Task]) -> Path:
         torch.backends.cudnn.allow_tf32 = True
     set_seed(cfg.seed)
     task = make_task(cfg)
-    if cfg.channels_last:
-        task.model.to(memory_format=torch.channels_last)
+    # explicit either way: a model taken from a served pipeline (--init-from) arrives in channels_last
+    task.model.to(memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
     params = [p for p in task.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)  # 4x faster step
     world = accelerator.num_processes
