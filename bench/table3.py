@@ -1,10 +1,12 @@
 """Table 3 of the paper on the embedded default: multi-task vs single-task models at equal training compute.
 
     python bench/table3.py --instances DIR --semantic DIR --depth DIR [--multi demo] [--num 100]
+        [--steps multi=N,instances=N,semantic=N,depth=N]
 
 scripts/table3.sh trains the three single-task models (each from the multi-task model's start, on as many
-examples of its task as the multi-task training drew). All four models answer bench/multitask.py's fresh
-scenes with their serving defaults and the same sampling seed. Writes bench/results/table3.json and the
+examples of its task as the multi-task training drew; with MULTI_STEPS the multi-task model too, at reduced
+scale). All four models answer bench/multitask.py's fresh scenes with their serving defaults and the same
+sampling seed. Writes bench/results/table3.json and the
 `table3` section of docs/benchmarks.md.
 """
 
@@ -17,6 +19,13 @@ from common import bench_pipeline, machine, save_results
 from multitask import BENCH_SEED, evaluate, scenes, task_score
 
 METRIC = {"instances": "class-agnostic PQ", "semantic": "mIoU", "depth": "RMSE"}
+REDUCED = (" (reduced scale, MULTI_STEPS in scripts/table3.sh: trained from the same start as the four others;"
+           " the shipped demo's multi-task training was 19769 steps)")
+
+
+def shown(path: str) -> str:
+    """A model path as the repository root sees it (the script runs in bench/)."""
+    return path.removeprefix("../")
 
 
 def main() -> None:
@@ -26,21 +35,28 @@ def main() -> None:
     ap.add_argument("--multi", default="demo", help="the multi-task model")
     ap.add_argument("--num", type=int, default=100)
     ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--steps", default="", help="training steps of each model, e.g. multi=1800,instances=720")
     args = ap.parse_args()
+    steps = dict(item.split("=") for item in args.steps.split(",")) if args.steps else {}
     torch.set_num_threads(2)
     multi = bench_pipeline(args.multi)
     data = scenes(BENCH_SEED, args.num, multi.config.default_processing_resolution)
-    res: dict = {"machine": machine(), "num": args.num, "seed": BENCH_SEED, "multi": args.multi, "tasks": {}}
+    res: dict = {"machine": machine(), "num": args.num, "seed": BENCH_SEED, "multi": args.multi, "steps": steps,
+                "tasks": {}}
     for task in METRIC:
         single = bench_pipeline(getattr(args, task))
         res["tasks"][task] = {"single_model": getattr(args, task),
                               "single": task_score(task, data, evaluate(single, data, args.batch, task)[0]),
                               "multi": task_score(task, data, evaluate(multi, data, args.batch, task)[0])}
         print(task, res["tasks"][task], flush=True)
+    budget = (f" Training steps (batch 32): multi-task {steps['multi']}, "
+              + ", ".join(f"{t} {steps[t]}" for t in METRIC if t in steps) + "." if "multi" in steps else "")
     lines = ["## Table 3: multi-task vs single-task at equal training compute", "",
              f"{args.num} fresh synthetic scenes (seed {BENCH_SEED}), serving defaults. Single-task models from "
              "scripts/table3.sh: each started where the multi-task model started and saw as many examples of its "
-             f"task as the multi-task training drew for it. {machine()}.", "",
+             f"task as the multi-task training drew for it.{budget} Multi-task model: `{shown(args.multi)}`"
+             f"{REDUCED if 'multi' in steps and args.multi != 'demo' else ''}. {machine()}.",
+             "",
              "| task | metric | single-task | multi-task | difference |", "|---|---|---|---|---|"]
     for task, r in res["tasks"].items():
         fmt = ".4f" if task == "depth" else ".1f"

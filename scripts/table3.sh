@@ -3,8 +3,12 @@
 # start as the shipped multi-task demo (the single-task demo of commit 5ea7db0, with the demo's own AEs) for
 # as many examples of its task as the multi-task training drew (steps x batch x task weight, summed over the
 # stretches; docs/benchmarks.md "Multi-task"), then bench/table3.py scores all four on the same fresh scenes.
-# Runs on a CPU (~3 h on 2 cores) or a GPU (minutes); every run continues with --resume latest.
+# Runs on a GPU (minutes) or a CPU (~6 h on 2 cores); every run continues with --resume latest.
+# MULTI_STEPS=N is the reduced scale that fits one CPU session: a multi-task model is trained from the same start
+# for N steps too (task weights MULTI_WEIGHTS, default 0.4,0.3,0.3), each single-task model for N x its weight
+# steps, and that multi-task model is the one compared (2N steps in all; N = 1800 took ~95 min on 2 cores).
 #   scripts/table3.sh        # RUNS=runs; STEPS_INSTANCES / STEPS_SEMANTIC / STEPS_DEPTH override the budgets
+#   MULTI_STEPS=1800 scripts/table3.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-runs}
@@ -17,6 +21,16 @@ STRETCH2=${STRETCH2:-3966}
 STRETCH3=${STRETCH3:-3922}
 STRETCH4=${STRETCH4:-6000}
 STRETCH5=${STRETCH5:-1500}
+MULTI_STEPS=${MULTI_STEPS:-}
+MULTI_WEIGHTS=${MULTI_WEIGHTS:-0.4,0.3,0.3}
+share() {  # INDEX: MULTI_STEPS x the INDEX-th task weight, rounded
+    awk -v n="$MULTI_STEPS" -v w="$MULTI_WEIGHTS" -v i="$1" 'BEGIN { split(w, a, ","); printf "%d", n * a[i] + 0.5 }'
+}
+if [ -n "$MULTI_STEPS" ]; then
+    STEPS_INSTANCES=${STEPS_INSTANCES:-$(share 1)}
+    STEPS_SEMANTIC=${STEPS_SEMANTIC:-$(share 2)}
+    STEPS_DEPTH=${STEPS_DEPTH:-$(share 3)}
+fi
 STEPS_INSTANCES=${STEPS_INSTANCES:-$(( (4381 * 40 + STRETCH2 * 20 + STRETCH3 * 20 + STRETCH4 * 15 + STRETCH5 * 10) / 100 ))}
 STEPS_SEMANTIC=${STEPS_SEMANTIC:-$(( (4381 * 30 + STRETCH2 * 45 + STRETCH3 * 55 + STRETCH4 * 60 + STRETCH5 * 30) / 100 ))}
 STEPS_DEPTH=${STEPS_DEPTH:-$(( (4381 * 30 + STRETCH2 * 35 + STRETCH3 * 25 + STRETCH4 * 25 + STRETCH5 * 60) / 100 ))}
@@ -26,16 +40,24 @@ if [ ! -f "$START/model_index.json" ]; then  # the single-task demo the multi-ta
     git archive 5ea7db0 src/ldmseg/weights/demo | tar -x -C "$START.tmp"
     rm -rf "$START" && mv "$START.tmp/src/ldmseg/weights/demo" "$START" && rm -rf "$START.tmp"
 fi
-single() {  # TASK STEPS SEED
-    $LDMSEG train --init-from "$START" --ae demo --semantic-ae demo --depth-ae demo --tasks "$1" \
-        --out "$RUNS/table3-$1" --seed "$3" --max-steps "$2" --size 128 --batch-size 32 --lr 2e-4 \
+from_start() {  # NAME TASKS STEPS SEED [FLAGS...]: one model trained from the common start
+    local name=$1 tasks=$2 steps=$3 seed=$4
+    shift 4
+    $LDMSEG train --init-from "$START" --ae demo --semantic-ae demo --depth-ae demo --tasks "$tasks" "$@" \
+        --out "$RUNS/table3-$name" --seed "$seed" --max-steps "$steps" --size 128 --batch-size 32 --lr 2e-4 \
         --weight-decay 0.01 --warmup-steps 100 --unet base --image-channels 64 --prediction-type sample \
         --loss-weighting none --reduction mean --self-condition-prob 0.5 --ema-decay 0.999 --sampler dpm++ \
         --inference-steps 4 --val-steps 4 --val-num 48 --num-workers "$WORKERS" --val-every 1000 \
         --checkpoint-every 500 --log-every 50 --mixed-precision bf16 --resume latest
 }
-single instances "$STEPS_INSTANCES" 11
-single semantic "$STEPS_SEMANTIC" 12
-single depth "$STEPS_DEPTH" 13
+MULTI=demo
+if [ -n "$MULTI_STEPS" ]; then
+    from_start multi instances,semantic,depth "$MULTI_STEPS" 14 --task-weights "$MULTI_WEIGHTS"
+    MULTI="../$RUNS/table3-multi/model"
+fi
+from_start instances instances "$STEPS_INSTANCES" 11
+from_start semantic semantic "$STEPS_SEMANTIC" 12
+from_start depth depth "$STEPS_DEPTH" 13
 (cd bench && python table3.py --instances "../$RUNS/table3-instances/model" --semantic "../$RUNS/table3-semantic/model" \
-    --depth "../$RUNS/table3-depth/model" --multi demo)
+    --depth "../$RUNS/table3-depth/model" --multi "$MULTI" \
+    --steps "multi=${MULTI_STEPS:-19769},instances=$STEPS_INSTANCES,semantic=$STEPS_SEMANTIC,depth=$STEPS_DEPTH")

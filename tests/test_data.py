@@ -136,6 +136,8 @@ def test_ade20k_reduce_zero_label_applied_once(tmp_path: Path) -> None:
     ds = ADE20KDataset(tmp_path, sample=SampleConfig(size=4))
     sem = ds[0]["semantic"].numpy()
     assert (sem[0] == [255, 0, 149, 1]).all()
+    raw = ADE20KDataset(tmp_path, sample=SampleConfig(size=4), reduce_zero_label=False)[0]["semantic"].numpy()
+    assert (raw[0] == [0, 1, 150, 2]).all()  # ldmseg's semantic convention (0 = ignore), what training reads
     with pytest.raises(LDMSegError, match="annotation folder not found"):
         ADE20KDataset(tmp_path / "missing")
 

@@ -17,7 +17,7 @@ from ldmseg.diffusion.sampling import sample_latents
 from ldmseg.diffusion.schedule import make_sampler, predicted_x0, target, timestep_weights, training_scheduler
 from ldmseg.errors import LDMSegError
 from ldmseg.models.denoiser import TaskEmbeddings, build_unet, bypass_cross_attention, load_pretrained_unet
-from ldmseg.models.image_encoder import LearnedImageEncoder, SDVAEImageEncoder
+from ldmseg.models.image_encoder import LearnedImageEncoder, SDVAEImageEncoder, ViTImageEncoder
 from ldmseg.models.mask_autoencoder import MaskAutoencoder
 from ldmseg.pipeline import LDMSegOutput, LDMSegPipeline
 
@@ -153,6 +153,63 @@ def test_sd_vae_image_encoder(tmp_path: Path) -> None:
     expected = vae.encode(x).latent_dist.mode() * vae.config.scaling_factor
     assert torch.allclose(enc.encode(x), expected, atol=1e-6)
     assert not any(p.requires_grad for p in enc.parameters())
+
+
+def tiny_vit(path: Path) -> Path:
+    """A random 2-layer ViT with 8 px patches saved the way transformers' checkpoints are, with the ImageNet
+    normalisation in its preprocessor config (as DINO / in21k checkpoints carry theirs)."""
+    from transformers import ViTConfig, ViTModel
+
+    torch.manual_seed(0)
+    ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                       image_size=32, patch_size=8), add_pooling_layer=False).save_pretrained(path)
+    (path / "preprocessor_config.json").write_text(json.dumps({"image_mean": [0.485, 0.456, 0.406],
+                                                               "image_std": [0.229, 0.224, 0.225]}))
+    return path
+
+
+def test_vit_image_encoder_loads_a_transformers_checkpoint(tmp_path: Path) -> None:
+    from transformers import ViTModel
+
+    enc = ViTImageEncoder.from_vit(str(tiny_vit(tmp_path / "vit")), out_channels=6, downsample_factor=4)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    normalised = ((x + 1) / 2 - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor(
+        [0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    reference = ViTModel.from_pretrained(tmp_path / "vit", add_pooling_layer=False).eval()
+    enc.eval()
+    with torch.no_grad():
+        assert torch.allclose(enc.vit(pixel_values=normalised).last_hidden_state,
+                              reference(pixel_values=normalised).last_hidden_state, atol=1e-6)
+        z = enc.encode(x)
+    assert z.shape == (2, 6, 8, 8)  # 4x4 patches of 8 px, resized to the f = 4 latent grid
+    assert enc.encode(torch.zeros(1, 3, 48, 64)).shape == (1, 6, 12, 16)  # position embeddings interpolated
+    enc.encode(x).square().mean().backward()  # fine-tuned jointly: the ViT itself gets gradients
+    assert enc.vit.embeddings.patch_embeddings.projection.weight.grad.abs().sum() > 0
+    with pytest.raises(LDMSegError, match="divisible by its patch size 8"):
+        enc.encode(torch.zeros(1, 3, 36, 32))
+    enc.save_pretrained(tmp_path / "enc")
+    again = ViTImageEncoder.from_pretrained(tmp_path / "enc").eval()
+    with torch.no_grad():
+        assert torch.equal(again.encode(x), z)
+    with pytest.raises(LDMSegError, match="--pretrained-vit"):
+        ViTImageEncoder.from_vit(str(tmp_path / "missing"))
+
+
+def test_training_with_the_vit_encoder_exports_a_pipeline_that_predicts(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture) -> None:
+    ae_dir = tmp_path / "ae"
+    MaskAutoencoder(encoder_channels=(4, 8, 8, 8), decoder_channels=8).save_pretrained(ae_dir)
+    run = tmp_path / "run"
+    common = ["train", "--ae", str(ae_dir), "--out", str(run), "--size", "32", "--batch-size", "2", "--max-steps",
+              "1", "--unet", "tiny", "--image-channels", "8", "--val-every", "1", "--val-num", "1", "--val-steps",
+              "1", "--inference-steps", "1", "--threads", "1", "--image-encoder", "vit"]
+    assert main(common) == 2
+    assert "--image-encoder vit needs --pretrained-vit" in capsys.readouterr().err
+    assert main([*common, "--pretrained-vit", str(tiny_vit(tmp_path / "vit"))]) == 0
+    pipe = LDMSegPipeline.from_pretrained(run / "model")
+    assert isinstance(pipe.image_encoder, ViTImageEncoder)
+    out = pipe(np.zeros((32, 32, 3), np.uint8), num_inference_steps=1, ensemble_size=1)
+    assert out.panoptic[0].shape == (32, 32)
 
 
 @pytest.mark.slow

@@ -390,3 +390,40 @@ def test_merge_and_segment_infos_are_the_same_band_by_band() -> None:
     assert [{**s, "score": 0} for s in banded] == [{**s, "score": 0} for s in whole_infos]
     assert np.allclose([s["score"] for s in banded], [s["score"] for s in whole_infos], rtol=0, atol=1e-12)
     assert [s["id"] for s in segment_infos(big)] == sorted(set(big.ravel().tolist()) - {0})
+
+
+def tiny_ade20k(root: Path, num: int = 3, size: int = 32) -> Path:
+    """ADEChallengeData2016's layout: JPG images, PNG labels (0 = ignore, classes 1..150), objectInfo150.txt."""
+    rng = np.random.default_rng(0)
+    for split in ("training", "validation"):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "annotations" / split).mkdir(parents=True)
+        for i in range(num):
+            label = np.zeros((size, size), np.uint8)
+            label[: size // 2], label[size // 2 :, : size // 2] = 1, 150  # wall, ignore, and the last class
+            Image.fromarray(rng.integers(0, 255, (size, size, 3), np.uint8)).save(root / "images" / split / f"{i}.jpg")
+            Image.fromarray(label).save(root / "annotations" / split / f"{i}.png")
+    (root / "objectInfo150.txt").write_text("Idx\tRatio\tTrain\tVal\tName\n1\t0.1576\t11664\t1172\twall\n"
+                                            "150\t0.0001\t10\t1\tflag;banner\n")
+    return root
+
+
+def test_ade20k_trains_semantic_stage_1_and_stage_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    ade = tiny_ade20k(tmp_path / "ADEChallengeData2016")
+    common = ["--data", str(ade), "--val-data", str(ade), "--size", "32", "--batch-size", "2", "--max-steps", "1",
+              "--val-every", "1", "--val-num", "2", "--threads", "1"]
+    assert main(["train-ae", "--target", "semantic", "--num-bits", "8", "--out", str(tmp_path / "sem"),
+                 "--encoder-channels", "8", "8", "8", "8", "--decoder-channels", "8", "--val-size", "32", *common]) == 0
+    assert main(["train-ae", "--target", "instances", "--out", str(tmp_path / "bad"), *common]) == 2
+    assert "ADE20K has semantic labels only" in capsys.readouterr().err
+    stage2 = ["train", "--semantic-ae", str(tmp_path / "sem" / "model"), "--out", str(tmp_path / "run"), "--unet",
+              "tiny", "--image-channels", "8", "--val-steps", "1", "--inference-steps", "1", *common]
+    assert main([*stage2, "--tasks", "instances,semantic"]) == 2
+    assert "train it with --tasks semantic" in capsys.readouterr().err
+    assert main([*stage2, "--tasks", "semantic"]) == 0
+    pipe = LDMSegPipeline.from_pretrained(tmp_path / "run" / "model")
+    assert "semantic" in pipe.tasks and len(pipe.categories) == 150
+    names = {c["id"]: c["name"] for c in pipe.categories}
+    assert (names[1], names[150], names[2]) == ("wall", "flag", "class_2")
+    sem = pipe(np.zeros((32, 32, 3), np.uint8), task="semantic", num_inference_steps=1, ensemble_size=1).semantic[0]
+    assert sem.shape == (32, 32)

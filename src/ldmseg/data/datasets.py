@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from ldmseg.data import formats, transforms
 from ldmseg.data.synthetic import SceneConfig, generate_scene
@@ -215,22 +215,44 @@ class PanopticDataset(Dataset):
         return prepare_sample(image, ids, segments, self.sample, rng, semantic, depth)
 
 
-class ADE20KDataset(Dataset):
-    """ADE20K semantic (ADEChallengeData2016 layout): `semantic` has classes 0..149, 255 = ignore.
+ADE20K_CLASSES = 150
 
-    The PNGs store 0 = ignore and classes 1..150; "reduce zero label" is applied here, once.
+
+class ADE20KDataset(Dataset):
+    """ADE20K semantic (ADEChallengeData2016 layout: images/<split>/*.jpg, annotations/<split>/*.png).
+
+    The PNGs store 0 = ignore and classes 1..150. By default "reduce zero label" is applied here, once
+    (classes 0..149, 255 = ignore, the benchmark convention); `reduce_zero_label=False` keeps the PNG values,
+    which is ldmseg's semantic convention (0 = ignore) and what training uses.
     """
 
     def __init__(self, root: str | Path, split: str = "validation", sample: SampleConfig = SampleConfig(),
-                 seed: int = 0):
-        root = Path(root)
-        self.image_dir, self.ann_dir = root / "images" / split, root / "annotations" / split
+                 seed: int = 0, reduce_zero_label: bool = True):
+        self.root = Path(root)
+        self.image_dir, self.ann_dir = self.root / "images" / split, self.root / "annotations" / split
         if not self.ann_dir.is_dir():
             raise LDMSegError(f"{self.ann_dir}: annotation folder not found")
         self.files = sorted(p.stem for p in self.ann_dir.glob("*.png"))
         if not self.files:
             raise LDMSegError(f"{self.ann_dir}: no PNG annotations")
-        self.sample, self.seed = sample, seed
+        self.sample, self.seed, self.reduce_zero_label = sample, seed, reduce_zero_label
+
+    @staticmethod
+    def is_ade20k(root: str | Path) -> bool:
+        root = Path(root)
+        return (root / "annotations").is_dir() and (root / "images").is_dir() and not (root / "panoptic.json").exists()
+
+    def categories(self) -> list[dict]:
+        """ids 1..150 with the names of the release's objectInfo150.txt where it is there ("class_k" if not);
+        all stuff (isthing 0): ADE20K's semantic release has no thing / stuff split."""
+        names = {}
+        info = self.root / "objectInfo150.txt"
+        if info.exists():
+            for line in info.read_text(errors="replace").splitlines()[1:]:
+                cols = line.split("\t")
+                if len(cols) >= 5 and cols[0].strip().isdigit():
+                    names[int(cols[0])] = cols[-1].split(";")[0].strip()
+        return [{"id": k, "name": names.get(k, f"class_{k}"), "isthing": 0} for k in range(1, ADE20K_CLASSES + 1)]
 
     def __len__(self) -> int:
         return len(self.files)
@@ -240,7 +262,7 @@ class ADE20KDataset(Dataset):
         name = self.files[index % len(self)]
         image = formats.read_rgb(self.image_dir / f"{name}.jpg")
         raw = formats.read_label_png(self.ann_dir / f"{name}.png")
-        semantic = reduce_zero_label(raw)
+        semantic = reduce_zero_label(raw) if self.reduce_zero_label else raw.astype(np.int64)
         cfg = SampleConfig(**{**self.sample.__dict__, "reassign": False})
         rng = np.random.default_rng([self.seed, sample_seed, 3])
         out = prepare_sample(image, np.zeros(raw.shape, np.int64), [], cfg, rng, semantic=semantic)
@@ -251,3 +273,22 @@ def reduce_zero_label(labels: np.ndarray) -> np.ndarray:
     """ADE20K's label shift: 0 (ignore) -> 255, k -> k-1."""
     labels = labels.astype(np.int64)
     return np.where(labels == 0, 255, labels - 1)
+
+
+def labelled_folder(root: str | Path, sample: SampleConfig, seed: int, train: bool,
+                    length: int | None = None) -> Dataset:
+    """A real training / validation set by its layout: a COCO-panoptic folder (panoptic.json, images/,
+    panoptic/) or ADE20K's ADEChallengeData2016 (its training / validation split, labels kept as 1..150 with
+    0 = ignore); with `length`, only its first `length` items (validation)."""
+    root = Path(root)
+    if ADE20KDataset.is_ade20k(root):
+        data: Dataset = ADE20KDataset(root, "training" if train else "validation", sample, seed,
+                                      reduce_zero_label=False)
+    elif (root / "panoptic.json").exists():
+        data = PanopticDataset(root / "images", root / "panoptic.json", root / "panoptic", sample, seed=seed)
+    else:
+        raise LDMSegError(f"{root}: expected a COCO-panoptic folder (panoptic.json, images/, panoptic/) or "
+                          "ADE20K's ADEChallengeData2016 (images/, annotations/)")
+    if length is not None and length < len(data):
+        data = Subset(data, range(length))
+    return data

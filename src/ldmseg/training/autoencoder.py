@@ -9,7 +9,14 @@ import torch
 from torch.utils.data import Dataset
 
 from ldmseg.data.bits import ids_to_bits
-from ldmseg.data.datasets import MaskCrops, PanopticDataset, SampleConfig, SyntheticDataset, TargetView
+from ldmseg.data.datasets import (
+    ADE20KDataset,
+    MaskCrops,
+    SampleConfig,
+    SyntheticDataset,
+    TargetView,
+    labelled_folder,
+)
 from ldmseg.data.synthetic import SceneConfig
 from ldmseg.data.transforms import resize_labels
 from ldmseg.diffusion.postprocess import logits_to_panoptic, semantic_from_logits
@@ -42,10 +49,9 @@ def mask_dataset(source: str, size: int, num_ids: int, seed: int, preset: str, t
         items: Dataset = SyntheticDataset(SceneConfig.presets(preset, size), sample, seed=seed, length=length,
                                           render=False)
     else:
-        root = Path(source)
-        if not (root / "panoptic.json").exists():
-            raise LDMSegError(f"{root}: expected a COCO-panoptic folder with panoptic.json, images/, panoptic/")
-        items = PanopticDataset(root / "images", root / "panoptic.json", root / "panoptic", sample, seed=seed)
+        if ADE20KDataset.is_ade20k(source) and target != "semantic":
+            raise LDMSegError(f"{source}: ADE20K has semantic labels only (--target semantic)")
+        items = labelled_folder(source, sample, seed, train, length)
     return items if instances else TargetView(items, TRAINABLE[target].target)
 
 

@@ -103,7 +103,7 @@ FIELD_CHOICES: dict[str, tuple[str, ...]] = {
     "lr_schedule": ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"),
     "mixed_precision": ("no", "fp16", "bf16"), "target": ("instances", "semantic", "depth"),
     "autoencoder": ("shallow", "sd-vae"), "input_stem": ("conv", "unshuffle"),
-    "image_encoder": ("learned", "sd-vae"), "unet": ("tiny", "base", "small", "sd15"),
+    "image_encoder": ("learned", "sd-vae", "vit"), "unet": ("tiny", "base", "small", "sd15"),
     "conditioning": ("task-embedding", "none"), "prediction_type": ("epsilon", "v_prediction", "sample"),
     "loss_weighting": ("paper", "min-snr", "none"), "reduction": ("sum", "mean"),
     "sampler": ("ddim", "dpm++", "unipc", "euler", "ddpm"), "timestep_spacing": ("trailing", "leading", "linspace"),
@@ -277,9 +277,10 @@ class DiffusionConfig(LoopConfig):
     size: int = 128
     val_num: int = 16
     val_steps: int = 10
-    image_encoder: str = "learned"  # 'learned' (trained jointly) or 'sd-vae' (frozen SD VAE encoder)
+    image_encoder: str = "learned"  # 'learned' (trained jointly), 'sd-vae' (frozen SD VAE encoder) or 'vit'
     pretrained_vae: str = ""  # for 'sd-vae': an AutoencoderKL directory or hub id
-    image_channels: int = 64  # learned encoder output channels
+    pretrained_vit: str = ""  # for 'vit' (paper Table 2): a transformers ViT directory or hub id, fine-tuned
+    image_channels: int = 64  # learned / ViT encoder output channels
     image_encoder_channels: tuple[int, ...] = (32, 64, 128)
     unet: str = "tiny"  # preset: tiny | base | small | sd15
     init_from: str = ""  # an LDMSegPipeline directory (or 'demo') to fine-tune: its UNet, image encoder, tokens, s

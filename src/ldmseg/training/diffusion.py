@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ldmseg.data.datasets import PanopticDataset, SampleConfig, SyntheticDataset, TaskSampled
+from ldmseg.data.datasets import ADE20KDataset, SampleConfig, SyntheticDataset, TaskSampled, labelled_folder
 from ldmseg.data.synthetic import SceneConfig
 from ldmseg.data.synthetic import categories as synthetic_categories
 from ldmseg.diffusion.objective import DiffusionObjective, ObjectiveConfig
@@ -25,7 +25,7 @@ from ldmseg.models.denoiser import (
     load_pretrained_unet,
     widen_conv_in,
 )
-from ldmseg.models.image_encoder import LearnedImageEncoder, SDVAEImageEncoder
+from ldmseg.models.image_encoder import LearnedImageEncoder, SDVAEImageEncoder, ViTImageEncoder
 from ldmseg.models.loading import load_autoencoder
 from ldmseg.pipeline import LDMSegPipeline
 from ldmseg.tasks import TRAINABLE, parse_tasks
@@ -41,10 +41,7 @@ def image_dataset(source: str, cfg: DiffusionConfig, num_ids: int, seed: int, tr
     sample = SampleConfig(size=cfg.size, num_ids=num_ids, hflip=train and cfg.hflip, crowd_to_void=True)
     if source == "synthetic":
         return SyntheticDataset(SceneConfig.presets(cfg.preset, cfg.size), sample, seed=seed, length=length)
-    root = Path(source)
-    if not (root / "panoptic.json").exists():
-        raise LDMSegError(f"{root}: expected a COCO-panoptic folder with panoptic.json, images/, panoptic/")
-    return PanopticDataset(root / "images", root / "panoptic.json", root / "panoptic", sample, seed=seed)
+    return labelled_folder(source, sample, seed, train, length)
 
 
 def build_image_encoder(cfg: DiffusionConfig, factor: int) -> nn.Module:
@@ -52,8 +49,12 @@ def build_image_encoder(cfg: DiffusionConfig, factor: int) -> nn.Module:
         if not cfg.pretrained_vae:
             raise LDMSegError("--image-encoder sd-vae needs --pretrained-vae DIR|HUB_ID")
         return SDVAEImageEncoder.from_sd_vae(cfg.pretrained_vae)
+    if cfg.image_encoder == "vit":
+        if not cfg.pretrained_vit:
+            raise LDMSegError("--image-encoder vit needs --pretrained-vit DIR|HUB_ID of a transformers ViT")
+        return ViTImageEncoder.from_vit(cfg.pretrained_vit, cfg.image_channels, factor)
     if cfg.image_encoder != "learned":
-        raise LDMSegError(f"unknown --image-encoder {cfg.image_encoder!r} (learned | sd-vae)")
+        raise LDMSegError(f"unknown --image-encoder {cfg.image_encoder!r} (learned | sd-vae | vit)")
     return LearnedImageEncoder(cfg.image_channels, factor, tuple(cfg.image_encoder_channels))
 
 
@@ -86,7 +87,10 @@ def same_weights(a: nn.Module, b: nn.Module) -> bool:
 
 def data_categories(dataset) -> list[dict]:
     """The category list (id, name, isthing, colour) of a training set: synthetic scenes' or the panoptic JSON's."""
-    panoptic_set = getattr(getattr(dataset, "source", dataset), "set", None)
+    source = getattr(dataset, "source", dataset)
+    if isinstance(source, ADE20KDataset):
+        return source.categories()
+    panoptic_set = getattr(source, "set", None)
     if panoptic_set is None:
         return synthetic_categories()
     return [{k: c[k] for k in ("id", "name", "isthing", "color") if k in c} for c in panoptic_set.categories.values()]
@@ -108,6 +112,8 @@ class DiffusionTask:
         bits = self.autoencoders["instances"].config.num_bits if "instances" in self.autoencoders else 7
         images = image_dataset(cfg.data, cfg, 2**bits, cfg.seed, train=True)
         self.categories = data_categories(images)
+        if isinstance(images, ADE20KDataset) and set(self.tasks) != {"semantic"}:
+            raise LDMSegError(f"{cfg.data}: ADE20K has semantic labels only, train it with --tasks semantic")
         self.val_dataset = image_dataset(cfg.val_data or "synthetic", cfg, 2**bits, cfg.seed + VAL_SEED_OFFSET,
                                          train=False, length=cfg.val_num)
         self.postprocess: dict = {}  # the pipeline defaults, unless a fine-tuned pipeline had its own
