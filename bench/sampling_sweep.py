@@ -20,11 +20,11 @@ import torch
 from common import bench_pipeline, machine, save_results
 from multitask import NUM_CLASSES, scenes
 
+from ldmseg.data.images import to_processing_size
 from ldmseg.diffusion.postprocess import semantic_from_logits, vote_counts
 from ldmseg.metrics.depth import DepthEvaluator
 from ldmseg.metrics.semantic import SemanticEvaluator
 from ldmseg.models.layers import native_bf16
-from ldmseg.pipeline import to_processing_size
 from ldmseg.training.autoencoder import VAL_SEED_OFFSET
 
 TUNE_SEED = 6_007 + VAL_SEED_OFFSET  # tuning scenes: neither training, validation nor bench/multitask.py use it

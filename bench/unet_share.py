@@ -24,8 +24,8 @@ from common import bench_pipeline, machine, save_results
 from torch.profiler import ProfilerActivity, profile
 from train_speed import matmul_peak
 
+from ldmseg.data.images import to_processing_size
 from ldmseg.data.synthetic import SceneConfig, generate_scene
-from ldmseg.pipeline import to_processing_size
 
 
 def best_seconds(fn, repeats: int = 5) -> float:
