@@ -60,6 +60,8 @@ def main() -> None:
     ap.add_argument("--curve", action="append", default=[],
                     help="LABEL=NAME:SECONDS_PER_STEP: bench/results/NAME.json (step -> PQ, step 0 its own start)")
     ap.add_argument("--start", type=float, default=None, help="validation PQ of the starting weights (step 0)")
+    ap.add_argument("--fresh", action="append", default=[],
+                    help="LABEL of a run whose decoder head starts new (no common step 0 with the shipped AE)")
     args = ap.parse_args()
     path = RESULTS / "ae_pilots.json"
     kept = json.loads(path.read_text()) if path.exists() else {}
@@ -67,13 +69,14 @@ def main() -> None:
     runs = {**kept.get("runs", {}), **runs, **{label: kept_curve(spec) for label, spec in
                                                (c.split("=", 1) for c in args.curve)}}
     start = args.start if args.start is not None else kept.get("start")
+    fresh = sorted(set(kept.get("fresh", [])) | set(args.fresh))
     fig, ax = new_plot()
     rows = ["| pilot | " + " | ".join(["step / min / PQ"] * max(len(c) for c in runs.values())) + " |",
             "|---" * (1 + max(len(c) for c in runs.values())) + "|"]
     for label, curve in runs.items():
         own_start = curve and curve[0][0] == 0
         xs, ys = [0.0] + [c[1] for c in curve], [start] + [c[2] for c in curve]
-        if start is None or own_start:
+        if start is None or own_start or label in fresh:
             xs, ys = xs[1:], ys[1:]
         ax.plot(xs, ys, marker="o", label=label)
         rows.append(f"| {label} | " + " | ".join(f"{s} / {m:.1f} / {p:.1f}" for s, m, p in curve) + " |")
@@ -85,7 +88,7 @@ def main() -> None:
           f"from the first demo AE, steps x its 0.73 s/step). Step 0 of the pilots = the shipped AE"
           f"{f' ({start:.1f})' if start is not None else ''}. {machine()}.", "",
           "![AE pilots](figures/ae_pilots.png)", "", *rows, "", RECIPE]
-    save_results("ae_pilots", {"machine": machine(), "start": start, "runs": runs}, "\n".join(md))
+    save_results("ae_pilots", {"machine": machine(), "start": start, "fresh": fresh, "runs": runs}, "\n".join(md))
 
 
 if __name__ == "__main__":

@@ -112,7 +112,7 @@ def main() -> None:
                  "process_size": process}
     table = score_settings(ae, args.size, args.num, process, res)
     if process != args.size:
-        save_results(f"autoencoder_at_{process}", res, "\n".join(processed_section(args, process, table)))
+        save_results(f"{args.name}_at_{process}", res, "\n".join(processed_section(args, process, table)))
         return
     res["masks_per_s_512"] = throughput(ae, 512)
     res["masks_per_s_256"] = throughput(ae, 256)

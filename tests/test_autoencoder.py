@@ -79,12 +79,81 @@ def test_point_head_equals_sampled_logits_and_options_build() -> None:
         MaskAutoencoder(input_stem="fold")
 
 
-def test_refinement_added_to_a_trained_ae_starts_as_a_no_op() -> None:
-    from ldmseg.training.autoencoder import with_refinement
+def test_slot_head_decodes_normalised_mixtures_equal_at_points_and_dense() -> None:
+    torch.manual_seed(0)
+    ae = MaskAutoencoder(encoder_channels=(8, 16, 16, 16), decoder_channels=32, head="slots", slots=3).eval()
+    assert ae.outputs_log_probs and not MaskAutoencoder().outputs_log_probs
+    z = ae.encode_ids(blocks())
+    dense = ae.decode(z)  # log-probabilities at H/2
+    assert dense.shape == (2, 128, 16, 16)
+    assert torch.allclose(dense.exp().sum(1), torch.ones(2, 16, 16), atol=1e-5)
+    centres = (torch.randint(0, 16, (2, 50, 2)) + 0.5) / 16
+    assert torch.allclose(ae.point_logits(ae.decode_for_loss(z), centres), L.sample_at(dense, centres), atol=1e-5)
+    full = ae.decode(z, size=(32, 32))
+    assert full.shape == (2, 128, 32, 32) and torch.allclose(full.exp().sum(1), torch.ones(2, 32, 32), atol=1e-4)
+    with pytest.raises(ValueError, match="unknown head"):
+        MaskAutoencoder(head="mlp")
+
+
+def test_slot_mixture_only_decodes_ids_of_the_3x3_cells_around_a_pixel() -> None:
+    """Sharp slots: whatever the weights, a pixel's argmax is one of its 3x3 cells' slot ids, never a third id
+    (the boundary fragments of a per-pixel N-way head cannot occur)."""
+    from ldmseg.models.mask_autoencoder import slot_mixture
+
+    torch.manual_seed(0)
+    b, k, n, h, w, r = 2, 2, 16, 4, 5, 4
+    slot_ids = torch.randint(1, n, (b, k, h, w))
+    log_slots = F.one_hot(slot_ids, n).permute(0, 1, 4, 2, 3).float().mul(40).log_softmax(2)
+    probs = slot_mixture(log_slots, torch.randn(b, 9 * k, h * r, w * r) * 3)
+    assert probs.shape == (b, n, h * r, w * r)
+    assert torch.allclose(probs.sum(1), torch.ones(b, h * r, w * r), atol=1e-5)
+    winners = probs.argmax(1)
+    for i in range(b):
+        for y in range(h * r):
+            for x in range(w * r):
+                cy, cx = y // r, x // r
+                around = slot_ids[i, :, max(cy - 1, 0):cy + 2, max(cx - 1, 0):cx + 2]
+                assert winners[i, y, x] in around
+    centre_only = torch.full((b, 9 * k, h * r, w * r), -30.0)
+    centre_only[:, 4 * k] = 30.0  # all weight on the own cell's first slot
+    assert torch.equal(slot_mixture(log_slots, centre_only).argmax(1),
+                       slot_ids[:, 0].repeat_interleave(r, 1).repeat_interleave(r, 2))
+
+
+def test_slot_loss_reads_probabilities_as_binary_logits() -> None:
+    lp = torch.tensor([0.9, 0.5, 1e-4]).log()
+    assert torch.allclose(L.binary_logits(lp).sigmoid(), torch.tensor([0.9, 0.5, 1e-4]), atol=1e-6)
+    ids = blocks()
+    probs = perfect_logits(ids, 128).softmax(1)
+
+    def log_probs_at(p: torch.Tensor) -> L.PointLogits:  # probabilities sampled, then logged, as the slot head does
+        return lambda coords: L.sample_at(p, coords).clamp_min(1e-30).log()
+    loss, logs = L.mask_autoencoder_loss(log_probs_at(probs), ids, 200, importance_ratio=0.0, log_probs=True)
+    assert logs["ce"] < 0.05 and logs["bce"] < 0.05 and logs["dice"] < 0.05
+    wrong, _ = L.mask_autoencoder_loss(log_probs_at(probs.roll(1, dims=1)), ids, 200, importance_ratio=0.0,
+                                       log_probs=True)
+    assert wrong > 10 * loss
+
+
+def test_rebuilt_ae_gains_the_slot_head_with_its_latent_space_unchanged() -> None:
+    from ldmseg.training.autoencoder import rebuilt
 
     torch.manual_seed(0)
     ae = MaskAutoencoder(encoder_channels=(8, 16, 16, 16), decoder_channels=32).eval()
-    refined = with_refinement(ae).eval()
+    slotted = rebuilt(ae, head="slots", slots=2).eval()
+    assert slotted.config.head == "slots" and slotted.slot_head is not None
+    assert torch.equal(ae.encode_ids(blocks()), slotted.encode_ids(blocks()))
+    old, new = ae.state_dict(), slotted.state_dict()
+    assert all(torch.equal(old[k], new[k]) for k in old if k.startswith("decoder.") and old[k].shape == new[k].shape)
+    assert slotted.decode(ae.encode_ids(blocks())).shape == (2, 128, 16, 16)
+
+
+def test_refinement_added_to_a_trained_ae_starts_as_a_no_op() -> None:
+    from ldmseg.training.autoencoder import rebuilt
+
+    torch.manual_seed(0)
+    ae = MaskAutoencoder(encoder_channels=(8, 16, 16, 16), decoder_channels=32).eval()
+    refined = rebuilt(ae, decoder_refine=True).eval()
     assert len(refined.refine) == 2 and refined.config.decoder_refine
     z = ae.encode_ids(blocks())
     assert torch.equal(ae.decode(z), refined.decode(z))

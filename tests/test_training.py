@@ -133,6 +133,11 @@ def test_fine_tune_decoder_only_keeps_the_encoder(tmp_path: Path) -> None:
     assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("decoder."))
     with pytest.raises(LDMSegError, match="--num-bits 7"):
         train_autoencoder(tiny_config(tmp_path / "bad", init_from=str(base), num_bits=8))
+    slotted = train_autoencoder(tiny_config(tmp_path / "slots", max_steps=3, init_from=str(base), freeze_encoder=True,
+                                            head="slots", slots=2, lr=1e-2))
+    c = MaskAutoencoder.from_pretrained(slotted)
+    assert c.config.head == "slots" and c.config.slots == 2
+    assert all(torch.equal(a[k], c.state_dict()[k]) for k in a if k.startswith("encoder."))
 
 
 def test_crop_training_with_new_options_resumes_exactly(tmp_path: Path) -> None:

@@ -5,8 +5,13 @@ g:   latents -> conv to width -> (transposed conv 2x2 stride 2, channel LayerNor
      -> norm -> 1x1 conv to N logits at H/2; bilinear x2 to full size at inference only.
 
 Beyond the paper's stack (config options; the defaults are the paper's): a pixel-unshuffle input
-stem (no 3x3 conv at full resolution), a 3x3 refinement conv after each upsampling, and a
-two-layer per-pixel head. Training evaluates the head only at the loss's sampled points: it is
+stem (no 3x3 conv at full resolution), a 3x3 refinement conv after each upsampling, a
+two-layer per-pixel head, and the slot head (`head="slots"`): each latent cell decodes K id
+distributions ("slots") and each pixel at H/2 picks among the slots of its 3x3 cells. A pixel's
+distribution is then a mixture of a few candidate ids read off whole cells, so a boundary between ids
+a and b decodes to a mixture of a and b, not to a third id that a per-pixel N-way head, unsure
+between two blended codes, can let win a few pixels (the fragments of docs/benchmarks.md).
+The pixel head is evaluated in training only at the loss's sampled points: it is
 per-pixel, so heading bilinearly sampled features equals sampling the logits (exactly, for the
 linear head), at a fraction of the cost of N logit maps at H/2.
 """
@@ -114,6 +119,28 @@ class RefineConv(nn.Module):
         return x + self.conv(x)
 
 
+NEIGHBOURS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]  # the 3x3 cells a pixel's slots come from
+
+
+def slot_mixture(log_slots: torch.Tensor, weight_logits: torch.Tensor) -> torch.Tensor:
+    """Dense mixture: slots [B, K, N, h, w], weight logits [B, 9K, H, W] (H = r h; offset-major over the 3x3
+    cells, the border cells repeated outside the grid) -> probabilities [B, N, H, W] (channels_last).
+    One small matmul per cell ([r^2, 9K] x [9K, N]), no 9K x N map at H x W. Training evaluates this dense
+    map too (at crops of 128^2 it has about as many pixels as the loss has points) and samples it there."""
+    b, k, n, h, w = log_slots.shape
+    r = weight_logits.shape[-1] // w
+    padded = F.pad(log_slots.float().exp().reshape(b, k * n, h, w), (1, 1, 1, 1), mode="replicate")
+    padded = padded.permute(0, 2, 3, 1)  # [B, h+2, w+2, K N]
+    slots = torch.stack([padded[:, 1 + dy:1 + dy + h, 1 + dx:1 + dx + w] for dy, dx in NEIGHBOURS], 3)
+    weights = weight_logits.float().softmax(1).reshape(b, 9 * k, h, r, w, r).permute(0, 2, 4, 3, 5, 1)
+    probs = torch.bmm(weights.reshape(b * h * w, r * r, 9 * k), slots.reshape(b * h * w, 9 * k, n))
+    return probs.view(b, h, w, r, r, n).permute(0, 1, 3, 2, 4, 5).reshape(b, h * r, w * r, n).permute(0, 3, 1, 2)
+
+
+def log_of(probs: torch.Tensor) -> torch.Tensor:
+    return probs.clamp_min(torch.finfo(probs.dtype).tiny).log()
+
+
 class MaskAutoencoder(ModelMixin, ConfigMixin):
     """Bit-encoded panoptic masks <-> continuous latents at 1/f resolution."""
 
@@ -121,17 +148,33 @@ class MaskAutoencoder(ModelMixin, ConfigMixin):
     def __init__(self, num_bits: int = 7, latent_channels: int = 4, downsample_factor: int = 8,
                  encoder_channels: tuple[int, ...] = (32, 64, 128, 256), decoder_channels: int = 256,
                  decoder_blocks: int = 1, gaussian: bool = False, input_stem: str = "conv",
-                 decoder_refine: bool = False, head_hidden: int = 0):
+                 decoder_refine: bool = False, head_hidden: int = 0, head: str = "pixel", slots: int = 2):
         super().__init__()
+        if head not in ("pixel", "slots"):
+            raise ValueError(f"unknown head {head!r} (pixel | slots)")
         stages = downsampling_stages(downsample_factor, encoder_channels)
         self.encoder = encoder_stack(num_bits, encoder_channels, input_stem, latent_channels * (2 if gaussian else 1))
         dec, width = decoder_trunk(latent_channels, decoder_channels, decoder_blocks, stages)
-        head: nn.Module = nn.Conv2d(width, 2**num_bits, 1)
+        outputs = 2**num_bits if head == "pixel" else 9 * slots  # slots: weights over the 3x3 cells' slots
+        pixel_head: nn.Module = nn.Conv2d(width, outputs, 1)
         if head_hidden:
-            head = nn.Sequential(nn.Conv2d(width, head_hidden, 1), nn.SiLU(), nn.Conv2d(head_hidden, 2**num_bits, 1))
-        self.decoder = nn.Sequential(*dec, LayerNorm2d(width), head)
+            pixel_head = nn.Sequential(nn.Conv2d(width, head_hidden, 1), nn.SiLU(), nn.Conv2d(head_hidden, outputs, 1))
+        self.decoder = nn.Sequential(*dec, LayerNorm2d(width), pixel_head)
         widths = [decoder_channels // 2**k for k in range(1, stages)]
         self.refine = nn.ModuleList([RefineConv(c) for c in widths] if decoder_refine else [])
+        self.slot_head = None
+        if head == "slots":
+            self.slot_head = nn.Sequential(LayerNorm2d(decoder_channels),
+                                           nn.Conv2d(decoder_channels, slots * 2**num_bits, 1))
+            with torch.no_grad():  # start with each pixel on its own cell's slots
+                last = pixel_head[-1] if isinstance(pixel_head, nn.Sequential) else pixel_head
+                last.bias.view(9, slots)[NEIGHBOURS.index((0, 0))] += 2.0
+
+    @property
+    def outputs_log_probs(self) -> bool:
+        """True when decoded 'logits' are normalised log-probabilities (the slot mixture): the mask loss then
+        needs their binary logits, log p - log(1 - p), not the values themselves."""
+        return self.slot_head is not None
 
     @property
     def num_ids(self) -> int:
@@ -156,25 +199,50 @@ class MaskAutoencoder(ModelMixin, ConfigMixin):
     def encode_ids(self, ids: torch.Tensor) -> torch.Tensor:
         return self.encode(ids_to_bits(ids, self.config.num_bits))
 
-    def decode_features(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latents -> the head's per-pixel input features at H/2 (refined after each upsampling)."""
-        x, refine = latents, iter(self.refine)
+    def decode_trunk(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Latents -> (features at latent resolution before the first upsampling, the head's per-pixel input
+        features at H/2, refined after each upsampling)."""
+        x, cells, refine = latents, latents, iter(self.refine)
         for layer in self.decoder[:-1]:
+            if isinstance(layer, nn.ConvTranspose2d) and cells is latents:
+                cells = x
             x = layer(x)
             if self.refine and isinstance(layer, nn.SiLU):  # top-level SiLUs end the upsampling stages
                 x = next(refine)(x)
-        return x
+        return (x if cells is latents else cells), x
+
+    def decode_features(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents -> the head's per-pixel input features at H/2."""
+        return self.decode_trunk(latents)[1]
+
+    def slot_log_probs(self, cells: torch.Tensor) -> torch.Tensor:
+        """Cell features [B, C, h, w] -> [B, K, N, h, w]: each cell's K slot distributions over the ids."""
+        logits = self.slot_head(cells).float()
+        b, _, h, w = logits.shape
+        return logits.reshape(b, self.config.slots, self.num_ids, h, w).log_softmax(2)
+
+    def mixture_probs(self, latents: torch.Tensor) -> torch.Tensor:
+        """Slot head: latents -> id probabilities [B, N, H/2, W/2]."""
+        cells, features = self.decode_trunk(latents)
+        return slot_mixture(self.slot_log_probs(cells), self.decoder[-1](features))
 
     def decode_for_loss(self, latents: torch.Tensor) -> torch.Tensor:
-        return self.decode_features(latents)
+        """What point_logits reads: the H/2 features (slot head: the mixture's probabilities at H/2)."""
+        return self.decode_features(latents) if self.slot_head is None else self.mixture_probs(latents)
 
-    def point_logits(self, features: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
-        """Logits [B, N, P] at coords [B, P, 2] in [0, 1]: the head on bilinearly sampled features."""
-        return self.decoder[-1](sample_at(features, coords).unsqueeze(-1)).squeeze(-1)
+    def point_logits(self, decoded: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+        """Logits [B, N, P] at coords [B, P, 2] in [0, 1]: the head on bilinearly sampled features (slot head:
+        log of the bilinearly sampled probabilities, as inference resizes them)."""
+        if self.slot_head is not None:
+            return log_of(sample_at(decoded, coords))
+        return self.decoder[-1](sample_at(decoded, coords).unsqueeze(-1)).squeeze(-1)
 
     def decode(self, latents: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
         """Latents -> N logits at H/2, or log-probabilities at `size` (inference: resize_distribution)."""
-        logits = self.decoder[-1](self.decode_features(latents))
+        if self.slot_head is not None:
+            logits = log_of(self.mixture_probs(latents))
+        else:
+            logits = self.decoder[-1](self.decode_features(latents))
         if size is not None and tuple(logits.shape[-2:]) != tuple(size):
             logits = resize_distribution(logits, size)
         return logits

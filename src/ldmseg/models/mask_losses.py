@@ -113,6 +113,13 @@ def segment_bce_dice(logits_at: torch.Tensor, target_at: torch.Tensor, present: 
     return bce / n, dice / n
 
 
+def binary_logits(log_probs: torch.Tensor) -> torch.Tensor:
+    """log p -> log p - log(1 - p): the per-id sigmoid logits of normalised log-probabilities (sigmoid gives p
+    back), so the mask loss reads a mixture head's probabilities as the pixel head's sigmoid would."""
+    log_probs = log_probs.clamp(max=-1e-6)
+    return log_probs - torch.log(-torch.expm1(log_probs))
+
+
 def scaled_num_points(points_at_512: int, height: int, width: int) -> int:
     """112^2 points at 512^2 keeps the same density at other sizes."""
     return max(16, round(points_at_512 * height * width / 512**2))
@@ -120,11 +127,12 @@ def scaled_num_points(points_at_512: int, height: int, width: int) -> int:
 
 def mask_autoencoder_loss(logits_at: PointLogits, ids: torch.Tensor, num_points: int, oversample: float = 3.0,
                           importance_ratio: float = 0.75, ce_weight: float = 1.0, bce_weight: float = 1.0,
-                          dice_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
+                          dice_weight: float = 1.0, log_probs: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
     """Total stage-1 loss from the decoder's point logits and full-resolution target ids [B, H, W].
 
     Both losses pick their points from one shared candidate set, and their points are headed in one call:
-    two evaluations of the (per-point) head per step instead of four.
+    two evaluations of the (per-point) head per step instead of four. log_probs: the point values are
+    normalised log-probabilities (the slot head), turned into binary logits for the mask loss.
     """
     b, dev = ids.shape[0], ids.device
     cand = candidate_points(b, dev, num_points, oversample)
@@ -132,9 +140,12 @@ def mask_autoencoder_loss(logits_at: PointLogits, ids: torch.Tensor, num_points:
         cand_logits = logits_at(cand).float()
     present = present_ids(ids, cand_logits.shape[1])
     ce_pts = pick_points(cand, top2_margin_uncertainty(cand_logits), num_points, importance_ratio)
-    mask_pts = pick_points(cand, segment_uncertainty(present)(cand_logits), num_points, importance_ratio)
+    mask_scores = segment_uncertainty(present)(binary_logits(cand_logits) if log_probs else cand_logits)
+    mask_pts = pick_points(cand, mask_scores, num_points, importance_ratio)
     both = logits_at(torch.cat([ce_pts, mask_pts], 1)).float()
     ce_logits, mask_logits = both[..., :num_points], both[..., num_points:]
+    if log_probs:
+        mask_logits = binary_logits(mask_logits)
     ce = id_cross_entropy(ce_logits, sample_ids_at(ids, ce_pts))
     bce, dice = segment_bce_dice(mask_logits, sample_ids_at(ids, mask_pts), present)
     total = ce_weight * ce + bce_weight * bce + dice_weight * dice

@@ -84,8 +84,13 @@ def _new_or_saved_autoencoder(cfg: AutoencoderConfig) -> torch.nn.Module:
         if kind == "ids" and model.config.num_bits != cfg.num_bits:
             raise LDMSegError(f"{cfg.init_from}: its mask AE has {model.config.num_bits} bits; pass "
                               f"--num-bits {model.config.num_bits}")
-        if cfg.decoder_refine and isinstance(model, MaskAutoencoder) and not model.config.decoder_refine:
-            return with_refinement(model)
+        if isinstance(model, MaskAutoencoder):
+            changes = {}
+            if cfg.decoder_refine and not model.config.decoder_refine:
+                changes["decoder_refine"] = True
+            if cfg.head == "slots" and model.config.head != "slots":
+                changes.update(head="slots", slots=cfg.slots)
+            return rebuilt(model, **changes) if changes else model
         return model
     if kind == "depth":
         return DepthAutoencoder(latent_channels=cfg.latent_channels, downsample_factor=cfg.downsample_factor,
@@ -101,16 +106,19 @@ def _new_or_saved_autoencoder(cfg: AutoencoderConfig) -> torch.nn.Module:
                            downsample_factor=cfg.downsample_factor, encoder_channels=tuple(cfg.encoder_channels),
                            decoder_channels=cfg.decoder_channels, decoder_blocks=cfg.decoder_blocks,
                            gaussian=cfg.gaussian, input_stem=cfg.input_stem, decoder_refine=cfg.decoder_refine,
-                           head_hidden=cfg.head_hidden)
+                           head_hidden=cfg.head_hidden, head=cfg.head, slots=cfg.slots)
 
 
-def with_refinement(ae: MaskAutoencoder) -> MaskAutoencoder:
-    """The same AE with the decoder's refinement convs added: zero-initialised, so it decodes exactly as
-    before at step 0 (fine-tuning a trained AE into the refined architecture)."""
-    refined = MaskAutoencoder(**{**ae.config, "decoder_refine": True})
-    missing = refined.load_state_dict(ae.state_dict(), strict=False).missing_keys
-    assert all(k.startswith("refine.") for k in missing), missing
-    return refined.train()
+def rebuilt(ae: MaskAutoencoder, **changes) -> MaskAutoencoder:
+    """A trained AE in a changed architecture, every weight whose shape still fits kept: `decoder_refine`
+    adds zero-initialised refinement convs (it decodes exactly as before at step 0); `head="slots"` replaces
+    the per-pixel N-way head by the slot head (new: the slot head and the pixel head's last conv; the
+    encoder, and so the latent space, unchanged)."""
+    new = MaskAutoencoder(**{**ae.config, **changes})
+    target = new.state_dict()
+    kept = {k: v for k, v in ae.state_dict().items() if k in target and target[k].shape == v.shape}
+    new.load_state_dict(kept, strict=False)
+    return new.train()
 
 
 class AutoencoderTask:
@@ -143,7 +151,8 @@ class AutoencoderTask:
         n_points = scaled_num_points(self.cfg.points_at_512, *ids.shape[-2:])
         loss, logs = mask_autoencoder_loss(lambda coords: ae.point_logits(decoded, coords), ids, n_points,
                                            self.cfg.oversample, self.cfg.importance_ratio, self.cfg.ce_weight,
-                                           self.cfg.bce_weight, self.cfg.dice_weight)
+                                           self.cfg.bce_weight, self.cfg.dice_weight,
+                                           log_probs=getattr(ae, "outputs_log_probs", False))
         if self.cfg.kl_weight > 0:
             kl = kl_divergence(mean, logvar)
             loss = loss + self.cfg.kl_weight * kl

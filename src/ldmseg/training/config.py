@@ -87,7 +87,8 @@ FIELD_CHECKS: dict[str, checks.Check] = {
     **dict.fromkeys(("max_steps", "batch_size", "grad_accum", "checkpoint_every", "checkpoints_total_limit",
                      "log_every", "crops_per_mask", "val_num", "latent_channels", "downsample_factor",
                      "encoder_channels", "decoder_channels", "points_at_512", "image_channels",
-                     "image_encoder_channels", "task_tokens", "val_steps", "inference_steps"), checks.positive),
+                     "image_encoder_channels", "task_tokens", "val_steps", "inference_steps", "slots"),
+                    checks.positive),
     **dict.fromkeys(("warmup_steps", "val_every", "seed", "num_workers", "threads", "decoder_blocks",
                      "head_hidden"), checks.non_negative),
     **dict.fromkeys(("weight_decay", "grad_clip", "time_limit_minutes", "kl_weight", "latent_noise", "ce_weight",
@@ -102,7 +103,7 @@ FIELD_CHECKS: dict[str, checks.Check] = {
 FIELD_CHOICES: dict[str, tuple[str, ...]] = {
     "lr_schedule": ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"),
     "mixed_precision": ("no", "fp16", "bf16"), "target": ("instances", "semantic", "depth"),
-    "autoencoder": ("shallow", "sd-vae"), "input_stem": ("conv", "unshuffle"),
+    "autoencoder": ("shallow", "sd-vae"), "input_stem": ("conv", "unshuffle"), "head": ("pixel", "slots"),
     "image_encoder": ("learned", "sd-vae", "vit"), "unet": ("tiny", "base", "small", "sd15"),
     "conditioning": ("task-embedding", "none"), "prediction_type": ("epsilon", "v_prediction", "sample"),
     "loss_weighting": ("paper", "min-snr", "none"), "reduction": ("sum", "mean"),
@@ -247,6 +248,9 @@ class AutoencoderConfig(LoopConfig):
     input_stem: str = "conv"  # 'conv' (paper: 3x3 conv at full resolution) or 'unshuffle' (2x2 fold, none)
     decoder_refine: bool = False  # a residual 3x3 conv (zero-initialised) after each upsampling of the decoder
     head_hidden: int = 0  # > 0: a two-layer per-pixel head of this width instead of the linear 1x1 conv
+    head: str = "pixel"  # 'pixel' (paper: N logits per pixel) or 'slots' (per cell K id distributions, per pixel
+    # a mixture of its 3x3 cells' slots; with --init-from, it replaces the head of an AE without it)
+    slots: int = 2  # with --head slots: id distributions per latent cell
     gaussian: bool = False
     kl_weight: float = 0.0
     latent_noise: float = 0.25  # train the decoder on latents + U(0, this) x std noise (robustness)
