@@ -117,7 +117,9 @@ def rebuilt(ae: MaskAutoencoder, **changes) -> MaskAutoencoder:
     new = MaskAutoencoder(**{**ae.config, **changes})
     target = new.state_dict()
     kept = {k: v for k, v in ae.state_dict().items() if k in target and target[k].shape == v.shape}
-    new.load_state_dict(kept, strict=False)
+    missing = new.load_state_dict(kept, strict=False).missing_keys
+    head = f"decoder.{len(new.decoder) - 1}."  # the pixel head: its outputs change with the slot head
+    assert all(k.startswith(("refine.", "slot_head.", head)) for k in missing), missing
     return new.train()
 
 
