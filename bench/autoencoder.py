@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from common import ROOT, curve_table, logged_curve, machine, new_plot, save_plot, save_results
 
+from ldmseg.commands.reconstruct import DEFAULT_MIN_CORE_AT_512, DEFAULT_THRESHOLD
 from ldmseg.data.datasets import SampleConfig, SyntheticDataset
 from ldmseg.data.synthetic import SceneConfig
 from ldmseg.models.loading import load_mask_autoencoder
@@ -28,12 +29,12 @@ BENCH_SEED = 777 + VAL_SEED_OFFSET  # held out: training scenes use seeds (0, i)
 
 def plot_curve(curve: dict[int, float], seconds_per_step: float | None, path: Path) -> None:
     fig, ax = new_plot()
-    ax.plot(list(curve), list(curve.values()), marker="o", label="64 held-out scenes (default+dense), argmax")
+    ax.plot(list(curve), list(curve.values()), marker="o", label="held-out validation scenes, argmax")
     if seconds_per_step:
         sec = ax.secondary_xaxis("top", functions=(lambda s: s * seconds_per_step / 60,
                                                    lambda m: m * 60 / seconds_per_step))
         sec.set_xlabel("GPU minutes (H100)")
-    save_plot(fig, ax, path, "training step (batch 16, 256x256)", "recon PQ (class-agnostic)", legend_size=7)
+    save_plot(fig, ax, path, "training step", "recon PQ (class-agnostic)", legend_size=7)
 
 
 def throughput(ae: torch.nn.Module, size: int, batch: int = 4, repeats: int = 3) -> float:
@@ -49,9 +50,9 @@ def throughput(ae: torch.nn.Module, size: int, batch: int = 4, repeats: int = 3)
 SETTINGS = (  # (latent noise x std, confidence threshold, id-pruning core at 512^2, label)
     (0.0, 0.0, 0.0, "argmax"),
     (0.0, 0.5, 0.0, "threshold 0.5 (research code)"),
-    (0.0, 0.5, 512.0, "threshold 0.5 + id pruning (default)"),
-    (0.1, 0.5, 512.0, "default post-processing, noise 0.1"),
-    (0.3, 0.5, 512.0, "default post-processing, noise 0.3"),
+    (0.0, DEFAULT_THRESHOLD, DEFAULT_MIN_CORE_AT_512, "threshold 0.5 + id pruning (default)"),
+    (0.1, DEFAULT_THRESHOLD, DEFAULT_MIN_CORE_AT_512, "default post-processing, noise 0.1"),
+    (0.3, DEFAULT_THRESHOLD, DEFAULT_MIN_CORE_AT_512, "default post-processing, noise 0.3"),
     (0.1, 0.0, 0.0, "argmax, noise 0.1"),
     (0.3, 0.0, 0.0, "argmax, noise 0.3"),
 )
@@ -120,7 +121,8 @@ def main() -> None:
              f"AE `{args.ae}`: {params / 1e6:.2f} M parameters. {args.num} held-out synthetic scenes per preset at "
              f"{args.size}x{args.size}, class-agnostic PQ / SQ / RQ (panopticapi rules), ids freshly reassigned. "
              "Noise: Gaussian noise of k x the latent std added to the latents before decoding. Id pruning: ids "
-             "that are the confident argmax at fewer than 512 px at 512^2 (scaled) give their pixels to the best "
+             f"that are the confident argmax at fewer than {DEFAULT_MIN_CORE_AT_512:.0f} px at 512^2 (scaled; "
+             "`ldmseg reconstruct`'s default, from scripts/tune_ae_postprocess.py) give their pixels to the best "
              f"surviving id. {machine()}.", "",
              *markdown_rows(table)]
     lines += ["", f"Throughput (encode + decode + argmax, batch 4, CPU): {res['masks_per_s_512']:.1f} masks/s at "
@@ -129,8 +131,9 @@ def main() -> None:
     if curve:
         res["curve"] = curve
         plot_curve(curve, args.seconds_per_step, ROOT / "docs" / "figures" / "ae_pq_vs_steps.png")
-        lines += ["", "Validation recon PQ during training (argmax, 64 held-out scenes alternating default / dense, "
-                  "256x256):", "", "![AE PQ vs steps](figures/ae_pq_vs_steps.png)", "", *curve_table(curve)]
+        lines += ["", f"Validation recon PQ during the AE's training run (`{args.log or 'kept copy'}`; argmax, the "
+                  "run's held-out validation scenes):", "", "![AE PQ vs steps](figures/ae_pq_vs_steps.png)", "",
+                  *curve_table(curve)]
     if args.name != "autoencoder":
         lines[0] = f"## Stage 1: mask autoencoder reconstruction, `{args.ae}`"
     save_results(args.name, res, "\n".join(lines))

@@ -156,7 +156,7 @@ def main() -> None:
     ap.add_argument("--log", action="append", default=[],
                     help="console log of a multi-task training stretch of the model (repeat for several, in order; "
                          "one no longer here is read from the copy kept in the results JSON)")
-    ap.add_argument("--previous", default=None, help="a single-task model to compare the instances task with")
+    ap.add_argument("--previous", default=None, help="an earlier model to compare the instances task with")
     args = ap.parse_args()
     torch.set_num_threads(2)
     pipe = bench_pipeline(args.model)
@@ -229,10 +229,9 @@ def main() -> None:
              "Per-class IoU: " + ", ".join(f"{k} {v:.0f}" for k, v in s["per_class_iou"].items() if v == v) + "."]
     if args.previous:
         prev = res["previous"]
-        lines += ["", f"The previous, single-task demo (`{args.previous}`: instances only, on the first mask AE) on "
-                  f"the same scenes: instances PQ {prev['instances_pq']:.1f} (this model: {res['instances_pq']:.1f}), "
-                  f"t = 0 ceiling {prev['instances_t0_ceiling']:.1f} (this model, on the v2 AE: "
-                  f"{res['instances_t0_ceiling']:.1f})."]
+        lines += ["", f"The previous model (`{args.previous}`, with its own mask AE and serving defaults) on the same "
+                  f"scenes: instances PQ {prev['instances_pq']:.1f} (this model: {res['instances_pq']:.1f}), t = 0 "
+                  f"ceiling {prev['instances_t0_ceiling']:.1f} (this model: {res['instances_t0_ceiling']:.1f})."]
     for stretch, curves in enumerate(res.get("validation_curves", []), start=1):
         steps = sorted(set().union(*[c.keys() for c in curves.values()]))
         lines += ["", f"Validation during training stretch {stretch} (`{args.log[stretch - 1]}`; 48 held-out scenes of "

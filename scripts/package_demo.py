@@ -74,8 +74,8 @@ def main() -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     if args.pipeline:
         save_for_serving(args.pipeline, tmp)
-    else:
-        tmp.mkdir(parents=True)
+    else:  # swap the AE into the shipped demo: every other component stays as it is
+        shutil.copytree(DEMO, tmp)
     if args.ae:
         shutil.rmtree(tmp / "mask_autoencoder", ignore_errors=True)
         shutil.copytree(args.ae, tmp / "mask_autoencoder")

@@ -306,6 +306,28 @@ def test_scoring_several_id_prunings_reproduces_the_pipeline() -> None:
     assert pq["none"] < 100.0  # without pruning, fragments the pipeline removed come back
 
 
+def test_tuning_the_id_pruning_as_served_agrees_with_the_single_sample_proxy_at_ensemble_one() -> None:
+    """With an ensemble of one, a full pipeline run per candidate sees the same samples as the proxy that scores
+    one sample under every candidate (random tiny models agree on no consensus, so an ensemble gives VOID)."""
+    from ldmseg.training.diffusion import sampled_pq_by_min_core, served_pq_by_min_core
+
+    pipe = tiny_pipeline()
+    pipe.register_to_config(min_core_at_512=1024.0, default_ensemble_size=1, default_num_inference_steps=2)
+    with torch.no_grad():
+        pipe.mask_autoencoder.decoder[-1].weight.mul_(100)
+    images = [torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(i)) * 2 - 1 for i in range(3)]
+    out = pipe(images, generator=torch.Generator().manual_seed(0), task="instances")
+    items = [{"image": im, "ids": torch.from_numpy(ids.astype(np.int64))} for im, ids in zip(images, out.panoptic,
+                                                                                            strict=True)]
+    cores = {"none": 0.0, "own": 1024.0, "large": 8192.0}
+    served = served_pq_by_min_core(pipe, items, cores, batch_size=3, seed=0)
+    proxy = sampled_pq_by_min_core(pipe, items, cores, steps=2, batch_size=3, seed=0)
+    assert served == pytest.approx(proxy)
+    assert served["own"] == pytest.approx(100.0)  # the pipeline's own output, scored against itself
+    assert len(set(round(v, 6) for v in served.values())) > 1  # the candidates differ
+    assert pipe.config.min_core_at_512 == 1024.0  # the pipeline's own setting is restored
+
+
 def test_the_api_people_try_first(tmp_path: Path) -> None:
     """`from ldmseg import LDMSegPipeline`, 'demo' by name, and pickled weights refused."""
     import ldmseg

@@ -80,9 +80,9 @@ def _cmd_train_ae(a: argparse.Namespace) -> None:
 def _cmd_reconstruct(a: argparse.Namespace) -> None:
     from ldmseg.commands.reconstruct import reconstruct_set
 
+    tuned = {k: v for k, v in (("threshold", a.threshold), ("min_core_at_512", a.min_core)) if v is not None}
     reconstruct_set(a.ae, a.images, a.panoptic_json, a.panoptic_dir, a.out, a.size, a.batch_size,
-                    latent_noise=a.latent_noise, min_area_at_512=a.min_area, seed=a.seed, threshold=a.threshold,
-                    min_core_at_512=a.min_core)
+                    latent_noise=a.latent_noise, min_area_at_512=a.min_area, seed=a.seed, **tuned)
 
 
 def _cmd_train(a: argparse.Namespace) -> None:
@@ -300,11 +300,12 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     r.add_argument("--min-area", type=checks.non_negative_float, default=0.0,
                    help="segments smaller than this many px at 512^2 (scaled to the image) become VOID")
     r.add_argument("--seed", type=checks.non_negative, default=0, help="seed of the random id reassignment (default 0)")
-    r.add_argument("--threshold", type=checks.probability, default=0.0,
-                   help="pixels whose top softmax probability is below this become VOID (0 = argmax)")
-    r.add_argument("--min-core", type=checks.non_negative_float, default=512.0,
+    r.add_argument("--threshold", type=checks.probability, default=None,
+                   help="pixels whose top softmax probability is below this become VOID (0 = argmax; default 0.5, "
+                        "tuned for the shipped AE)")
+    r.add_argument("--min-core", type=checks.non_negative_float, default=None,
                    help="id pruning: ids that are the confident argmax at fewer px than this (at 512^2, scaled) "
-                        "give their pixels to a neighbour; 0 = off")
+                        "give their pixels to a neighbour; 0 = off (default 64, tuned for the shipped AE)")
     _add_threads(r)
     r.set_defaults(func=_cmd_reconstruct)
     return p

@@ -20,6 +20,11 @@ from ldmseg.models.loading import load_mask_autoencoder
 from ldmseg.models.mask_autoencoder import add_latent_noise, resize_distribution
 from ldmseg.weights import resolve_model_path
 
+# The shipped (slot-head) AE's decoding post-processing, chosen by scripts/tune_ae_postprocess.py on tuning scenes
+# encoded at 512^2: a low pruning floor, because the slot head leaves few boundary fragments to prune.
+DEFAULT_THRESHOLD = 0.5
+DEFAULT_MIN_CORE_AT_512 = 64.0
+
 
 class LatentStats:
     """Running per-channel mean / std of latents."""
@@ -45,7 +50,8 @@ class LatentStats:
 @torch.no_grad()
 def reconstruct_set(ae_path: str, images: str, panoptic_json: str, panoptic_dir: str, out: str, size: int = 512,
                     batch_size: int = 8, latent_noise: float = 0.0, min_area_at_512: float = 0.0,
-                    seed: int = 0, threshold: float = 0.0, min_core_at_512: float = 512.0) -> dict:
+                    seed: int = 0, threshold: float = DEFAULT_THRESHOLD,
+                    min_core_at_512: float = DEFAULT_MIN_CORE_AT_512) -> dict:
     """Reconstruct every GT mask; write OUT/panoptic.json, OUT/panoptic/*.png and OUT/latent_stats.json."""
     ae = load_mask_autoencoder(resolve_model_path(ae_path, "mask_autoencoder"))
     gt = formats.load_panoptic_json(panoptic_json)

@@ -320,5 +320,26 @@ def sampled_pq_by_min_core(pipe: LDMSegPipeline, dataset, cores: dict, steps: in
     return {name: 100 * ev.evaluate()["All"]["pq"] for name, ev in evaluators.items()}
 
 
+def served_pq_by_min_core(pipe: LDMSegPipeline, dataset, cores: dict, batch_size: int = 16, seed: int = 0) -> dict:
+    """PQ x100 of the pipeline as served (its default sampler, steps and ensemble) under each id-pruning size
+    (name -> px at 512^2): one full run per candidate from the same generator seed, because an ensemble's
+    member choice depends on the post-processing. The pipeline's own size is restored afterwards."""
+    own, scores = pipe.config.min_core_at_512, {}
+    try:
+        for name, core in cores.items():
+            pipe.register_to_config(min_core_at_512=float(core))
+            ev, gen = PanopticEvaluator([], class_agnostic=True), torch.Generator().manual_seed(seed)
+            for start in range(0, len(dataset), batch_size):
+                items = [dataset[i] for i in range(start, min(len(dataset), start + batch_size))]
+                out = pipe([it["image"] for it in items], generator=gen, task="instances")
+                for item, pred, segs in zip(items, out.panoptic, out.segments_info, strict=True):
+                    gt = item["ids"].numpy()
+                    ev.process(gt, segments_from_ids(gt), pred, segs)
+            scores[name] = 100 * ev.evaluate()["All"]["pq"]
+    finally:
+        pipe.register_to_config(min_core_at_512=own)
+    return scores
+
+
 def train_diffusion(cfg: DiffusionConfig) -> Path:
     return train(cfg, DiffusionTask)
