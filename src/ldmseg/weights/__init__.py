@@ -32,8 +32,8 @@ def _resolve(path: str, demo: Path, marker: str, what: str) -> Path | str:
 
 def resolve_model_path(path: str, component: str) -> Path | str:
     """A single model (e.g. the mask autoencoder): 'demo' (the demo pipeline's component), a save_pretrained
-    directory, or a hub id. 'demo-v2', the name the v2 mask AE had before the demo pipeline shipped it, is the
-    demo's mask autoencoder."""
+    directory, or a hub id. 'demo-v2' (a legacy name: the v2 mask AE's before the demo pipeline shipped it) is
+    the demo's mask autoencoder."""
     if path == "demo-v2" and component == "mask_autoencoder":
         path = "demo"
     return _resolve(path, DEMO_DIR / component, "config.json", component.replace("_", " "))
