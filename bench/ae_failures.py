@@ -14,6 +14,7 @@ import torch
 from common import machine, save_results
 from scipy import ndimage
 
+from ldmseg.commands.reconstruct import DEFAULT_MIN_CORE_AT_512, DEFAULT_THRESHOLD
 from ldmseg.data.synthetic import SceneConfig, categories, generate_scene
 from ldmseg.diffusion.postprocess import logits_to_panoptic, majority_categories, scaled_area
 from ldmseg.metrics.panoptic import PanopticEvaluator, segments_from_ids
@@ -110,12 +111,8 @@ def fragment_lines(f: dict, scenes: int) -> list[str]:
             f"| code a bitwise blend of the two GT ids around it | {100 * f['blend']:.0f} % | "
             f"{100 * f['blend_chance']:.0f} % |",
             f"| code one bit from a GT id around it | {100 * f['one_bit']:.0f} % | {100 * f['one_bit_chance']:.0f} % |",
-            "", "Fragments sit on GT boundaries where the decoded distribution is flat (the winner barely above "
-            "the runner-up, both far below 0.5); their ids are bit blends or one-bit neighbours of the ids around "
-            "them only somewhat more often than a random absent id would be, so the bit code's structure is a "
-            "minor cause: the decoder is simply unsure at boundaries and spreads the mass over many ids, and "
-            "argmax then lets a third id win a few pixels. The lever is sharper boundary distributions "
-            "(more training where boundaries are, more capacity at H/2), not a different id code."]
+            "", "A blend or one-bit share well above the random absent id's would make the bit code the cause; "
+            "a flat distribution on boundaries (top probability far below 0.5) makes it decoder uncertainty."]
 
 
 @torch.no_grad()
@@ -139,14 +136,14 @@ def main() -> None:
                                                   "one_bit", "one_bit_chance")}
     argmax_pq = {"argmax": PanopticEvaluator([], class_agnostic=True),
                  "argmax, ids absent from the mask blanked (oracle)": PanopticEvaluator([], class_agnostic=True)}
-    core = scaled_area(512, args.size, args.size)
+    core = scaled_area(DEFAULT_MIN_CORE_AT_512, args.size, args.size)
     for preset in ("default", "dense"):
         cfg = SceneConfig.preset(preset, args.size)
         for i in range(args.num):
             scene = generate_scene([SEED, i], cfg)
             gt, segs = reassign(scene.ids, scene.segments, ae.num_ids, rng)
             logits = ae.decode(ae.encode_ids(torch.from_numpy(gt)[None]), size=gt.shape)
-            (pred, psegs), = logits_to_panoptic(logits, 0.5, 0, core)
+            (pred, psegs), = logits_to_panoptic(logits, DEFAULT_THRESHOLD, 0, core)
             (unpruned, _), = logits_to_panoptic(logits, 0.0, 0, 0)
             raw = logits[0].argmax(0).numpy()  # the model's own ids (logits_to_panoptic renumbers them)
             blanked = argmax_errors(gt, raw, errors)
@@ -184,7 +181,8 @@ def main() -> None:
     fp = res["argmax_errors"]
     lines = ["## Stage 1: where the mask AE fails", "",
              f"AE `{args.ae}`, {args.num} default + {args.num} dense held-out scenes at {args.size}x{args.size}, "
-             f"default post-processing (threshold 0.5, id pruning). {machine()}.", "",
+             f"default post-processing (`ldmseg reconstruct`'s: threshold {DEFAULT_THRESHOLD}, id pruning). "
+             f"{machine()}.", "",
              "| shape family | " + " | ".join(c["name"] for c in cats) + " |", "|---" * (len(cats) + 1) + "|",
              "| PQ | " + " | ".join(f"{100 * fam[c['id']]['pq']:.1f}" for c in cats) + " |",
              "| RQ | " + " | ".join(f"{100 * fam[c['id']]['rq']:.1f}" for c in cats) + " |", "",
@@ -200,7 +198,7 @@ def main() -> None:
              "| class-agnostic PQ | " + " | ".join(f"{100 * v['pq']:.1f}" for v in res["pq_by_segment_count"].values())
              + " |", "",
              f"Id pruning keeps only ids with >= {core} confident px at this size, so segments smaller than that "
-             "cannot survive it: the price of removing the boundary fragments (+21 PQ on default scenes).", "",
+             "cannot survive it: the price of removing the boundary fragments.", "",
              "Plain argmax decoding (no threshold, no pruning), both presets: matched segments "
              f"{fp['tp']}, missed GT segments {fp['fn']}; false positives:", "",
              "| false positive | count | area quartiles (px) |", "|---|---|---|",

@@ -13,9 +13,10 @@ sampling seed. Writes bench/results/table3.json and the
 from __future__ import annotations
 
 import argparse
+import json
 
 import torch
-from common import bench_pipeline, machine, save_results
+from common import RESULTS, bench_pipeline, machine, save_results
 from multitask import BENCH_SEED, evaluate, scenes, task_score
 
 METRIC = {"instances": "class-agnostic PQ", "semantic": "mIoU", "depth": "RMSE"}
@@ -26,6 +27,32 @@ REDUCED = (" (reduced scale, MULTI_STEPS in scripts/table3.sh: trained from the 
 def shown(path: str) -> str:
     """A model path as the repository root sees it (the script runs in bench/)."""
     return path.removeprefix("../")
+
+
+def earlier_budgets(steps: dict) -> list[dict]:
+    """The kept results of earlier, smaller budgets (a longer run continues the same models), for the curve of
+    each metric against training steps: the last results JSON's own budget joins its history if it differs."""
+    path = RESULTS / "table3.json"
+    if not path.exists():
+        return []
+    old = json.loads(path.read_text())
+    history = old.get("history", [])
+    if old.get("steps") and old["steps"] != steps:
+        history.append({"steps": old["steps"], "tasks": {t: {k: r[k] for k in ("single", "multi")}
+                                                         for t, r in old["tasks"].items()}})
+    return history
+
+
+def history_rows(history: list[dict], steps: dict, tasks: dict) -> list[str]:
+    """A markdown table: per training budget, each task's single-task / multi-task score."""
+    rows = ["| steps: multi / instances / semantic / depth | instances PQ single / multi | "
+            "semantic mIoU single / multi | depth RMSE single / multi |", "|---|---|---|---|"]
+    for entry in [*history, {"steps": steps, "tasks": tasks}]:
+        st, r = entry["steps"], entry["tasks"]
+        rows.append(f"| {' / '.join(str(st.get(k, '?')) for k in ('multi', *METRIC))} | "
+                    + " | ".join(f"{r[t]['single']:{'.4f' if t == 'depth' else '.1f'}} / "
+                                 f"{r[t]['multi']:{'.4f' if t == 'depth' else '.1f'}}" for t in METRIC) + " |")
+    return rows
 
 
 def main() -> None:
@@ -62,6 +89,11 @@ def main() -> None:
         fmt = ".4f" if task == "depth" else ".1f"
         lines.append(f"| {task} | {METRIC[task]} | {r['single']:{fmt}} | {r['multi']:{fmt}} | "
                      f"{r['multi'] - r['single']:+{fmt}} |")
+    res["history"] = earlier_budgets(steps)
+    if res["history"]:
+        lines += ["", "Each metric against training steps (the same runs continued with `--resume latest` to a "
+                  "larger budget, same proportions; each budget's cosine schedule spans its own total):", "",
+                  *history_rows(res["history"], steps, res["tasks"])]
     save_results("table3", res, "\n".join(lines))
     print("\n".join(lines))
 
