@@ -50,7 +50,7 @@ def throughput(ae: torch.nn.Module, size: int, batch: int = 4, repeats: int = 3)
 SETTINGS = (  # (latent noise x std, confidence threshold, id-pruning core at 512^2, label)
     (0.0, 0.0, 0.0, "argmax"),
     (0.0, 0.5, 0.0, "threshold 0.5 (research code)"),
-    (0.0, DEFAULT_THRESHOLD, DEFAULT_MIN_CORE_AT_512, "threshold 0.5 + id pruning (default)"),
+    (0.0, DEFAULT_THRESHOLD, DEFAULT_MIN_CORE_AT_512, f"threshold {DEFAULT_THRESHOLD} + id pruning (default)"),
     (0.1, DEFAULT_THRESHOLD, DEFAULT_MIN_CORE_AT_512, "default post-processing, noise 0.1"),
     (0.3, DEFAULT_THRESHOLD, DEFAULT_MIN_CORE_AT_512, "default post-processing, noise 0.3"),
     (0.1, 0.0, 0.0, "argmax, noise 0.1"),
