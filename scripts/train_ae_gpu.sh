@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Train the mask AE on a GPU machine for a given number of minutes, at the paper's 512^2 scale, and leave
 # safetensors weights to bring back (RUNS/ae-gpu/model). It continues the demo's instances AE (the slot-head
-# AE) unless INIT is set, and resumes its own run with --resume latest if interrupted. Scenes are made by $WORKERS processes.
+# AE) unless INIT is set, and resumes its own run with --resume latest if interrupted. Scenes are made by
+# $WORKERS processes.
 # A new encoder changes the latent space: fine-tune stage 2 on it before shipping it (the last line).
 #   MINUTES=10 scripts/train_ae_gpu.sh          # RUNS=runs, INIT=demo-v2 by default
 set -euo pipefail
