@@ -86,8 +86,10 @@ def markdown_rows(table: list[tuple]) -> list[str]:
 
 def processed_section(args: argparse.Namespace, process: int, table: list[tuple]) -> list[str]:
     size = f"{args.size}x{args.size}"
-    return [f"## Stage 1: reconstruction with the masks encoded at {process}x{process}", "",
-            f"The first {args.num} + {args.num} of these scenes at {size}, AE `{args.ae}` (the shipped one), each "
+    shipped = " (the shipped one)" if args.ae == "demo" else ""
+    title = "" if args.name == "autoencoder" else f", AE {args.ae.removeprefix('../')}"
+    return [f"## Stage 1: reconstruction with the masks encoded at {process}x{process}{title}", "",
+            f"The first {args.num} + {args.num} of these scenes at {size}, AE `{args.ae}`{shipped}, each "
             f"mask resized (nearest) to {process}x{process} before encoding, as `ldmseg reconstruct --size {process}` "
             f"does (the paper reconstructs at 512x512), and decoded straight back to {size}; post-processing at "
             f"{size} as above. The latent grid is {process // 8}x{process // 8} instead of "
@@ -113,7 +115,8 @@ def main() -> None:
                  "process_size": process}
     table = score_settings(ae, args.size, args.num, process, res)
     if process != args.size:
-        save_results(f"{args.name}_at_{process}", res, "\n".join(processed_section(args, process, table)))
+        name = args.name if args.name.endswith(f"_at_{process}") else f"{args.name}_at_{process}"
+        save_results(name, res, "\n".join(processed_section(args, process, table)))
         return
     res["masks_per_s_512"] = throughput(ae, 512)
     res["masks_per_s_256"] = throughput(ae, 256)

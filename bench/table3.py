@@ -1,13 +1,13 @@
 """Table 3 of the paper on the embedded default: multi-task vs single-task models at equal training compute.
 
     python bench/table3.py --instances DIR --semantic DIR --depth DIR [--multi demo] [--num 100]
-        [--steps multi=N,instances=N,semantic=N,depth=N]
+        [--steps multi=N,instances=N,semantic=N,depth=N] [--also LABEL=DIR ...]
 
 scripts/table3.sh trains the three single-task models (each from the multi-task model's start, on as many
 examples of its task as the multi-task training drew; with MULTI_STEPS the multi-task model too, at reduced
 scale). All four models answer bench/multitask.py's fresh scenes with their serving defaults and the same
-sampling seed. Writes bench/results/table3.json and the
-`table3` section of docs/benchmarks.md.
+sampling seed. `--also` scores other multi-task models of the same budget beside them (e.g. another task
+conditioning), as more columns. Writes bench/results/table3.json and the `table3` section of docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -63,18 +63,24 @@ def main() -> None:
     ap.add_argument("--num", type=int, default=100)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--steps", default="", help="training steps of each model, e.g. multi=1800,instances=720")
+    ap.add_argument("--also", action="append", default=[], metavar="LABEL=DIR",
+                    help="another multi-task model of the same budget, scored beside the first")
     args = ap.parse_args()
     steps = dict(item.split("=") for item in args.steps.split(",")) if args.steps else {}
+    also = dict(item.split("=", 1) for item in args.also)
     torch.set_num_threads(2)
     multi = bench_pipeline(args.multi)
     data = scenes(BENCH_SEED, args.num, multi.config.default_processing_resolution)
+    others = {label: bench_pipeline(path) for label, path in also.items()}
     res: dict = {"machine": machine(), "num": args.num, "seed": BENCH_SEED, "multi": args.multi, "steps": steps,
-                "tasks": {}}
+                "also": also, "tasks": {}}
     for task in METRIC:
         single = bench_pipeline(getattr(args, task))
         res["tasks"][task] = {"single_model": getattr(args, task),
                               "single": task_score(task, data, evaluate(single, data, args.batch, task)[0]),
-                              "multi": task_score(task, data, evaluate(multi, data, args.batch, task)[0])}
+                              "multi": task_score(task, data, evaluate(multi, data, args.batch, task)[0]),
+                              **{f"multi ({label})": task_score(task, data, evaluate(pipe, data, args.batch, task)[0])
+                                 for label, pipe in others.items()}}
         print(task, res["tasks"][task], flush=True)
     budget = (f" Training steps (batch 32): multi-task {steps['multi']}, "
               + ", ".join(f"{t} {steps[t]}" for t in METRIC if t in steps) + "." if "multi" in steps else "")
@@ -82,13 +88,17 @@ def main() -> None:
              f"{args.num} fresh synthetic scenes (seed {BENCH_SEED}), serving defaults. Single-task models from "
              "scripts/table3.sh: each started where the multi-task model started and saw as many examples of its "
              f"task as the multi-task training drew for it.{budget} Multi-task model: `{shown(args.multi)}`"
-             f"{REDUCED if 'multi' in steps and args.multi != 'demo' else ''}. {machine()}.",
+             f"{REDUCED if 'multi' in steps and args.multi != 'demo' else ''}. {machine()}."
+             + "".join(f" Multi-task ({label}): `{shown(path)}`, same budget." for label, path in also.items()),
              "",
-             "| task | metric | single-task | multi-task | difference |", "|---|---|---|---|---|"]
+             "| task | metric | single-task | multi-task | difference |"
+             + "".join(f" multi-task ({label}) | difference |" for label in also),
+             "|---|---|---|---|---|" + "---|---|" * len(also)]
     for task, r in res["tasks"].items():
         fmt = ".4f" if task == "depth" else ".1f"
-        lines.append(f"| {task} | {METRIC[task]} | {r['single']:{fmt}} | {r['multi']:{fmt}} | "
-                     f"{r['multi'] - r['single']:+{fmt}} |")
+        lines.append(f"| {task} | {METRIC[task]} | {r['single']:{fmt}} | "
+                     + " | ".join(f"{r[key]:{fmt}} | {r[key] - r['single']:+{fmt}}"
+                                  for key in ("multi", *(f"multi ({label})" for label in also))) + " |")
     res["history"] = earlier_budgets(steps)
     if res["history"]:
         lines += ["", "Each metric against training steps (the same runs continued with `--resume latest` to a "

@@ -9,6 +9,8 @@
 # steps, and that multi-task model is the one compared (2N steps in all; N = 1800 took ~95 min on 2 cores).
 #   scripts/table3.sh        # RUNS=runs; STEPS_INSTANCES / STEPS_SEMANTIC / STEPS_DEPTH override the budgets
 #   MULTI_STEPS=1800 scripts/table3.sh
+# MULTI_CONDITIONING=task-embedding+time trains that multi-task model with a vector per task added to the UNet's
+# timestep embedding too (runs/table3-multi-time; the single-task models are the same either way).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-runs}
@@ -23,6 +25,9 @@ STRETCH4=${STRETCH4:-6000}
 STRETCH5=${STRETCH5:-1500}
 MULTI_STEPS=${MULTI_STEPS:-}
 MULTI_WEIGHTS=${MULTI_WEIGHTS:-0.4,0.3,0.3}
+MULTI_CONDITIONING=${MULTI_CONDITIONING:-task-embedding}
+MULTI_NAME=multi
+[ "$MULTI_CONDITIONING" = task-embedding ] || MULTI_NAME=multi-time
 share() {  # INDEX: MULTI_STEPS x the INDEX-th task weight, rounded
     awk -v n="$MULTI_STEPS" -v w="$MULTI_WEIGHTS" -v i="$1" 'BEGIN { split(w, a, ","); printf "%d", n * a[i] + 0.5 }'
 }
@@ -52,8 +57,9 @@ from_start() {  # NAME TASKS STEPS SEED [FLAGS...]: one model trained from the c
 }
 MULTI=demo
 if [ -n "$MULTI_STEPS" ]; then
-    from_start multi instances,semantic,depth "$MULTI_STEPS" 14 --task-weights "$MULTI_WEIGHTS"
-    MULTI="../$RUNS/table3-multi/model"
+    from_start "$MULTI_NAME" instances,semantic,depth "$MULTI_STEPS" 14 --task-weights "$MULTI_WEIGHTS" \
+        --conditioning "$MULTI_CONDITIONING"
+    MULTI="../$RUNS/table3-$MULTI_NAME/model"
 fi
 from_start instances instances "$STEPS_INSTANCES" 11
 from_start semantic semantic "$STEPS_SEMANTIC" 12

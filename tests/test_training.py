@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -138,6 +139,22 @@ def test_fine_tune_decoder_only_keeps_the_encoder(tmp_path: Path) -> None:
     c = MaskAutoencoder.from_pretrained(slotted)
     assert c.config.head == "slots" and c.config.slots == 2
     assert all(torch.equal(a[k], c.state_dict()[k]) for k in a if k.startswith("encoder."))
+
+
+def test_latent_anchor_keeps_a_fine_tuned_encoder_near_its_start(tmp_path: Path) -> None:
+    base = train_autoencoder(tiny_config(tmp_path / "base", max_steps=2))
+    free = train_autoencoder(tiny_config(tmp_path / "free", max_steps=4, init_from=str(base), lr=3e-2))
+    held = train_autoencoder(tiny_config(tmp_path / "held", max_steps=4, init_from=str(base), lr=3e-2,
+                                         latent_anchor=1e3))
+    ids = torch.from_numpy(np.random.default_rng(0).integers(1, 20, (2, 32, 32)))
+    start = MaskAutoencoder.from_pretrained(base).encode_ids(ids)
+
+    def drift(run: Path) -> float:
+        return float((MaskAutoencoder.from_pretrained(run).encode_ids(ids) - start).pow(2).mean() / start.var())
+
+    assert 0 < drift(held) < drift(free)  # the encoder trained, and stayed nearer the latents stage 2 knows
+    with pytest.raises(LDMSegError, match="trainable encoder"):
+        train_autoencoder(tiny_config(tmp_path / "bad", init_from=str(base), freeze_encoder=True, latent_anchor=1.0))
 
 
 def test_crop_training_with_new_options_resumes_exactly(tmp_path: Path) -> None:

@@ -49,6 +49,7 @@ from ldmseg.models import depth_autoencoder as _depth_autoencoder  # noqa: F401
 from ldmseg.models import image_encoder as _image_encoder  # noqa: F401
 from ldmseg.models import mask_autoencoder as _mask_autoencoder  # noqa: F401
 from ldmseg.models import vae_mask_autoencoder as _vae_mask_autoencoder  # noqa: F401
+from ldmseg.models.denoiser import task_condition
 from ldmseg.models.layers import native_bf16
 from ldmseg.models.mask_autoencoder import resize_probabilities
 from ldmseg.tasks import TRAINABLE, available_tasks, check_task
@@ -163,7 +164,8 @@ class LDMSegPipeline(DiffusionPipeline):
     def _denoise(self, task: str):
         def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             hidden = self.task_embeddings(task, x.shape[0]).to(x.dtype)
-            return self.unet(x, t, encoder_hidden_states=hidden).sample
+            index = torch.full((x.shape[0],), self.task_embeddings.index(task), device=x.device)
+            return self.unet(x, t, **task_condition(self.unet, hidden, index)).sample
         return denoise
 
     def default_steps(self, task: str) -> int:

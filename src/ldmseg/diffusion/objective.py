@@ -48,9 +48,10 @@ class DiffusionObjective:
     def self_condition(self) -> bool:
         return self.cfg.self_condition_prob > 0
 
-    def __call__(self, denoise, z0: torch.Tensor, z_img: torch.Tensor, valid: torch.Tensor | None = None
-                 ) -> tuple[torch.Tensor, dict[str, float]]:
-        """denoise(x, t) -> model output. z0: clean mask latents; valid: [B, H, W] non-VOID pixels."""
+    def __call__(self, denoise, z0: torch.Tensor, z_img: torch.Tensor, valid: torch.Tensor | None = None,
+                 groups: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """denoise(x, t) -> model output. z0: clean mask latents; valid: [B, H, W] non-VOID pixels; groups: named
+        [B] bool masks (e.g. each example's task) whose mean loss is logged too."""
         b = z0.shape[0]
         t = torch.randint(0, len(self.alphas_cumprod), (b,), device=z0.device)
         noise = torch.randn_like(z0)
@@ -78,8 +79,9 @@ class DiffusionObjective:
         w = self.weights.to(z0.device)[t]
         loss = (per_sample * w).mean()
         logs = {}
-        for name, lo, hi in (("t<250", 0, 250), ("t250-500", 250, 500), ("t500-750", 500, 750), ("t>=750", 750, 1000)):
-            sel = (t >= lo) & (t < hi)
+        buckets = {name: (t >= lo) & (t < hi) for name, lo, hi in
+                   (("t<250", 0, 250), ("t250-500", 250, 500), ("t500-750", 500, 750), ("t>=750", 750, 1000))}
+        for name, sel in {**buckets, **(groups or {})}.items():
             if sel.any():
                 logs[f"loss/{name}"] = (detached[sel] / count[sel]).mean().item()
         return loss, logs

@@ -66,6 +66,38 @@ def load_pretrained_unet(pretrained: str, in_channels: int) -> UNet2DConditionMo
     return widen_conv_in(unet, in_channels)
 
 
+def add_task_time_embedding(unet: UNet2DConditionModel, num_tasks: int) -> UNet2DConditionModel:
+    """One learnable vector per task added to the UNet's timestep embedding (diffusers' class embedding), so
+    the task reaches every ResNet block at every resolution, not only the few cross-attention layers.
+
+    Rows are indexed like the task embeddings; trained rows are kept and new ones start at zero, so a trained
+    model computes exactly what it computed before (fine-tuning a model into more tasks, or into this path).
+    """
+    old = unet.class_embedding
+    if old is not None and not isinstance(old, nn.Embedding):
+        raise LDMSegError(f"the UNet's class embedding is a {type(old).__name__}, not one vector per task")
+    kept = 0 if old is None else old.num_embeddings
+    if num_tasks < kept:
+        raise LDMSegError(f"the UNet has task vectors for {kept} tasks, cannot shrink them to {num_tasks}")
+    dim = unet.time_embedding.linear_2.out_features
+    new = nn.Embedding(num_tasks, dim).to(unet.time_embedding.linear_2.weight.device)
+    with torch.no_grad():
+        new.weight.zero_()
+        if old is not None:
+            new.weight[:kept] = old.weight
+    unet.class_embedding = new
+    unet.register_to_config(num_class_embeds=num_tasks)
+    return unet
+
+
+def task_condition(unet: UNet2DConditionModel, tokens: torch.Tensor, task_index: torch.Tensor) -> dict:
+    """The UNet's conditioning keywords: the task tokens for cross-attention, and the task index for the
+    timestep path where the UNet has one (`add_task_time_embedding`)."""
+    if unet.class_embedding is None:
+        return {"encoder_hidden_states": tokens}
+    return {"encoder_hidden_states": tokens, "class_labels": task_index}
+
+
 def bypass_cross_attention(unet: UNet2DConditionModel) -> None:
     """Class-agnostic mode of the authors' code: cross-attention contributes nothing.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -129,11 +130,27 @@ class AutoencoderTask:
     def __init__(self, cfg: AutoencoderConfig):
         self.cfg = cfg
         self.model = build_autoencoder(cfg)
+        self.anchor = self.anchor_model()
         num_ids = 2**cfg.num_bits
         self.train_dataset = training_masks(cfg, num_ids)
         source = cfg.val_data or "synthetic"
         self.val_dataset = mask_dataset(source, cfg.val_size, num_ids, cfg.seed + VAL_SEED_OFFSET, cfg.preset,
                                         train=False, length=cfg.val_num, target=cfg.target)
+
+    def anchor_model(self) -> MaskAutoencoder | None:
+        """A frozen copy of the --init-from AE whose latents --latent-anchor pulls the training encoder towards."""
+        if self.cfg.latent_anchor <= 0:
+            return None
+        if not self.cfg.init_from or self.cfg.freeze_encoder or not isinstance(self.model, MaskAutoencoder):
+            raise LDMSegError("--latent-anchor keeps a fine-tuned mask AE encoder near its start: it needs "
+                              "--init-from, a trainable encoder (no --freeze-encoder) and a label-map AE")
+        return copy.deepcopy(self.model).requires_grad_(False).eval()
+
+    def latent_drift(self, bits: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+        """How far the latents moved from the anchor's: MSE relative to the anchor latents' variance."""
+        with torch.no_grad():
+            ref = self.anchor.to(bits.device).encode_distribution(bits)[0].float()
+        return (mean.float() - ref).pow(2).mean() / ref.var().clamp_min(1e-8)
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
         if self.cfg.target == "depth":
@@ -159,6 +176,10 @@ class AutoencoderTask:
             kl = kl_divergence(mean, logvar)
             loss = loss + self.cfg.kl_weight * kl
             logs["kl"] = kl.item()
+        if self.anchor is not None:
+            drift = self.latent_drift(bits, mean)
+            loss = loss + self.cfg.latent_anchor * drift
+            logs["latent_drift"] = drift.item()
         return loss, logs
 
     def validate(self, model: torch.nn.Module, step: int, log_image: LogImage) -> dict[str, float]:

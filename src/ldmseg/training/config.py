@@ -92,7 +92,7 @@ FIELD_CHECKS: dict[str, checks.Check] = {
     **dict.fromkeys(("warmup_steps", "val_every", "seed", "num_workers", "threads", "decoder_blocks",
                      "head_hidden"), checks.non_negative),
     **dict.fromkeys(("weight_decay", "grad_clip", "time_limit_minutes", "kl_weight", "latent_noise", "ce_weight",
-                     "bce_weight", "dice_weight", "gradient_weight", "scale_factor", "task_weights"),
+                     "latent_anchor", "bce_weight", "dice_weight", "gradient_weight", "scale_factor", "task_weights"),
                     checks.non_negative_float),
     **dict.fromkeys(("size", "val_size", "scene_sizes"), checks.multiple_of(8)),
     **dict.fromkeys(("crop_focus", "importance_ratio", "self_condition_prob"), checks.probability),
@@ -105,7 +105,8 @@ FIELD_CHOICES: dict[str, tuple[str, ...]] = {
     "mixed_precision": ("no", "fp16", "bf16"), "target": ("instances", "semantic", "depth"),
     "autoencoder": ("shallow", "sd-vae"), "input_stem": ("conv", "unshuffle"), "head": ("pixel", "slots"),
     "image_encoder": ("learned", "sd-vae", "vit"), "unet": ("tiny", "base", "small", "sd15"),
-    "conditioning": ("task-embedding", "none"), "prediction_type": ("epsilon", "v_prediction", "sample"),
+    "conditioning": ("task-embedding", "task-embedding+time", "none"),
+    "prediction_type": ("epsilon", "v_prediction", "sample"),
     "loss_weighting": ("paper", "min-snr", "none"), "reduction": ("sum", "mean"),
     "sampler": ("ddim", "dpm++", "unipc", "euler", "ddpm"), "timestep_spacing": ("trailing", "leading", "linspace"),
 }
@@ -239,6 +240,8 @@ class AutoencoderConfig(LoopConfig):
     init_from: str = ""  # a mask AE directory, 'demo' or 'demo-v2': fine-tune it (its architecture; the flags
     # below ignored, except --decoder-refine, which adds the refinement convs to an AE without them)
     freeze_encoder: bool = False  # train the decoder only: latents, and stage-2 models trained on them, stay valid
+    latent_anchor: float = 0.0  # > 0, with --init-from: the encoder trains, its latents pulled towards the initial
+    # encoder's by this weight x (MSE / their variance), so stage-2 models trained on the old latents stay usable
     pretrained_vae: str = ""  # for 'sd-vae': a diffusers AutoencoderKL directory or hub id
     latent_channels: int = 4
     downsample_factor: int = 8
@@ -289,7 +292,9 @@ class DiffusionConfig(LoopConfig):
     unet: str = "tiny"  # preset: tiny | base | small | sd15
     init_from: str = ""  # an LDMSegPipeline directory (or 'demo') to fine-tune: its UNet, image encoder, tokens, s
     pretrained_unet: str = ""  # an SD directory / hub id (its 'unet' subfolder) to start from
-    conditioning: str = "task-embedding"  # 'task-embedding' (cross-attention tokens) or 'none' (bypassed)
+    # 'task-embedding' (cross-attention tokens), 'task-embedding+time' (also a vector per task added to the timestep
+    # embedding) or 'none' (bypassed)
+    conditioning: str = "task-embedding"
     task_tokens: int = 1
     prediction_type: str = "epsilon"  # epsilon (paper) | v_prediction | sample
     loss_weighting: str = "paper"  # paper | min-snr | none

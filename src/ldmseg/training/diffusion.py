@@ -20,9 +20,11 @@ from ldmseg.errors import LDMSegError
 from ldmseg.metrics.panoptic import PanopticEvaluator, segments_from_ids
 from ldmseg.models.denoiser import (
     TaskEmbeddings,
+    add_task_time_embedding,
     build_unet,
     bypass_cross_attention,
     load_pretrained_unet,
+    task_condition,
     widen_conv_in,
 )
 from ldmseg.models.image_encoder import LearnedImageEncoder, SDVAEImageEncoder, ViTImageEncoder
@@ -72,8 +74,10 @@ class Denoiser(nn.Module):
                 ) -> tuple[torch.Tensor, dict]:
         """tasks: [B] index of each example's task embedding (its target latent is z0's row)."""
         z_img = self.image_encoder.encode(images)
-        hidden = self.task_embeddings(tasks)
-        return self.objective(lambda x, t: self.unet(x, t, encoder_hidden_states=hidden).sample, z0, z_img, valid)
+        condition = task_condition(self.unet, self.task_embeddings(tasks), tasks)
+        names = self.task_embeddings.tasks
+        groups = {name: tasks == k for k, name in enumerate(names)} if len(names) > 1 else None
+        return self.objective(lambda x, t: self.unet(x, t, **condition).sample, z0, z_img, valid, groups)
 
 
 POSTPROCESS_SETTINGS = ("confidence_threshold", "min_area_at_512", "min_core_at_512")
@@ -162,8 +166,11 @@ class DiffusionTask:
             if len(self.tasks) > 1:
                 raise LDMSegError("--conditioning none bypasses the task embeddings: it needs a single task")
             bypass_cross_attention(unet)
+        elif cfg.conditioning == "task-embedding+time":
+            add_task_time_embedding(unet, len(self.tasks))
         elif cfg.conditioning != "task-embedding":
-            raise LDMSegError(f"unknown --conditioning {cfg.conditioning!r} (task-embedding | none)")
+            raise LDMSegError(f"unknown --conditioning {cfg.conditioning!r} (task-embedding | task-embedding+time "
+                              "| none)")
         if cfg.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
         tokens = TaskEmbeddings(self.tasks, cfg.task_tokens, unet.config.cross_attention_dim)
@@ -177,7 +184,10 @@ class DiffusionTask:
         if objective.self_condition and not pipe.config.self_condition:
             # the self-conditioning estimate is conv_in's last input: zero kernels leave the model unchanged at step 0
             widen_conv_in(pipe.unet, pipe.unet.config.in_channels + pipe.unet.config.out_channels)
-        return Denoiser(pipe.unet, pipe.image_encoder, pipe.task_embeddings.with_tasks(self.tasks), objective)
+        tokens = pipe.task_embeddings.with_tasks(self.tasks)
+        if self.cfg.conditioning == "task-embedding+time" or pipe.unet.class_embedding is not None:
+            add_task_time_embedding(pipe.unet, len(tokens.tasks))  # a new task's (or path's) vectors start at 0
+        return Denoiser(pipe.unet, pipe.image_encoder, tokens, objective)
 
     def latent_scales(self, base: LDMSegPipeline | None) -> dict[str, float]:
         """s per task: --scale-factor (instances), the --init-from pipeline's where its AE is the one used,
