@@ -21,7 +21,7 @@ from ldmseg.diffusion.schedule import make_sampler
 from ldmseg.errors import LDMSegError
 from ldmseg.metrics.depth import DepthEvaluator
 from ldmseg.metrics.semantic import SemanticEvaluator
-from ldmseg.models.denoiser import TaskEmbeddings, add_task_time_embedding, build_unet
+from ldmseg.models.denoiser import TaskEmbeddings, build_unet
 from ldmseg.models.depth_autoencoder import DepthAutoencoder, depth_autoencoder_loss, depth_planes
 from ldmseg.models.image_encoder import LearnedImageEncoder
 from ldmseg.models.loading import load_autoencoder
@@ -49,18 +49,6 @@ def test_task_names_checks_and_legacy_token() -> None:
         check_task("normals", ("depth",))
 
 
-def test_task_embeddings_grow_and_keep_the_trained_tokens() -> None:
-    torch.manual_seed(0)
-    tokens = TaskEmbeddings(("panoptic",), dim=8)
-    assert tokens.tasks == ("instances",)
-    grown = tokens.with_tasks(("instances", "depth"))
-    assert grown.tasks == ("instances", "depth")
-    assert torch.equal(grown.embeddings[0], tokens.embeddings[0])
-    assert not torch.equal(grown.embeddings[1], grown.embeddings[0])
-    per_example = grown(torch.tensor([1, 0, 1]))
-    assert per_example.shape == (3, 1, 8) and torch.equal(per_example[1], tokens.embeddings[0])
-    with pytest.raises(LDMSegError, match="no 'semantic' embedding"):
-        grown("semantic", 2)
 
 
 def test_semantic_from_panoptic_and_evaluators() -> None:
@@ -265,58 +253,8 @@ def test_multitask_training_fine_tunes_a_model_into_new_tasks(tmp_path: Path) ->
         DiffusionTask(missing)
 
 
-def test_the_objective_logs_each_groups_loss_and_they_add_up_to_the_loss() -> None:
-    from ldmseg.diffusion.objective import DiffusionObjective, ObjectiveConfig
-
-    torch.manual_seed(0)
-    objective = DiffusionObjective(ObjectiveConfig("sample", "none", 2.0, 0.0, True, "mean"))
-    z0, valid = torch.randn(6, 4, 4, 4), torch.rand(6, 32, 32) > 0.3
-    tasks = torch.tensor([0, 1, 1, 0, 2, 1])
-    groups = {name: tasks == k for k, name in enumerate(("instances", "semantic", "depth"))}
-    loss, logs = objective(lambda x, t: x[:, :4] * 0.5, z0, torch.zeros(6, 0, 4, 4), valid, groups)
-    by_group = sum(int(sel.sum()) * logs[f"loss/{name}"] for name, sel in groups.items()) / len(tasks)
-    assert by_group == pytest.approx(loss.item(), rel=1e-5)  # mean reduction, no weighting: the batch mean
 
 
-def test_task_vectors_on_the_timestep_path_start_neutral_grow_and_save(tmp_path: Path) -> None:
-    from ldmseg.training.diffusion import DiffusionTask, train_diffusion
-
-    unet = build_unet("tiny", 4, 4, 4).eval()
-    x, t, tokens = torch.randn(2, 4, 8, 8), torch.tensor([10, 900]), torch.randn(2, 1, 32)
-    before = unet(x, t, encoder_hidden_states=tokens).sample
-    add_task_time_embedding(unet, 2)
-    after = unet(x, t, encoder_hidden_states=tokens, class_labels=torch.tensor([0, 1])).sample
-    assert torch.equal(before, after)  # new vectors start at zero: the model is unchanged
-    with torch.no_grad():
-        unet.class_embedding.weight.normal_()
-    trained = unet.class_embedding.weight.clone()
-    add_task_time_embedding(unet, 3)
-    assert torch.equal(unet.class_embedding.weight[:2], trained) and not unet.class_embedding.weight[2].any()
-    assert not torch.allclose(unet(x, t, encoder_hidden_states=tokens, class_labels=torch.tensor([0, 1])).sample,
-                              unet(x, t, encoder_hidden_states=tokens, class_labels=torch.tensor([1, 0])).sample)
-    with pytest.raises(LDMSegError, match="cannot shrink"):
-        add_task_time_embedding(unet, 1)
-
-    single = tiny_multitask_pipeline(("instances",))
-    single.save_pretrained(tmp_path / "single")
-    torch.manual_seed(1)
-    MaskAutoencoder(num_bits=4, encoder_channels=(8, 8, 8, 8), decoder_channels=16).save_pretrained(tmp_path / "sem")
-    cfg = DiffusionConfig(out=str(tmp_path / "run"), init_from=str(tmp_path / "single"),
-                          semantic_ae=str(tmp_path / "sem"), tasks=("instances", "semantic"),
-                          conditioning="task-embedding+time", size=32, batch_size=4, max_steps=2,
-                          warmup_steps=1, val_every=2, val_num=2, val_steps=1, checkpoint_every=2, log_every=1,
-                          threads=1, self_condition_prob=float(single.config.self_condition))
-    task = DiffusionTask(cfg)
-    assert task.model.unet.class_embedding.weight.shape[0] == 2 and not task.model.unet.class_embedding.weight.any()
-    exported = LDMSegPipeline.from_pretrained(train_diffusion(cfg))
-    vectors = exported.unet.class_embedding.weight
-    assert vectors.shape[0] == 2 and vectors.abs().sum() > 0  # trained, saved, and loaded back
-    image = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
-    first = exported(image, task="semantic", generator=torch.Generator().manual_seed(0)).semantic[0]
-    with torch.no_grad():
-        vectors[1] += 50 * torch.randn_like(vectors[1])  # the semantic task's vector is read when sampling it
-    second = exported(image, task="semantic", generator=torch.Generator().manual_seed(0)).semantic[0]
-    assert not np.array_equal(first, second)
 
 
 def test_predict_and_evaluate_per_task(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
