@@ -55,7 +55,7 @@ def build_denoiser(gradient_checkpointing: bool, encoder: str = "sd-vae"):
         unet.enable_gradient_checkpointing()
     tasks = TaskEmbeddings(("panoptic",), 1, unet.config.cross_attention_dim)
     objective = DiffusionObjective(ObjectiveConfig())  # the paper's: epsilon, weighting, self-conditioning
-    return Denoiser(unet, image_encoder, tasks, objective)
+    return Denoiser(unet, image_encoder, tasks, objective, 4)
 
 
 def train_step(gradient_checkpointing: bool, encoder: str = "sd-vae") -> dict:

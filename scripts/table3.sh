@@ -10,7 +10,8 @@
 #   scripts/table3.sh        # RUNS=runs; STEPS_INSTANCES / STEPS_SEMANTIC / STEPS_DEPTH override the budgets
 #   MULTI_STEPS=1800 scripts/table3.sh
 # MULTI_CONDITIONING=task-embedding+time trains that multi-task model with a vector per task added to the UNet's
-# timestep embedding too (runs/table3-multi-time; the single-task models are the same either way).
+# timestep embedding too (runs/table3-multi-time), MULTI_TASK_HEADS=true with an output conv per task
+# (runs/table3-multi-heads); the single-task models are the same either way.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-runs}
@@ -26,8 +27,10 @@ STRETCH5=${STRETCH5:-1500}
 MULTI_STEPS=${MULTI_STEPS:-}
 MULTI_WEIGHTS=${MULTI_WEIGHTS:-0.4,0.3,0.3}
 MULTI_CONDITIONING=${MULTI_CONDITIONING:-task-embedding}
+MULTI_TASK_HEADS=${MULTI_TASK_HEADS:-false}
 MULTI_NAME=multi
-[ "$MULTI_CONDITIONING" = task-embedding ] || MULTI_NAME=multi-time
+[ "$MULTI_CONDITIONING" = task-embedding ] || MULTI_NAME=$MULTI_NAME-time
+[ "$MULTI_TASK_HEADS" = false ] || MULTI_NAME=$MULTI_NAME-heads
 share() {  # INDEX: MULTI_STEPS x the INDEX-th task weight, rounded
     awk -v n="$MULTI_STEPS" -v w="$MULTI_WEIGHTS" -v i="$1" 'BEGIN { split(w, a, ","); printf "%d", n * a[i] + 0.5 }'
 }
@@ -58,7 +61,7 @@ from_start() {  # NAME TASKS STEPS SEED [FLAGS...]: one model trained from the c
 MULTI=demo
 if [ -n "$MULTI_STEPS" ]; then
     from_start "$MULTI_NAME" instances,semantic,depth "$MULTI_STEPS" 14 --task-weights "$MULTI_WEIGHTS" \
-        --conditioning "$MULTI_CONDITIONING"
+        --conditioning "$MULTI_CONDITIONING" --task-heads "$MULTI_TASK_HEADS"
     MULTI="../$RUNS/table3-$MULTI_NAME/model"
 fi
 from_start instances instances "$STEPS_INSTANCES" 11

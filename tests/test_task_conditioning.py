@@ -1,5 +1,5 @@
 """How the denoiser is told its task: task tokens (cross-attention), the optional per-task vectors on the timestep
-path, and the per-task training loss."""
+path and output heads, and the per-task training loss."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from test_multitask import tiny_multitask_pipeline
 
 from ldmseg.errors import LDMSegError
-from ldmseg.models.denoiser import TaskEmbeddings, add_task_time_embedding, build_unet
+from ldmseg.models.denoiser import TaskEmbeddings, add_task_heads, add_task_time_embedding, build_unet, task_prediction
 from ldmseg.models.mask_autoencoder import MaskAutoencoder
 from ldmseg.pipeline import LDMSegPipeline
 from ldmseg.training.config import DiffusionConfig
@@ -83,3 +83,56 @@ def test_task_vectors_on_the_timestep_path_start_neutral_grow_and_save(tmp_path:
         vectors[1] += 50 * torch.randn_like(vectors[1])  # the semantic task's vector is read when sampling it
     second = exported(image, task="semantic", generator=torch.Generator().manual_seed(0)).semantic[0]
     assert not np.array_equal(first, second)
+
+
+def test_output_heads_start_as_the_shared_head_grow_and_read_each_examples_task() -> None:
+    torch.manual_seed(0)
+    unet = build_unet("tiny", 4, 4, 4).eval()
+    x, t, tokens = torch.randn(3, 4, 8, 8), torch.tensor([10, 500, 900]), torch.randn(3, 1, 32)
+    index = torch.tensor([0, 1, 1])
+    before = task_prediction(unet, x, t, tokens, index, 4)
+    add_task_heads(unet, 2, 4)
+    assert unet.config.out_channels == 8 and unet.conv_out.out_channels == 8
+    assert torch.equal(task_prediction(unet, x, t, tokens, index, 4), before)  # copies of the shared head
+    with torch.no_grad():
+        unet.conv_out.weight[4:] += torch.randn_like(unet.conv_out.weight[4:])
+    trained = unet.conv_out.weight.clone()
+    after = task_prediction(unet, x, t, tokens, index, 4)
+    assert torch.equal(after[0], before[0]) and not torch.allclose(after[1:], before[1:])  # head 1 for tasks 1
+    add_task_heads(unet, 3, 4)
+    assert torch.equal(unet.conv_out.weight[:8], trained) and torch.equal(unet.conv_out.weight[8:], trained[:4])
+    with pytest.raises(LDMSegError, match="cannot shrink"):
+        add_task_heads(unet, 1, 4)
+    with pytest.raises(LDMSegError, match="not a multiple"):
+        add_task_heads(unet, 3, 5)
+
+
+def test_task_heads_fine_tune_save_and_serve_each_task_from_its_head(tmp_path: Path) -> None:
+    from ldmseg.training.diffusion import DiffusionTask, train_diffusion
+
+    single = tiny_multitask_pipeline(("instances",))
+    single.save_pretrained(tmp_path / "single")
+    torch.manual_seed(1)
+    MaskAutoencoder(num_bits=4, encoder_channels=(8, 8, 8, 8), decoder_channels=16).save_pretrained(tmp_path / "sem")
+    cfg = DiffusionConfig(out=str(tmp_path / "run"), init_from=str(tmp_path / "single"),
+                          semantic_ae=str(tmp_path / "sem"), tasks=("instances", "semantic"), task_heads=True,
+                          size=32, batch_size=4, max_steps=2, warmup_steps=1, val_every=2, val_num=2, val_steps=1,
+                          checkpoint_every=2, log_every=1, threads=1,
+                          self_condition_prob=float(single.config.self_condition))
+    task = DiffusionTask(cfg)
+    d = single.latent_channels
+    head = task.model.unet.conv_out.weight
+    assert head.shape[0] == 2 * d and torch.equal(head[d:], head[:d])
+    exported = LDMSegPipeline.from_pretrained(train_diffusion(cfg))
+    assert exported.unet.config.out_channels == 2 * exported.latent_channels == 2 * d
+    trained = exported.unet.conv_out.weight
+    assert not torch.equal(trained[d:], trained[:d])  # the heads were trained apart
+    image = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    first = exported(image, task="semantic", generator=torch.Generator().manual_seed(0)).semantic[0]
+    instances = exported(image, task="instances", generator=torch.Generator().manual_seed(0)).panoptic[0]
+    with torch.no_grad():
+        exported.unet.conv_out.bias[d:] += 50  # the semantic head is what semantic sampling reads...
+    assert not np.array_equal(first, exported(image, task="semantic", generator=torch.Generator().manual_seed(0)
+                                              ).semantic[0])
+    again = exported(image, task="instances", generator=torch.Generator().manual_seed(0)).panoptic[0]
+    assert np.array_equal(instances, again)  # ...and instances sampling does not

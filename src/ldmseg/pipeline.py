@@ -49,7 +49,7 @@ from ldmseg.models import depth_autoencoder as _depth_autoencoder  # noqa: F401
 from ldmseg.models import image_encoder as _image_encoder  # noqa: F401
 from ldmseg.models import mask_autoencoder as _mask_autoencoder  # noqa: F401
 from ldmseg.models import vae_mask_autoencoder as _vae_mask_autoencoder  # noqa: F401
-from ldmseg.models.denoiser import task_condition
+from ldmseg.models.denoiser import task_prediction
 from ldmseg.models.layers import native_bf16
 from ldmseg.models.mask_autoencoder import resize_probabilities
 from ldmseg.tasks import TRAINABLE, available_tasks, check_task
@@ -145,6 +145,15 @@ class LDMSegPipeline(DiffusionPipeline):
         """The stage-1 AE of a trainable task (None if the model has none)."""
         return getattr(self, TRAINABLE[task].component, None) if task in TRAINABLE else None
 
+    @property
+    def latent_channels(self) -> int:
+        """Channels of the tasks' latents (a model's AEs share them; the UNet predicts a multiple of them when
+        it has an output head per task)."""
+        for task in self.task_embeddings.tasks:
+            if (ae := self.autoencoder(task)) is not None:
+                return int(ae.config.get("latent_channels", 4))
+        return int(self.unet.config.out_channels)
+
     def task_scale(self, task: str) -> float:
         scales = self.config.scale_factors or {}
         return float(scales.get(task, self.config.scale_factor if task == "instances" else 1.0))
@@ -165,7 +174,8 @@ class LDMSegPipeline(DiffusionPipeline):
         def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             hidden = self.task_embeddings(task, x.shape[0]).to(x.dtype)
             index = torch.full((x.shape[0],), self.task_embeddings.index(task), device=x.device)
-            return self.unet(x, t, **task_condition(self.unet, hidden, index)).sample
+            return task_prediction(self.unet, x, t, hidden, index, channels)
+        channels = self.latent_channels
         return denoise
 
     def default_steps(self, task: str) -> int:
@@ -186,7 +196,7 @@ class LDMSegPipeline(DiffusionPipeline):
         steps = steps or self.default_steps(task)
         callback = getattr(self, "_step_callback", None)
         on_step = (lambda i, t: callback(self, i, t, {"task": task})) if callback is not None else None
-        z = sample_latents(self._denoise(task), self.scheduler, z_img, self.unet.config.out_channels, steps,
+        z = sample_latents(self._denoise(task), self.scheduler, z_img, self.latent_channels, steps,
                            self.config.self_condition, generator=generator, progress=progress, known=known,
                            known_mask=known_mask, on_step=on_step)
         return z / self.task_scale(task)

@@ -90,12 +90,42 @@ def add_task_time_embedding(unet: UNet2DConditionModel, num_tasks: int) -> UNet2
     return unet
 
 
-def task_condition(unet: UNet2DConditionModel, tokens: torch.Tensor, task_index: torch.Tensor) -> dict:
-    """The UNet's conditioning keywords: the task tokens for cross-attention, and the task index for the
-    timestep path where the UNet has one (`add_task_time_embedding`)."""
-    if unet.class_embedding is None:
-        return {"encoder_hidden_states": tokens}
-    return {"encoder_hidden_states": tokens, "class_labels": task_index}
+def add_task_heads(unet: UNet2DConditionModel, num_tasks: int, latent_channels: int) -> UNet2DConditionModel:
+    """One output conv per task: conv_out predicts `num_tasks` x `latent_channels` channels and `task_prediction` reads
+    each example's own group. The tasks' latents come from different AEs, so a shared head must map one feature
+    map onto several latent spaces; a head per task takes that off the shared trunk.
+
+    Trained heads are kept; a new head starts as a copy of the first, so a trained model computes exactly what
+    it computed before (fine-tuning into heads, or into more tasks)."""
+    old, d = unet.conv_out, latent_channels
+    kept = old.out_channels // d
+    if old.out_channels % d:
+        raise LDMSegError(f"the UNet predicts {old.out_channels} channels, not a multiple of the AEs' {d}")
+    if num_tasks < kept:
+        raise LDMSegError(f"the UNet has output heads for {kept} tasks, cannot shrink them to {num_tasks}")
+    new = nn.Conv2d(old.in_channels, num_tasks * d, old.kernel_size, old.stride, old.padding)
+    new.to(old.weight.device)
+    with torch.no_grad():
+        new.weight.copy_(torch.cat([old.weight] + [old.weight[:d]] * (num_tasks - kept)))
+        new.bias.copy_(torch.cat([old.bias] + [old.bias[:d]] * (num_tasks - kept)))
+    unet.conv_out = new
+    unet.register_to_config(out_channels=num_tasks * d)
+    return unet
+
+
+def task_prediction(unet: UNet2DConditionModel, x: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor,
+            task_index: torch.Tensor, latent_channels: int) -> torch.Tensor:
+    """The UNet's prediction [B, latent_channels, h, w] for each example's task ([B] index): the task tokens go to
+    cross-attention, and the index to the timestep path (`add_task_time_embedding`) and the output heads
+    (`add_task_heads`) where the UNet has them."""
+    keywords = {"encoder_hidden_states": tokens}
+    if unet.class_embedding is not None:
+        keywords["class_labels"] = task_index
+    out = unet(x, t, **keywords).sample
+    if out.shape[1] == latent_channels:
+        return out
+    heads = out.unflatten(1, (-1, latent_channels))
+    return heads[torch.arange(out.shape[0], device=out.device), task_index.to(out.device)]
 
 
 def bypass_cross_attention(unet: UNet2DConditionModel) -> None:

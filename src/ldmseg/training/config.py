@@ -295,6 +295,7 @@ class DiffusionConfig(LoopConfig):
     # 'task-embedding' (cross-attention tokens), 'task-embedding+time' (also a vector per task added to the timestep
     # embedding) or 'none' (bypassed)
     conditioning: str = "task-embedding"
+    task_heads: bool = False  # one output conv per task (the tasks' latents come from different AEs)
     task_tokens: int = 1
     prediction_type: str = "epsilon"  # epsilon (paper) | v_prediction | sample
     loss_weighting: str = "paper"  # paper | min-snr | none

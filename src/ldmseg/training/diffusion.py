@@ -20,11 +20,12 @@ from ldmseg.errors import LDMSegError
 from ldmseg.metrics.panoptic import PanopticEvaluator, segments_from_ids
 from ldmseg.models.denoiser import (
     TaskEmbeddings,
+    add_task_heads,
     add_task_time_embedding,
     build_unet,
     bypass_cross_attention,
     load_pretrained_unet,
-    task_condition,
+    task_prediction,
     widen_conv_in,
 )
 from ldmseg.models.image_encoder import LearnedImageEncoder, SDVAEImageEncoder, ViTImageEncoder
@@ -65,19 +66,20 @@ class Denoiser(nn.Module):
     so that DDP sees one forward per step."""
 
     def __init__(self, unet: nn.Module, image_encoder: nn.Module, task_embeddings: TaskEmbeddings,
-                 objective: DiffusionObjective):
+                 objective: DiffusionObjective, latent_channels: int):
         super().__init__()
         self.unet, self.image_encoder, self.task_embeddings = unet, image_encoder, task_embeddings
-        self.objective = objective
+        self.objective, self.latent_channels = objective, latent_channels
 
     def forward(self, images: torch.Tensor, z0: torch.Tensor, valid: torch.Tensor, tasks: torch.Tensor
                 ) -> tuple[torch.Tensor, dict]:
         """tasks: [B] index of each example's task embedding (its target latent is z0's row)."""
         z_img = self.image_encoder.encode(images)
-        condition = task_condition(self.unet, self.task_embeddings(tasks), tasks)
+        tokens = self.task_embeddings(tasks)
         names = self.task_embeddings.tasks
         groups = {name: tasks == k for k, name in enumerate(names)} if len(names) > 1 else None
-        return self.objective(lambda x, t: self.unet(x, t, **condition).sample, z0, z_img, valid, groups)
+        return self.objective(lambda x, t: task_prediction(self.unet, x, t, tokens, tasks, self.latent_channels),
+                              z0, z_img, valid, groups)
 
 
 POSTPROCESS_SETTINGS = ("confidence_threshold", "min_area_at_512", "min_core_at_512")
@@ -171,10 +173,12 @@ class DiffusionTask:
         elif cfg.conditioning != "task-embedding":
             raise LDMSegError(f"unknown --conditioning {cfg.conditioning!r} (task-embedding | task-embedding+time "
                               "| none)")
+        if cfg.task_heads:
+            add_task_heads(unet, len(self.tasks), d)
         if cfg.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
         tokens = TaskEmbeddings(self.tasks, cfg.task_tokens, unet.config.cross_attention_dim)
-        return Denoiser(unet, image_encoder, tokens, objective)
+        return Denoiser(unet, image_encoder, tokens, objective, d)
 
     def from_pipeline(self, pipe: LDMSegPipeline, objective: DiffusionObjective) -> Denoiser:
         """The trainable parts of a saved pipeline (fine-tuning), with an embedding added for each new task."""
@@ -183,11 +187,14 @@ class DiffusionTask:
                               "--self-condition-prob > 0")
         if objective.self_condition and not pipe.config.self_condition:
             # the self-conditioning estimate is conv_in's last input: zero kernels leave the model unchanged at step 0
-            widen_conv_in(pipe.unet, pipe.unet.config.in_channels + pipe.unet.config.out_channels)
+            widen_conv_in(pipe.unet, pipe.unet.config.in_channels + pipe.latent_channels)
         tokens = pipe.task_embeddings.with_tasks(self.tasks)
         if self.cfg.conditioning == "task-embedding+time" or pipe.unet.class_embedding is not None:
             add_task_time_embedding(pipe.unet, len(tokens.tasks))  # a new task's (or path's) vectors start at 0
-        return Denoiser(pipe.unet, pipe.image_encoder, tokens, objective)
+        d = pipe.latent_channels
+        if self.cfg.task_heads or pipe.unet.config.out_channels > d:
+            add_task_heads(pipe.unet, len(tokens.tasks), d)  # a new task's (or the first) heads copy head 0
+        return Denoiser(pipe.unet, pipe.image_encoder, tokens, objective, d)
 
     def latent_scales(self, base: LDMSegPipeline | None) -> dict[str, float]:
         """s per task: --scale-factor (instances), the --init-from pipeline's where its AE is the one used,
