@@ -94,3 +94,10 @@ $LDMSEG train-ae --out "$RUNS/pilot-anchor" --init-from "$RUNS/pilot-slots/model
     --val-size 256 --val-num 48 --num-workers "$WORKERS" --resume latest
 LR=1e-4 mt_stretch "$RUNS/mt6-anchor" 15 0.5,0.3,0.2 45 2000 --ae "$RUNS/pilot-anchor/model"
 python3 "$(dirname "$0")/tune_min_core.py" --pipeline "$(dirname "$0")/../src/ldmseg/weights/demo" --write
+# stage 1, fifth part (33 min on the 2-core CPU): the shipped AE fine-tuned 1200 more anchored steps with stronger
+# latent noise (robustness), then a seventh multi-task stretch on its latents (1800 steps, 33 min), packaged with it
+$LDMSEG train-ae --out "$RUNS/ae-anchor2" --init-from demo --latent-anchor 10 --max-steps 1200 --crop 128 \
+    --crops-per-mask 8 --batch-size 4 --scene-sizes 256 512 --preset coco+dense+default --mixed-precision bf16 \
+    --channels-last true --lr 2e-4 --warmup-steps 50 --latent-noise 0.35 --val-every 300 --val-size 256 \
+    --val-num 48 --num-workers "$WORKERS" --seed 21 --resume latest
+LR=1e-4 mt_stretch "$RUNS/mt7" 16 0.5,0.3,0.2 42 1800 --ae "$RUNS/ae-anchor2/model"
