@@ -134,7 +134,8 @@ def main() -> None:
     if curve:
         res["curve"] = curve
         plot_curve(curve, args.seconds_per_step, ROOT / "docs" / "figures" / "ae_pq_vs_steps.png")
-        lines += ["", f"Validation recon PQ during the AE's training run (`{args.log or 'kept copy'}`; argmax, the "
+        source = f"`{args.log}`" if args.log else "kept in bench/results/ae_curve.json"
+        lines += ["", f"Validation recon PQ during the AE's training run ({source}; argmax, the "
                   "run's held-out validation scenes):", "", "![AE PQ vs steps](figures/ae_pq_vs_steps.png)", "",
                   *curve_table(curve)]
     if args.name != "autoencoder":

@@ -11,7 +11,12 @@
 #   MULTI_STEPS=1800 scripts/table3.sh
 # MULTI_CONDITIONING=task-embedding+time trains that multi-task model with a vector per task added to the UNet's
 # timestep embedding too (runs/table3-multi-time), MULTI_TASK_HEADS=true with an output conv per task
-# (runs/table3-multi-heads); the single-task models are the same either way.
+# (runs/table3-multi-heads), MULTI_TASK_BALANCE=M with each task's loss divided by its running mean (EMA momentum M;
+# runs/table3-multi-balance); the single-task models are the same either way. SINGLES="semantic" trains only the
+# single-task models named (the others' scores come from the kept results of the same budget, bench/table3.py), and
+# AE=DIR decodes instances with another mask AE than the demo's (the one the kept results used, say). BENCH_NAME=N
+# scores the multi-task model as a variant beside the kept plain multi-task scores of the same budget, in its own
+# results file and docs section (bench/results/N.json), leaving the main table as it is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-runs}
@@ -28,9 +33,15 @@ MULTI_STEPS=${MULTI_STEPS:-}
 MULTI_WEIGHTS=${MULTI_WEIGHTS:-0.4,0.3,0.3}
 MULTI_CONDITIONING=${MULTI_CONDITIONING:-task-embedding}
 MULTI_TASK_HEADS=${MULTI_TASK_HEADS:-false}
+MULTI_TASK_BALANCE=${MULTI_TASK_BALANCE:-0}
+SINGLES=${SINGLES:-instances semantic depth}
+AE=${AE:-demo}
+BENCH_NAME=${BENCH_NAME:-table3}
+PRECISION=${PRECISION:-bf16}  # 'no' (fp32) on CPUs without native bf16 (AVX2), where bf16 autocast is emulated
 MULTI_NAME=multi
 [ "$MULTI_CONDITIONING" = task-embedding ] || MULTI_NAME=$MULTI_NAME-time
 [ "$MULTI_TASK_HEADS" = false ] || MULTI_NAME=$MULTI_NAME-heads
+[ "$MULTI_TASK_BALANCE" = 0 ] || MULTI_NAME=$MULTI_NAME-balance
 share() {  # INDEX: MULTI_STEPS x the INDEX-th task weight, rounded
     awk -v n="$MULTI_STEPS" -v w="$MULTI_WEIGHTS" -v i="$1" 'BEGIN { split(w, a, ","); printf "%d", n * a[i] + 0.5 }'
 }
@@ -51,22 +62,27 @@ fi
 from_start() {  # NAME TASKS STEPS SEED [FLAGS...]: one model trained from the common start
     local name=$1 tasks=$2 steps=$3 seed=$4
     shift 4
-    $LDMSEG train --init-from "$START" --ae demo --semantic-ae demo --depth-ae demo --tasks "$tasks" "$@" \
+    $LDMSEG train --init-from "$START" --ae "$AE" --semantic-ae demo --depth-ae demo --tasks "$tasks" "$@" \
         --out "$RUNS/table3-$name" --seed "$seed" --max-steps "$steps" --size 128 --batch-size 32 --lr 2e-4 \
         --weight-decay 0.01 --warmup-steps 100 --unet base --image-channels 64 --prediction-type sample \
         --loss-weighting none --reduction mean --self-condition-prob 0.5 --ema-decay 0.999 --sampler dpm++ \
         --inference-steps 4 --val-steps 4 --val-num 48 --num-workers "$WORKERS" --val-every 1000 \
-        --checkpoint-every 500 --log-every 50 --mixed-precision bf16 --resume latest
+        --checkpoint-every 500 --log-every 50 --mixed-precision "$PRECISION" --resume latest
 }
 MULTI=demo
 if [ -n "$MULTI_STEPS" ]; then
     from_start "$MULTI_NAME" instances,semantic,depth "$MULTI_STEPS" 14 --task-weights "$MULTI_WEIGHTS" \
-        --conditioning "$MULTI_CONDITIONING" --task-heads "$MULTI_TASK_HEADS"
+        --conditioning "$MULTI_CONDITIONING" --task-heads "$MULTI_TASK_HEADS" --task-balance "$MULTI_TASK_BALANCE"
     MULTI="../$RUNS/table3-$MULTI_NAME/model"
 fi
-from_start instances instances "$STEPS_INSTANCES" 11
-from_start semantic semantic "$STEPS_SEMANTIC" 12
-from_start depth depth "$STEPS_DEPTH" 13
-(cd bench && python table3.py --instances "../$RUNS/table3-instances/model" --semantic "../$RUNS/table3-semantic/model" \
-    --depth "../$RUNS/table3-depth/model" --multi "$MULTI" \
+declare -A STEPS=([instances]=$STEPS_INSTANCES [semantic]=$STEPS_SEMANTIC [depth]=$STEPS_DEPTH)
+declare -A SEED=([instances]=11 [semantic]=12 [depth]=13)
+single_models=()
+for task in $SINGLES; do
+    from_start "$task" "$task" "${STEPS[$task]}" "${SEED[$task]}"
+    single_models+=("--$task" "../$RUNS/table3-$task/model")
+done
+compared=(--multi "$MULTI")
+[ "$BENCH_NAME" = table3 ] || compared=(--multi kept --also "$MULTI_NAME=$MULTI" --name "$BENCH_NAME")
+(cd bench && python table3.py "${single_models[@]}" "${compared[@]}" \
     --steps "multi=${MULTI_STEPS:-19769},instances=$STEPS_INSTANCES,semantic=$STEPS_SEMANTIC,depth=$STEPS_DEPTH")

@@ -136,3 +136,62 @@ def test_task_heads_fine_tune_save_and_serve_each_task_from_its_head(tmp_path: P
                                               ).semantic[0])
     again = exported(image, task="instances", generator=torch.Generator().manual_seed(0)).panoptic[0]
     assert np.array_equal(instances, again)  # ...and instances sampling does not
+
+
+def test_task_balance_weights_each_example_by_its_tasks_running_mean_loss() -> None:
+    from ldmseg.diffusion.objective import DiffusionObjective, ObjectiveConfig
+    from ldmseg.training.diffusion import Denoiser
+
+    torch.manual_seed(0)
+    objective = DiffusionObjective(ObjectiveConfig("sample", "none", 2.0, 0.0, True, "mean"))
+    z0, valid = torch.randn(4, 4, 4, 4), torch.ones(4, 32, 32, dtype=torch.bool)
+
+    def loss_with(weights):
+        torch.manual_seed(1)
+        return objective(lambda x, t: x[:, :4] * 0.5, z0, torch.zeros(4, 0, 4, 4), valid, None, weights)[0]
+
+    assert loss_with(torch.full((4,), 2.0)).item() == pytest.approx(2 * loss_with(None).item(), rel=1e-6)
+
+    tokens = TaskEmbeddings(("instances", "semantic"), dim=32)
+    model = Denoiser(build_unet("tiny", 4, 4, 4), torch.nn.Identity(), tokens, objective, 4, task_balance=0.5)
+    tasks = torch.tensor([0, 0, 1])
+    assert model.balance_weights(tasks) is None  # no running mean yet: plain losses
+    logs = {"loss/instances": 1.0, "loss/semantic": 3.0}
+    model.update_task_loss_mean(logs)
+    assert model.task_loss_mean.tolist() == [1.0, 3.0] and logs["balance/semantic"] == 3.0
+    assert model.balance_weights(tasks).tolist() == pytest.approx([5 / 3, 5 / 3, 5 / 9])
+    model.update_task_loss_mean({"loss/semantic": 1.0})  # a task absent from the batch keeps its mean
+    assert model.task_loss_mean.tolist() == [1.0, 2.0]
+    single = Denoiser(build_unet("tiny", 4, 4, 4), torch.nn.Identity(), TaskEmbeddings(("instances",), dim=32),
+                      objective, 4, task_balance=0.5)
+    assert single.balance_weights(tasks[:2] * 0) is None and "task_loss_mean" not in single.state_dict()
+
+
+def test_task_balance_trains_and_resumes_exactly(tmp_path: Path) -> None:
+    import shutil
+
+    from ldmseg.training import checkpoint
+    from ldmseg.training.config import check_config_values
+    from ldmseg.training.diffusion import train_diffusion
+
+    single = tiny_multitask_pipeline(("instances",))
+    single.save_pretrained(tmp_path / "single")
+    torch.manual_seed(1)
+    MaskAutoencoder(num_bits=4, encoder_channels=(8, 8, 8, 8), decoder_channels=16).save_pretrained(tmp_path / "sem")
+
+    def config(out: str, **kw) -> DiffusionConfig:
+        return DiffusionConfig(out=str(tmp_path / out), init_from=str(tmp_path / "single"),
+                               semantic_ae=str(tmp_path / "sem"), tasks=("instances", "semantic"), task_balance=0.9,
+                               size=32, batch_size=4, max_steps=4, warmup_steps=1, val_every=0, checkpoint_every=2,
+                               log_every=1, threads=1, self_condition_prob=float(single.config.self_condition), **kw)
+
+    train_diffusion(config("full"))
+    part = tmp_path / "part" / "checkpoints"
+    shutil.copytree(tmp_path / "full" / "checkpoints" / "step_00000002", part / "step_00000002")
+    train_diffusion(config("part", resume="latest"))
+    a = checkpoint.load_tree(tmp_path / "full" / "checkpoints" / "step_00000004", "model")
+    b = checkpoint.load_tree(part / "step_00000004", "model")
+    assert (a["task_loss_mean"] > 0).all()  # both tasks' running means were kept in the checkpoint
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(LDMSegError, match="task_balance"):
+        check_config_values(DiffusionConfig, {"task_balance": 1.0}, "run.json")

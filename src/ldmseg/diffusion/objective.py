@@ -49,9 +49,11 @@ class DiffusionObjective:
         return self.cfg.self_condition_prob > 0
 
     def __call__(self, denoise, z0: torch.Tensor, z_img: torch.Tensor, valid: torch.Tensor | None = None,
-                 groups: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                 groups: dict[str, torch.Tensor] | None = None, sample_weights: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, dict[str, float]]:
         """denoise(x, t) -> model output. z0: clean mask latents; valid: [B, H, W] non-VOID pixels; groups: named
-        [B] bool masks (e.g. each example's task) whose mean loss is logged too."""
+        [B] bool masks (e.g. each example's task) whose mean (unweighted) loss is logged too; sample_weights: [B]
+        factors on each example's loss (e.g. task balancing)."""
         b = z0.shape[0]
         t = torch.randint(0, len(self.alphas_cumprod), (b,), device=z0.device)
         noise = torch.randn_like(z0)
@@ -77,6 +79,8 @@ class DiffusionObjective:
         if self.cfg.reduction == "mean":
             per_sample = per_sample / count
         w = self.weights.to(z0.device)[t]
+        if sample_weights is not None:
+            w = w * sample_weights
         loss = (per_sample * w).mean()
         logs = {}
         buckets = {name: (t >= lo) & (t < hi) for name, lo, hi in

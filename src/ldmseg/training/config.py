@@ -96,6 +96,7 @@ FIELD_CHECKS: dict[str, checks.Check] = {
                     checks.non_negative_float),
     **dict.fromkeys(("size", "val_size", "scene_sizes"), checks.multiple_of(8)),
     **dict.fromkeys(("crop_focus", "importance_ratio", "self_condition_prob"), checks.probability),
+    "task_balance": checks.between(0.0, 1.0, open_high=True),
     "lr": checks.positive_float, "snr_gamma": checks.positive_float, "oversample": checks.at_least(1.0, float),
     "ema_decay": checks.between(0.0, 1.0, open_high=True), "num_bits": checks.between(1, 24, int),
     "crop": crop_size, "preset": preset_spec, "tasks": trainable_task,
@@ -296,6 +297,8 @@ class DiffusionConfig(LoopConfig):
     # embedding) or 'none' (bypassed)
     conditioning: str = "task-embedding"
     task_heads: bool = False  # one output conv per task (the tasks' latents come from different AEs)
+    task_balance: float = 0.0  # > 0: each task's loss divided by its running mean (an EMA of this momentum, e.g.
+    # 0.99), so that every task trains at one loss scale; the tasks' shares of examples stay --task-weights
     task_tokens: int = 1
     prediction_type: str = "epsilon"  # epsilon (paper) | v_prediction | sample
     loss_weighting: str = "paper"  # paper | min-snr | none

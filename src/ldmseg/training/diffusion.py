@@ -63,13 +63,23 @@ def build_image_encoder(cfg: DiffusionConfig, factor: int) -> nn.Module:
 
 class Denoiser(nn.Module):
     """The trainable part of stage 2 (UNet, image encoder, task tokens); forward = the training loss,
-    so that DDP sees one forward per step."""
+    so that DDP sees one forward per step.
+
+    With `task_balance` > 0 (several tasks), each example's loss is divided by its task's running mean loss (an
+    EMA of that momentum, kept as a buffer so that checkpoints resume it exactly): every task then trains at one
+    loss scale, instead of the task with the largest (noisiest) loss filling Adam's second moments. The tasks'
+    shares of examples are unchanged, so the compute per task is too. Measured in Table 3 (docs/benchmarks.md): on
+    the synthetic scenes semantic has the largest loss and depth the smallest, so it weights depth up, and it scored
+    below plain multi-task training; it is not the default."""
 
     def __init__(self, unet: nn.Module, image_encoder: nn.Module, task_embeddings: TaskEmbeddings,
-                 objective: DiffusionObjective, latent_channels: int):
+                 objective: DiffusionObjective, latent_channels: int, task_balance: float = 0.0):
         super().__init__()
         self.unet, self.image_encoder, self.task_embeddings = unet, image_encoder, task_embeddings
         self.objective, self.latent_channels = objective, latent_channels
+        self.task_balance = task_balance if len(task_embeddings.tasks) > 1 else 0.0
+        if self.task_balance:
+            self.register_buffer("task_loss_mean", torch.zeros(len(task_embeddings.tasks)))
 
     def forward(self, images: torch.Tensor, z0: torch.Tensor, valid: torch.Tensor, tasks: torch.Tensor
                 ) -> tuple[torch.Tensor, dict]:
@@ -78,8 +88,31 @@ class Denoiser(nn.Module):
         tokens = self.task_embeddings(tasks)
         names = self.task_embeddings.tasks
         groups = {name: tasks == k for k, name in enumerate(names)} if len(names) > 1 else None
-        return self.objective(lambda x, t: task_prediction(self.unet, x, t, tokens, tasks, self.latent_channels),
-                              z0, z_img, valid, groups)
+        loss, logs = self.objective(
+            lambda x, t: task_prediction(self.unet, x, t, tokens, tasks, self.latent_channels),
+            z0, z_img, valid, groups, self.balance_weights(tasks))
+        if self.task_balance and self.training:
+            self.update_task_loss_mean(logs)
+        return loss, logs
+
+    def balance_weights(self, tasks: torch.Tensor) -> torch.Tensor | None:
+        """[B] factors mean(batch's running means) / its task's running mean; None until every task has one."""
+        if not self.task_balance or not bool((self.task_loss_mean > 0).all()):
+            return None
+        per_example = self.task_loss_mean.to(tasks.device)[tasks]
+        return per_example.mean() / per_example
+
+    @torch.no_grad()
+    def update_task_loss_mean(self, logs: dict[str, float]) -> None:
+        """Fold the batch's per-task mean losses (the objective's `loss/<task>` logs) into the running means."""
+        names = self.task_embeddings.tasks
+        for k, name in enumerate(names):
+            seen = logs.get(f"loss/{name}")
+            if seen is None or not seen > 0:
+                continue
+            old = float(self.task_loss_mean[k])
+            self.task_loss_mean[k] = seen if old == 0 else self.task_balance * old + (1 - self.task_balance) * seen
+        logs.update({f"balance/{name}": float(self.task_loss_mean[k]) for k, name in enumerate(names)})
 
 
 POSTPROCESS_SETTINGS = ("confidence_threshold", "min_area_at_512", "min_core_at_512")
@@ -178,7 +211,7 @@ class DiffusionTask:
         if cfg.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
         tokens = TaskEmbeddings(self.tasks, cfg.task_tokens, unet.config.cross_attention_dim)
-        return Denoiser(unet, image_encoder, tokens, objective, d)
+        return Denoiser(unet, image_encoder, tokens, objective, d, cfg.task_balance)
 
     def from_pipeline(self, pipe: LDMSegPipeline, objective: DiffusionObjective) -> Denoiser:
         """The trainable parts of a saved pipeline (fine-tuning), with an embedding added for each new task."""
@@ -194,7 +227,7 @@ class DiffusionTask:
         d = pipe.latent_channels
         if self.cfg.task_heads or pipe.unet.config.out_channels > d:
             add_task_heads(pipe.unet, len(tokens.tasks), d)  # a new task's (or the first) heads copy head 0
-        return Denoiser(pipe.unet, pipe.image_encoder, tokens, objective, d)
+        return Denoiser(pipe.unet, pipe.image_encoder, tokens, objective, d, self.cfg.task_balance)
 
     def latent_scales(self, base: LDMSegPipeline | None) -> dict[str, float]:
         """s per task: --scale-factor (instances), the --init-from pipeline's where its AE is the one used,
