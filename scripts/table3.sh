@@ -35,6 +35,12 @@ MULTI_CONDITIONING=${MULTI_CONDITIONING:-task-embedding}
 MULTI_TASK_HEADS=${MULTI_TASK_HEADS:-false}
 MULTI_TASK_BALANCE=${MULTI_TASK_BALANCE:-0}
 SINGLES=${SINGLES:-instances semantic depth}
+for task in $SINGLES; do
+    case $task in
+        instances|semantic|depth) ;;
+        *) echo "table3.sh: SINGLES: unknown task '$task' (instances, semantic, depth)" >&2; exit 2 ;;
+    esac
+done
 AE=${AE:-demo}
 BENCH_NAME=${BENCH_NAME:-table3}
 PRECISION=${PRECISION:-bf16}  # 'no' (fp32) on CPUs without native bf16 (AVX2), where bf16 autocast is emulated
