@@ -15,6 +15,7 @@ _LAZY = {
     "LDMSegPipeline": "ldmseg.pipeline",
     "LDMSegOutput": "ldmseg.pipeline",
     "MaskAutoencoder": "ldmseg.models.mask_autoencoder",
+    "OriginalMaskAutoencoder": "ldmseg.models.original_autoencoder",
     "PanopticEvaluator": "ldmseg.metrics.panoptic",
     "SemanticEvaluator": "ldmseg.metrics.semantic",
     "DepthEvaluator": "ldmseg.metrics.depth",

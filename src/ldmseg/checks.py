@@ -93,3 +93,15 @@ non_negative_float = at_least(0.0, float)
 positive_float = greater_than(0.0)
 probability = between(0.0, 1.0)
 port = between(1, 65535, int)
+sampling_steps = between(1, 1000, int)  # at most the schedule's 1000 training timesteps
+resolution = multiple_of(8)
+
+
+def argument(name: str, value: object, check: Check) -> object:
+    """A Python-API argument through the same check as its CLI flag: a bad value is one LDMSegError line."""
+    from ldmseg.errors import LDMSegError
+
+    try:
+        return check(value)
+    except argparse.ArgumentTypeError as e:
+        raise LDMSegError(f"{name}: {e}") from None

@@ -24,6 +24,22 @@ def _cmd_data_synth(a: argparse.Namespace) -> None:
     print(f"wrote {a.num} scenes to {path}")
 
 
+def _cmd_data_instances_to_panoptic(a: argparse.Namespace) -> None:
+    from ldmseg.data.coco_instances import check_images, load_instances, write_panoptic
+
+    instances = load_instances(a.json)
+    check_images(instances, a.images)
+    n = write_panoptic(instances, a.out, a.class_agnostic)
+    print(f"wrote {n} panoptic maps to {a.out} (panoptic.json, panoptic/)")
+
+
+def _cmd_data_instances_split(a: argparse.Namespace) -> None:
+    from ldmseg.data.coco_instances import write_split
+
+    train, val = write_split(a.json, a.images, a.out, a.val, a.seed)
+    print(f"wrote {a.out}/train.json ({train} images) and {a.out}/val.json ({val} images)")
+
+
 def _cmd_evaluate(a: argparse.Namespace) -> None:
     from ldmseg.data.formats import write_json
 
@@ -96,7 +112,7 @@ def _cmd_predict(a: argparse.Namespace) -> None:
     from ldmseg.commands.predict import predict_folder
 
     out = predict_folder(a.model, a.images, a.out, a.panoptic_json, a.steps, a.scheduler, a.seed, a.batch_size,
-                         a.resolution, a.ensemble_size, a.task, a.precision)
+                         a.resolution, a.ensemble_size, a.task, a.precision, a.preset)
     print(f"wrote predictions to {out}")
 
 
@@ -124,11 +140,20 @@ def _cmd_inpaint(a: argparse.Namespace) -> None:
 
 
 def _cmd_app(a: argparse.Namespace) -> None:
-    try:
-        from ldmseg.commands.app import serve
-    except ImportError as err:
-        raise LDMSegError(f"the app needs Gradio: pip install 'ldmseg[app]' ({err})") from None
+    import importlib.util
+
+    if importlib.util.find_spec("gradio") is None:  # before the model loads
+        raise LDMSegError('the app needs Gradio: pip install "ldmseg[app]"')
+    from ldmseg.commands.app import serve
+
     serve(a.model, a.host, a.port, a.steps, precision=a.precision, time_limit=a.time_limit)
+
+
+def _cmd_convert_original(a: argparse.Namespace) -> None:
+    from ldmseg.commands.convert import convert_original
+
+    what = convert_original(a.out, a.ldm, a.ae, a.stable_diffusion, a.weights)
+    print(f"wrote {what} to {a.out}")
 
 
 THREADS_HELP = "torch CPU threads (default: torch's, one per core)"
@@ -182,6 +207,21 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     s.add_argument("--preset", default="default", choices=["default", "easy", "dense", "coco"],
                    help="scene preset (default: default)")
     s.set_defaults(func=_cmd_data_synth)
+    ip2p = data.add_parser("instances-to-panoptic", help="COCO instance annotations (polygons, RLE) -> COCO-panoptic "
+                                                        "PNGs + JSON (larger objects first, smaller on top)")
+    ip2p.add_argument("json", help="COCO instances JSON")
+    ip2p.add_argument("images", help="its image folder (checked: every image there, at its annotated size)")
+    ip2p.add_argument("out", help="output folder: panoptic.json and panoptic/")
+    ip2p.add_argument("--class-agnostic", action="store_true", help="one category, 'object' (default: the JSON's)")
+    ip2p.set_defaults(func=_cmd_data_instances_to_panoptic)
+    isp = data.add_parser("instances-split", help="hold out images of a COCO instances set: OUT/train.json, "
+                                                 "OUT/val.json and OUT/images (a link)")
+    isp.add_argument("json", help="COCO instances JSON")
+    isp.add_argument("images", help="its image folder")
+    isp.add_argument("out", help="output folder")
+    isp.add_argument("--val", type=checks.positive, required=True, help="images held out for validation")
+    isp.add_argument("--seed", type=checks.non_negative, default=0, help="which images are held out (default 0)")
+    isp.set_defaults(func=_cmd_data_instances_split)
 
     e = sub.add_parser("evaluate", help="PQ/SQ/RQ of COCO-panoptic predictions (panopticapi rules); "
                                         "mIoU or depth errors of PNG folders with --task")
@@ -232,19 +272,24 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
 
     pr = sub.add_parser("predict", help="segment a folder of images; COCO-panoptic output + overlays")
     pr.add_argument("--model", default="demo", help="pipeline directory, hub id, or 'demo'")
-    pr.add_argument("--images", required=True)
+    pr.add_argument("--images", required=True, help="a folder, one image file, a quoted glob ('photos/*.jpg') or "
+                                                    "- (paths on stdin); with --panoptic-json, the set's image folder")
     pr.add_argument("--panoptic-json", help="keep this set's image_id / file_name (scorable by evaluate)")
-    pr.add_argument("--out", required=True)
-    pr.add_argument("--steps", type=checks.positive, default=None, help="sampling steps (default: the model's)")
+    pr.add_argument("--out", required=True, help="output folder (created)")
+    pr.add_argument("--steps", type=checks.sampling_steps, default=None,
+                     help="sampling steps, 1-1000 (default: the model's)")
     pr.add_argument("--scheduler", default=None, help="ddim | dpm++ | unipc | euler | ddpm")
     pr.add_argument("--seed", type=checks.non_negative, default=0, help="sampling seed (default 0)")
     pr.add_argument("--batch-size", type=checks.positive, default=4, help="images per batch (default 4)")
-    pr.add_argument("--resolution", type=checks.multiple_of(8), default=None,
+    pr.add_argument("--resolution", type=checks.resolution, default=None,
                     help="processing resolution (default: the model's)")
     pr.add_argument("--ensemble-size", type=checks.positive, default=None, help=ENSEMBLE_HELP)
     pr.add_argument("--task", default=None, choices=list(TASKS),
                     help="what to predict (default: panoptic where the model has instances + semantic, else its "
                          "task); semantic -> OUT/semantic/*.png, depth -> OUT/depth/*.png")
+    pr.add_argument("--preset", default=None,
+                    help="a named setting of the model under the flags given (the converted paper model: fast = "
+                         "20 steps, bf16 where the hardware has it; default: none, the model's own defaults)")
     _add_threads(pr)
     _add_precision(pr)
     pr.set_defaults(func=_cmd_predict)
@@ -265,7 +310,8 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     ip.add_argument("--block-size", type=checks.positive, default=4,
                     help="block size in px at the processing resolution (default 4)")
     ip.add_argument("--batch-size", type=checks.positive, default=8, help="images per batch (default 8)")
-    ip.add_argument("--steps", type=checks.positive, default=None, help="sampling steps (default: the model's)")
+    ip.add_argument("--steps", type=checks.sampling_steps, default=None,
+                     help="sampling steps, 1-1000 (default: the model's)")
     ip.add_argument("--scheduler", default=None, help="ddim | dpm++ | unipc | euler | ddpm")
     ip.add_argument("--mask-rule", default="nearest", choices=["nearest", "any", "all"],
                     help="which latent cells count as known (all three within 3 PQ in bench/inpaint.py)")
@@ -279,12 +325,25 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     ap_.add_argument("--model", default="demo", help="pipeline directory, hub id, or 'demo'")
     ap_.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes it to the network)")
     ap_.add_argument("--port", type=checks.port, default=7860, help="port (default 7860)")
-    ap_.add_argument("--steps", type=checks.positive, default=None, help="sampling steps (default: the model's)")
+    ap_.add_argument("--steps", type=checks.sampling_steps, default=None,
+                     help="sampling steps, 1-1000 (default: the model's)")
     ap_.add_argument("--time-limit", type=checks.positive_float, default=120.0,
                      help="seconds one request may run before it is stopped (default 120)")
     _add_threads(ap_)
     _add_precision(ap_)
     ap_.set_defaults(func=_cmd_app)
+
+    c = sub.add_parser("convert-original", help="the authors' released checkpoints (ldmseg.pt, ae.pt) -> an ldmseg "
+                                                "pipeline or mask AE directory (safetensors)")
+    c.add_argument("--ldm", help="their LDM checkpoint (ldmseg.pt, ~3.3 GB); needs --stable-diffusion")
+    c.add_argument("--ae", help="their mask-AE checkpoint (ae.pt, ~23 MB): alone, a mask AE directory for "
+                                "reconstruct / train --ae; with --ldm, checked to be the LDM's own")
+    c.add_argument("--stable-diffusion", help="SD directory or hub id giving the UNet config and the image encoder "
+                                              "(theirs: CompVis/stable-diffusion-v1-4)")
+    c.add_argument("--weights", default="ema", choices=["ema", "raw"],
+                   help="the UNet's EMA copy where the file has one, or its raw weights (default: ema)")
+    c.add_argument("--out", required=True, help="new output directory")
+    c.set_defaults(func=_cmd_convert_original)
 
     r = sub.add_parser("reconstruct", help="encode + decode GT masks with a mask AE; write COCO-panoptic")
     r.add_argument("--ae", required=True, help="model directory or 'demo'")
@@ -327,7 +386,12 @@ def _config_defaults(argv: Sequence[str] | None) -> dict | None:
     return check_config_values(DiffusionConfig, data, known.config)
 
 
+EXPECTED_FAILURES = (OSError, ValueError, TypeError, KeyError, RecursionError, MemoryError, RuntimeError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The error boundary: every expected failure is one line on stderr and exit code 2 (a traceback only with
+    LDMSEG_DEBUG=1)."""
     try:
         argv = list(sys.argv[1:] if argv is None else argv)
         defaults = _config_defaults(argv)
@@ -340,6 +404,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.func(args)
     except LDMSegError as e:
         print(f"ldmseg: error: {e}", file=sys.stderr)
+        return 2
+    except EXPECTED_FAILURES as e:
+        if os.environ.get("LDMSEG_DEBUG", "") not in ("", "0"):
+            raise
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        print(f"ldmseg: error: {type(e).__name__}: {first} (LDMSEG_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ldmseg: interrupted", file=sys.stderr)

@@ -18,7 +18,8 @@ from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 from PIL import Image
 
-from ldmseg.data.images import ImageInput, image_size, to_processing_size
+from ldmseg import checks
+from ldmseg.data.images import ImageInput, image_size, load_image, to_processing_size
 from ldmseg.data.transforms import resize_labels
 from ldmseg.diffusion.ensemble import ensemble
 from ldmseg.diffusion.inpainting import (
@@ -48,6 +49,7 @@ from ldmseg.models import denoiser as _denoiser  # noqa: F401
 from ldmseg.models import depth_autoencoder as _depth_autoencoder  # noqa: F401
 from ldmseg.models import image_encoder as _image_encoder  # noqa: F401
 from ldmseg.models import mask_autoencoder as _mask_autoencoder  # noqa: F401
+from ldmseg.models import original_autoencoder as _original_autoencoder  # noqa: F401
 from ldmseg.models import vae_mask_autoencoder as _vae_mask_autoencoder  # noqa: F401
 from ldmseg.models.denoiser import task_prediction
 from ldmseg.models.layers import native_bf16
@@ -68,7 +70,9 @@ class LDMSegOutput(BaseOutput):
       [N, H, W] (instances); with a partial mask, given ids are kept and new segments get ids above them;
     - semantic: `semantic` int class-id maps (0 = none);
     - depth: `depth` float maps in [0, 1] and, from an ensemble, `depth_uncertainty` (median absolute deviation
-      of the samples; zeros for one sample)."""
+      of the samples; zeros for one sample).
+    As diffusers' outputs: `keys()` are the fields a task filled, `out["panoptic"]` / `out[0]` index them, and
+    `to_tuple()` is what `return_dict=False` returns; `out.task` names the task."""
 
     panoptic: list[np.ndarray] | None = None
     segments_info: list[list[dict]] | None = None
@@ -77,7 +81,14 @@ class LDMSegOutput(BaseOutput):
     semantic: list[np.ndarray] | None = None
     depth: list[np.ndarray] | None = None
     depth_uncertainty: list[np.ndarray] | None = None
-    task: str = "instances"
+
+    @classmethod
+    def of(cls, task: str, **fields) -> LDMSegOutput:
+        """The output with the fields a task filled, set at construction (BaseOutput's keys, indexing and
+        `to_tuple()` cover exactly those, in declaration order) and the task as a plain attribute."""
+        out = cls(**fields)
+        object.__setattr__(out, "task", task)
+        return out
 
 
 class LDMSegPipeline(DiffusionPipeline):
@@ -85,7 +96,10 @@ class LDMSegPipeline(DiffusionPipeline):
     task (`mask_autoencoder` for instances, `semantic_autoencoder`, `depth_autoencoder`; absent ones None).
     Config: a latent scale per task (`scale_factors`; `scale_factor` is the instances one), the category list
     for semantic / class-aware output, and the serving defaults (`task_num_inference_steps`: a task's own step
-    count where it differs from `default_num_inference_steps`, e.g. {"depth": 1})."""
+    count where it differs from `default_num_inference_steps`, e.g. {"depth": 1}), and `final_x0` (the last
+    sampling step returns the model's x0 estimate, as the authors' sampler does, instead of the scheduler's step to
+    the schedule's first timestep), `trained_on` (what the model knows, printed by the commands) and `presets`
+    (named serving settings, e.g. {"fast": {"num_inference_steps": 20, "precision": "auto"}})."""
 
     model_cpu_offload_seq = "image_encoder->unet->mask_autoencoder"
     _optional_components = ["mask_autoencoder", "semantic_autoencoder", "depth_autoencoder"]
@@ -96,7 +110,8 @@ class LDMSegPipeline(DiffusionPipeline):
                  default_processing_resolution: int = 512, confidence_threshold: float = 0.5,
                  min_area_at_512: float = 512.0, min_core_at_512: float = 512.0, default_ensemble_size: int = 1,
                  ensemble_min_support: float = 0.25, default_precision: str = "fp32",
-                 task_num_inference_steps: dict | None = None):
+                 task_num_inference_steps: dict | None = None, final_x0: bool = False, trained_on: str = "",
+                 presets: dict | None = None):
         super().__init__()
         self.register_modules(unet=unet, image_encoder=image_encoder, mask_autoencoder=mask_autoencoder,
                               scheduler=scheduler, task_embeddings=task_embeddings,
@@ -108,7 +123,8 @@ class LDMSegPipeline(DiffusionPipeline):
                                 confidence_threshold=confidence_threshold, min_area_at_512=min_area_at_512,
                                 min_core_at_512=min_core_at_512, default_ensemble_size=default_ensemble_size,
                                 ensemble_min_support=ensemble_min_support, default_precision=default_precision,
-                                task_num_inference_steps=task_num_inference_steps)
+                                task_num_inference_steps=task_num_inference_steps, final_x0=final_x0,
+                                trained_on=trained_on, presets=presets)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> LDMSegPipeline:
@@ -119,6 +135,16 @@ class LDMSegPipeline(DiffusionPipeline):
         kwargs.setdefault("use_safetensors", True)
         pipe = super().from_pretrained(resolve_pipeline_path(str(pretrained_model_name_or_path)), **kwargs)
         return pipe.use_channels_last()
+
+    @classmethod
+    def from_original(cls, ldm_file: str, stable_diffusion: str, ae_file: str | None = None, weights: str = "ema"
+                      ) -> LDMSegPipeline:
+        """The authors' released LDM checkpoint (a torch pickle, read with weights_only) with SD's configuration
+        and image encoder, served with their evaluation settings (ldmseg.conversion); `save_pretrained` it once,
+        then load the directory."""
+        from ldmseg.conversion import pipeline_from_original
+
+        return pipeline_from_original(ldm_file, stable_diffusion, ae_file, weights).use_channels_last()
 
     def use_channels_last(self) -> LDMSegPipeline:
         """Every network's conv weights in channels_last (NHWC) layout, which from_pretrained does for serving:
@@ -198,7 +224,7 @@ class LDMSegPipeline(DiffusionPipeline):
         on_step = (lambda i, t: callback(self, i, t, {"task": task})) if callback is not None else None
         z = sample_latents(self._denoise(task), self.scheduler, z_img, self.latent_channels, steps,
                            self.config.self_condition, generator=generator, progress=progress, known=known,
-                           known_mask=known_mask, on_step=on_step)
+                           known_mask=known_mask, on_step=on_step, final_x0=bool(self.config.get("final_x0", False)))
         return z / self.task_scale(task)
 
     @torch.no_grad()
@@ -228,12 +254,14 @@ class LDMSegPipeline(DiffusionPipeline):
         check_task(task, self.trained_tasks)
         if partial_mask is not None and task not in ("instances", "panoptic"):
             raise LDMSegError(f"partial_mask (inpainting) completes instance maps; task {task!r} does not take one")
-        images = image if isinstance(image, list) else [image]
+        images = [load_image(im) for im in (image if isinstance(image, (list, tuple)) else [image])]
         steps = num_inference_steps  # None: each task's serving step count (default_steps)
-        res = processing_resolution or self.config.default_processing_resolution
+        if steps is not None:
+            checks.argument("num_inference_steps", steps, checks.sampling_steps)
+        res = checks.argument("processing_resolution", processing_resolution or
+                              self.config.default_processing_resolution, checks.resolution)
         k = self.config.default_ensemble_size if ensemble_size is None else ensemble_size
-        if k < 1:
-            raise LDMSegError(f"ensemble_size must be >= 1, got {k}")
+        checks.argument("ensemble_size", k, checks.positive)
         precision = precision or self.config.default_precision
         if precision not in PRECISIONS:
             raise LDMSegError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -247,13 +275,7 @@ class LDMSegPipeline(DiffusionPipeline):
             self._step_callback = None
         if output_type == "pil":
             self._as_pictures(out)
-        if not return_dict:
-            if task == "semantic":
-                return (out.semantic,)
-            if task == "depth":
-                return out.depth, out.depth_uncertainty
-            return out.panoptic, out.segments_info
-        return out
+        return out if return_dict else out.to_tuple()
 
     def _predict(self, images: list[ImageInput], task: str, steps: int | None, res: int, k: int,
                  generator: torch.Generator | None, show_progress: bool, partial_mask, valid_mask, mask_rule: str,
@@ -263,19 +285,20 @@ class LDMSegPipeline(DiffusionPipeline):
         hints = checked_hints(partial_mask, valid_mask, sizes) if partial_mask is not None else None
         batch = torch.stack([to_processing_size(im, res) for im in images]).to(self.unet.device)
         z_img = self.image_encoder.encode(batch).float().repeat_interleave(k, 0)  # each image's K samples side by side
-        out = LDMSegOutput(task=task)
+        fields: dict = {}
         if task in ("instances", "panoptic"):
-            out.panoptic, out.segments_info, out.logits, out.known_agreement = self._instances(
-                z_img, sizes, k, res, steps, generator, show_progress, hints, min_area, output_logits, mask_rule,
-                keep_known)
+            (fields["panoptic"], fields["segments_info"], fields["logits"],
+             fields["known_agreement"]) = self._instances(z_img, sizes, k, res, steps, generator, show_progress, hints,
+                                                          min_area, output_logits, mask_rule, keep_known)
         if task in ("semantic", "panoptic"):
-            out.semantic = self._semantic(z_img, sizes, k, res, steps, generator, show_progress)
+            fields["semantic"] = self._semantic(z_img, sizes, k, res, steps, generator, show_progress)
         if task == "depth":
-            out.depth, out.depth_uncertainty = self._depth(z_img, sizes, k, res, steps, generator, show_progress)
+            fields["depth"], fields["depth_uncertainty"] = self._depth(z_img, sizes, k, res, steps, generator,
+                                                                       show_progress)
         if task == "panoptic":
-            out.panoptic, out.segments_info = self._merge(out.panoptic, out.segments_info, out.semantic, sizes,
-                                                          min_area)
-        return out
+            fields["panoptic"], fields["segments_info"] = self._merge(fields["panoptic"], fields["segments_info"],
+                                                                      fields["semantic"], sizes, min_area)
+        return LDMSegOutput.of(task, **fields)
 
     def _instances(self, z_img: torch.Tensor, sizes: list[tuple[int, int]], k: int, res: int, steps: int | None,
                    generator: torch.Generator | None, progress: bool, hints: list | None, min_area: int | None,

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ldmseg.commands.predict import AGNOSTIC_CATEGORIES
+from ldmseg.commands.predict import AGNOSTIC_CATEGORIES, model_domain
 from ldmseg.data import formats
 from ldmseg.errors import LDMSegError
 from ldmseg.viz import blend, colorize_depth, colorize_semantic, overlay
@@ -168,6 +168,9 @@ def example_images(folder: Path, num: int = 3) -> list[str]:
 
 
 def build_app(segmenter: Segmenter, examples: list[str]):
+    import os
+
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home unless the user asks for them
     import gradio as gr
 
     def handle(editor, seed, use_strokes, task):
@@ -182,6 +185,7 @@ def build_app(segmenter: Segmenter, examples: list[str]):
         gr.Markdown("# LDMSeg: segmentation and mask inpainting by latent diffusion\n"
                     "Upload an image and press **Segment**. To guide it, paint rough strokes (one palette colour "
                     "per segment; eraser and undo in the toolbar) and press **Complete**.")
+        gr.Markdown(f"**This model:** {model_domain(segmenter.pipe)}", elem_id="domain")
         seed = gr.State(0)
         used_strokes = gr.State(False)
         with gr.Row():

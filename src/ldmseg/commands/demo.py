@@ -102,7 +102,7 @@ def _other_tasks(data: Path, out: Path, pred: Path) -> dict:
     from ldmseg.metrics.depth import evaluate_depth_dirs
     from ldmseg.metrics.semantic import evaluate_semantic_dirs
 
-    tasks = load_pipeline("demo").tasks
+    tasks = load_pipeline("demo", announce=False).tasks
     found = {}
     if "panoptic" in tasks:
         found["class-aware panoptic"] = evaluate_files(data / "panoptic.json", data / "panoptic",

@@ -16,30 +16,90 @@ from ldmseg.viz import blend, colorize_depth, colorize_semantic, grid, overlay
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 
-def load_pipeline(model: str, precision: str | None = None):
-    """The pipeline of a directory, hub id or 'demo'; `precision` (fp32 | bf16) replaces its default one."""
+def load_pipeline(model: str, precision: str | None = None, announce: bool = True):
+    """The pipeline of a directory, hub id or 'demo'; `precision` (fp32 | bf16) replaces its default one. With
+    `announce`, says once on stderr what the model was trained on (`model_domain`)."""
+    import sys
+
     from ldmseg.pipeline import LDMSegPipeline
     from ldmseg.weights import resolve_pipeline_path
 
     pipe = LDMSegPipeline.from_pretrained(resolve_pipeline_path(model))
     if precision:
         pipe.register_to_config(default_precision=precision)
+    if announce:
+        print(f"ldmseg: model {model}: {model_domain(pipe)}", file=sys.stderr)
     return pipe
 
 
-def _jobs(images: Path, panoptic_json: str | None) -> list[tuple[object, Path, str]]:
-    """(image_id, image path, output PNG name) per image: from the JSON when given, else the folder."""
+def model_preset(pipe, name: str | None) -> dict:
+    """A named setting of the model (its config's `presets`), {} for none; an unknown name is one line."""
+    if not name:
+        return {}
+    presets = dict(pipe.config.get("presets") or {})
+    if name not in presets:
+        have = ", ".join(presets) or "none"
+        raise LDMSegError(f"--preset {name}: this model has no such preset (it has: {have})")
+    return dict(presets[name])
+
+
+def hint_slow_default(pipe, task: str, steps: int | None) -> None:
+    """Say once when a many-step default runs on a CPU and the model names a faster preset."""
+    import sys
+
+    presets = pipe.config.get("presets") or {}
+    if steps is None and pipe.unet.device.type == "cpu" and pipe.default_steps(task) >= 50 and "fast" in presets:
+        fast = presets["fast"]
+        print(f"ldmseg: hint: {pipe.default_steps(task)} sampling steps (this model's default, its authors' "
+              f"setting) are slow on a CPU; --preset fast runs {fast.get('num_inference_steps')} steps under "
+              f"{fast.get('precision', 'the default')} precision (docs/usage.md, 'Use the paper's weights')",
+              file=sys.stderr)
+
+
+def model_domain(pipe) -> str:
+    """What a model knows, from its config's `trained_on` (and its categories); a model saved without one says so."""
+    text = "trained on " + (pipe.config.get("trained_on") or "unknown data (its config has no 'trained_on')")
+    names = [c["name"] for c in pipe.categories]
+    if names:
+        shown = ", ".join(names[:12]) + (f", ... ({len(names)} in all)" if len(names) > 12 else "")
+        text += f"; classes: {shown}"
+    return text
+
+
+def _jobs(images: str, panoptic_json: str | None) -> list[tuple[object, Path, str]]:
+    """(image_id, image path, output PNG name) per image: from the JSON when given, else `images` (image_files)."""
     if panoptic_json:
         gt = formats.load_panoptic_json(panoptic_json)
         from ldmseg.commands.visualize import find_image
 
-        return [(r.image_id, find_image(images, r), r.png_file) for r in gt.records]
-    if not images.is_dir():
-        raise LDMSegError(f"{images}: image folder not found")
-    files = sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise LDMSegError(f"{images}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        return [(r.image_id, find_image(Path(images), r), r.png_file) for r in gt.records]
+    files = image_files(images)
+    stems = [p.stem for p in files]
+    if len(set(stems)) != len(stems):
+        twice = sorted({s for s in stems if stems.count(s) > 1})[0]
+        raise LDMSegError(f"--images: two inputs are named {twice!r}; their outputs would collide")
     return [(p.stem, p, p.with_suffix(".png").name) for p in files]
+
+
+def image_files(spec: str) -> list[Path]:
+    """The images `--images` names: a folder (its image files), one file, a glob pattern, or '-' (paths on stdin,
+    one per line)."""
+    import glob
+    import sys
+
+    if spec == "-":
+        files = [Path(line.strip()) for line in sys.stdin if line.strip()]
+    elif Path(spec).is_dir():
+        files = sorted(p for p in Path(spec).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    elif Path(spec).is_file():
+        files = [Path(spec)]
+    elif glob.has_magic(spec):
+        files = sorted(Path(p) for p in glob.glob(spec) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
+    else:
+        raise LDMSegError(f"{spec}: no such image file or folder")
+    if not files:
+        raise LDMSegError(f"{spec}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return files
 
 
 AGNOSTIC_CATEGORIES = [{"id": 1, "name": "object", "supercategory": "object", "isthing": 1}]
@@ -48,15 +108,17 @@ AGNOSTIC_CATEGORIES = [{"id": 1, "name": "object", "supercategory": "object", "i
 def predict_folder(model: str, images: str, out: str, panoptic_json: str | None = None, steps: int | None = None,
                    scheduler: str | None = None, seed: int = 0, batch_size: int = 4,
                    resolution: int | None = None, ensemble_size: int | None = None, task: str | None = None,
-                   precision: str | None = None) -> Path:
+                   precision: str | None = None, preset: str | None = None) -> Path:
     """Predict `task` for every image (default: the model's, ldmseg.tasks) and write, with OUT/overlays/*.png:
     - instances / panoptic: OUT/panoptic.json (with the model's categories for panoptic) + OUT/panoptic/*.png
       (panoptic also writes the semantic maps it merged, OUT/semantic/*.png);
     - semantic: OUT/semantic/<stem>.png, uint8 class ids (0 = none), the convention of `ldmseg data synth`;
     - depth: OUT/depth/<stem>.png, uint16 = depth x 65535 (synth's), and with an ensemble
       OUT/depth_uncertainty/<stem>.png in the same units.
-    ensemble_size: samples drawn per image (default: the model's); precision: fp32 | bf16 (default: the model's)."""
-    jobs = _jobs(Path(images), panoptic_json)
+    ensemble_size: samples drawn per image (default: the model's); precision: fp32 | bf16 (default: the model's);
+    preset: one of the model's named settings (`presets` in its config, e.g. the converted paper model's "fast"),
+    under the flags given explicitly."""
+    jobs = _jobs(images, panoptic_json)
     log = formats.SkipLog()
     jobs = [job for job in jobs if log.attempt(str(job[1]), lambda p=job[1]: formats.check_image(p))]
     if not jobs:
@@ -64,6 +126,11 @@ def predict_folder(model: str, images: str, out: str, panoptic_json: str | None 
     pipe = load_pipeline(model, precision)
     task = task or pipe.default_task()
     check_task(task, pipe.trained_tasks)
+    named = model_preset(pipe, preset)
+    steps = steps or named.get("num_inference_steps")
+    if not precision and named.get("precision"):
+        pipe.register_to_config(default_precision=named["precision"])
+    hint_slow_default(pipe, task, steps)
     if task in ("semantic", "panoptic") and max((c["id"] for c in pipe.categories), default=0) > 255:
         raise LDMSegError("this model's class ids go above 255: they do not fit uint8 semantic PNGs")
     if scheduler:

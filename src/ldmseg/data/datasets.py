@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from ldmseg.data import formats, transforms
+from ldmseg.data.classes import ClassList, load_class_list
 from ldmseg.data.synthetic import SceneConfig, generate_scene
 from ldmseg.errors import LDMSegError
 
@@ -215,10 +216,91 @@ class PanopticDataset(Dataset):
         return prepare_sample(image, ids, segments, self.sample, rng, semantic, depth)
 
 
+class CocoInstancesDataset(Dataset):
+    """A COCO instances set (JSON of polygons / RLE + image folder), painted into panoptic id maps by
+    `coco_instances.panoptic_from_instances` (crowd -> VOID in training, like COCO-panoptic crowd segments)."""
+
+    def __init__(self, image_dir: str | Path, instances_json: str | Path, sample: SampleConfig, seed: int = 0):
+        from ldmseg.data.coco_instances import load_instances
+
+        self.image_dir, self.set = Path(image_dir), load_instances(instances_json)
+        self.sample, self.seed = sample, seed
+        if not self.set.images:
+            raise LDMSegError(f"{instances_json}: no images")
+
+    def __len__(self) -> int:
+        return len(self.set.images)
+
+    def categories(self) -> list[dict]:
+        return list(self.set.categories.values())
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        from ldmseg.data.coco_instances import panoptic_from_instances
+
+        index, sample_seed = _key(key)
+        record = self.set.images[index % len(self)]
+        image = formats.read_rgb(self.image_dir / record.file_name)
+        if image.shape[:2] != (record.height, record.width):
+            raise LDMSegError(f"{self.image_dir / record.file_name}: size {image.shape[1::-1]} differs from its "
+                              f"annotation's {(record.width, record.height)}")
+        ids, segments = panoptic_from_instances(record, self.set.path)
+        semantic = transforms.semantic_from_panoptic(ids, segments)
+        rng = np.random.default_rng([self.seed, sample_seed, 6])
+        return prepare_sample(image, ids, segments, self.sample, rng, semantic)
+
+
+class SemanticFolderDataset(Dataset):
+    """A semantic label set: images and single-channel label PNGs matched by file stem, the labels mapped to
+    ldmseg's convention (0 = ignore, classes 1..C) by a `ClassList` (CamVid, ADE20K, your own)."""
+
+    IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+    def __init__(self, image_dir: str | Path, label_dir: str | Path, classes: ClassList,
+                 sample: SampleConfig = SampleConfig(), seed: int = 0):
+        self.image_dir, self.ann_dir = Path(image_dir), Path(label_dir)
+        if not self.ann_dir.is_dir():
+            raise LDMSegError(f"{self.ann_dir}: annotation folder not found")
+        self.files = sorted(p.stem for p in self.ann_dir.glob("*.png"))
+        if not self.files:
+            raise LDMSegError(f"{self.ann_dir}: no PNG annotations")
+        self.classes, self.sample, self.seed = classes, sample, seed
+
+    def categories(self) -> list[dict]:
+        return self.classes.categories()
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def image_file(self, name: str) -> Path:
+        for suffix in self.IMAGE_SUFFIXES:
+            path = self.image_dir / f"{name}{suffix}"
+            if path.exists():
+                return path
+        raise LDMSegError(f"{self.ann_dir / name}.png: no image {name}.jpg/.png in {self.image_dir}")
+
+    def semantic(self, name: str) -> np.ndarray:
+        """The label PNG of `name` as class ids (0 = ignore)."""
+        path = self.ann_dir / f"{name}.png"
+        return self.classes.to_semantic(formats.read_label_png(path), path)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        index, sample_seed = _key(key)
+        name = self.files[index % len(self)]
+        image = formats.read_rgb(self.image_file(name))
+        semantic = self.semantic(name)
+        if semantic.shape != image.shape[:2]:
+            raise LDMSegError(f"{self.ann_dir / name}.png: size {semantic.shape[::-1]} differs from its image "
+                              f"{image.shape[1::-1]}")
+        cfg = SampleConfig(**{**self.sample.__dict__, "reassign": False})
+        rng = np.random.default_rng([self.seed, sample_seed, 3])
+        out = prepare_sample(image, np.zeros(semantic.shape, np.int64), [], cfg, rng, semantic=semantic)
+        return {"image": out["image"], "semantic": out["semantic"]}
+
+
 ADE20K_CLASSES = 150
 
 
-class ADE20KDataset(Dataset):
+class ADE20KDataset(SemanticFolderDataset):
     """ADE20K semantic (ADEChallengeData2016 layout: images/<split>/*.jpg, annotations/<split>/*.png).
 
     The PNGs store 0 = ignore and classes 1..150. By default "reduce zero label" is applied here, once
@@ -229,22 +311,19 @@ class ADE20KDataset(Dataset):
     def __init__(self, root: str | Path, split: str = "validation", sample: SampleConfig = SampleConfig(),
                  seed: int = 0, reduce_zero_label: bool = True):
         self.root = Path(root)
-        self.image_dir, self.ann_dir = self.root / "images" / split, self.root / "annotations" / split
-        if not self.ann_dir.is_dir():
-            raise LDMSegError(f"{self.ann_dir}: annotation folder not found")
-        self.files = sorted(p.stem for p in self.ann_dir.glob("*.png"))
-        if not self.files:
-            raise LDMSegError(f"{self.ann_dir}: no PNG annotations")
-        self.sample, self.seed, self.reduce_zero_label = sample, seed, reduce_zero_label
+        names = self.class_names()
+        super().__init__(self.root / "images" / split, self.root / "annotations" / split,
+                         ClassList(names, first_value=1, ignore=0, title="ADE20K"), sample, seed)
+        self.reduce_zero_label = reduce_zero_label
 
     @staticmethod
     def is_ade20k(root: str | Path) -> bool:
         root = Path(root)
         return (root / "annotations").is_dir() and (root / "images").is_dir() and not (root / "panoptic.json").exists()
 
-    def categories(self) -> list[dict]:
-        """ids 1..150 with the names of the release's objectInfo150.txt where it is there ("class_k" if not);
-        all stuff (isthing 0): ADE20K's semantic release has no thing / stuff split."""
+    def class_names(self) -> tuple[str, ...]:
+        """The names of the release's objectInfo150.txt where it is there ("class_k" if not); all stuff: ADE20K's
+        semantic release has no thing / stuff split."""
         names = {}
         info = self.root / "objectInfo150.txt"
         if info.exists():
@@ -252,21 +331,11 @@ class ADE20KDataset(Dataset):
                 cols = line.split("\t")
                 if len(cols) >= 5 and cols[0].strip().isdigit():
                     names[int(cols[0])] = cols[-1].split(";")[0].strip()
-        return [{"id": k, "name": names.get(k, f"class_{k}"), "isthing": 0} for k in range(1, ADE20K_CLASSES + 1)]
+        return tuple(names.get(k, f"class_{k}") for k in range(1, ADE20K_CLASSES + 1))
 
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
-        index, sample_seed = _key(key)
-        name = self.files[index % len(self)]
-        image = formats.read_rgb(self.image_dir / f"{name}.jpg")
+    def semantic(self, name: str) -> np.ndarray:
         raw = formats.read_label_png(self.ann_dir / f"{name}.png")
-        semantic = reduce_zero_label(raw) if self.reduce_zero_label else raw.astype(np.int64)
-        cfg = SampleConfig(**{**self.sample.__dict__, "reassign": False})
-        rng = np.random.default_rng([self.seed, sample_seed, 3])
-        out = prepare_sample(image, np.zeros(raw.shape, np.int64), [], cfg, rng, semantic=semantic)
-        return {"image": out["image"], "semantic": out["semantic"]}
+        return reduce_zero_label(raw) if self.reduce_zero_label else raw.astype(np.int64)
 
 
 def reduce_zero_label(labels: np.ndarray) -> np.ndarray:
@@ -275,20 +344,48 @@ def reduce_zero_label(labels: np.ndarray) -> np.ndarray:
     return np.where(labels == 0, 255, labels - 1)
 
 
+SPLITS = {True: ("train", "training"), False: ("val", "validation")}
+
+
+def semantic_folder(root: Path, classes: str, sample: SampleConfig, seed: int, train: bool) -> SemanticFolderDataset:
+    """A semantic set with a class list (`classes`, else the folder's classes.json) in SegNet's layout
+    (<split>/ images beside <split>annot/ labels, as CamVid) or in images/<split> + annotations/<split>."""
+    spec = classes or root / "classes.json"
+    class_list = load_class_list(spec)
+    for split in SPLITS[train]:
+        for images, labels in ((root / split, root / f"{split}annot"),
+                               (root / "images" / split, root / "annotations" / split)):
+            if images.is_dir() and labels.is_dir():
+                return SemanticFolderDataset(images, labels, class_list, sample, seed)
+    names = " or ".join(SPLITS[train])
+    raise LDMSegError(f"{root}: no {names} split (expected <split>/ + <split>annot/, or images/<split>/ + "
+                      "annotations/<split>/)")
+
+
 def labelled_folder(root: str | Path, sample: SampleConfig, seed: int, train: bool,
-                    length: int | None = None) -> Dataset:
-    """A real training / validation set by its layout: a COCO-panoptic folder (panoptic.json, images/,
-    panoptic/) or ADE20K's ADEChallengeData2016 (its training / validation split, labels kept as 1..150 with
-    0 = ignore); with `length`, only its first `length` items (validation)."""
+                    length: int | None = None, classes: str = "") -> Dataset:
+    """A real training / validation set by its layout: a COCO instances JSON (images/ beside it) or a folder with
+    instances.json and images/, a semantic folder with a class list (`classes`, a JSON
+    file or 'camvid', or the folder's classes.json), a COCO-panoptic folder (panoptic.json, images/, panoptic/)
+    or ADE20K's ADEChallengeData2016 (its training / validation split, labels kept as 1..150 with 0 = ignore);
+    with `length`, only its first `length` items (validation)."""
     root = Path(root)
-    if ADE20KDataset.is_ade20k(root):
-        data: Dataset = ADE20KDataset(root, "training" if train else "validation", sample, seed,
-                                      reduce_zero_label=False)
+    if root.suffix == ".json" and root.is_file():
+        data: Dataset = CocoInstancesDataset(root.parent / "images", root, sample, seed=seed)
+    elif not root.is_dir():
+        raise LDMSegError(f"{root}: data folder not found")
+    elif (root / "instances.json").exists() and not (root / "panoptic.json").exists():
+        data = CocoInstancesDataset(root / "images", root / "instances.json", sample, seed=seed)
+    elif classes or (root / "classes.json").exists():
+        data = semantic_folder(root, classes, sample, seed, train)
+    elif ADE20KDataset.is_ade20k(root):
+        data = ADE20KDataset(root, "training" if train else "validation", sample, seed, reduce_zero_label=False)
     elif (root / "panoptic.json").exists():
         data = PanopticDataset(root / "images", root / "panoptic.json", root / "panoptic", sample, seed=seed)
     else:
-        raise LDMSegError(f"{root}: expected a COCO-panoptic folder (panoptic.json, images/, panoptic/) or "
-                          "ADE20K's ADEChallengeData2016 (images/, annotations/)")
+        raise LDMSegError(f"{root}: expected a COCO-panoptic folder (panoptic.json, images/, panoptic/), COCO "
+                          "instances (a JSON with images/ beside it), ADE20K's ADEChallengeData2016 (images/, "
+                          "annotations/) or a label folder with a class list (--classes FILE|camvid, or classes.json)")
     if length is not None and length < len(data):
         data = Subset(data, range(length))
     return data

@@ -1,14 +1,37 @@
-"""Pipeline inputs: an image of any accepted kind (PIL, HxW[x3|4] uint8 array, [3, H, W] tensor in [-1, 1])
-to a float tensor in [-1, 1], at its size or at the processing resolution."""
+"""Pipeline inputs: an image of any accepted kind (a file path, PIL, HxW[x3|4] uint8 array, [3, H, W] tensor in
+[-1, 1]) to a float tensor in [-1, 1], at its size or at the processing resolution."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ldmseg.errors import LDMSegError
+
 ImageInput = Image.Image | np.ndarray | torch.Tensor
+
+
+def load_image(image: ImageInput | str | Path) -> ImageInput:
+    """A path is read (any image file, checked against the pixel limit first); other kinds are checked for shape."""
+    if isinstance(image, (str, Path)):
+        from ldmseg.data.formats import read_rgb
+
+        return read_rgb(image)
+    if isinstance(image, Image.Image):
+        return image
+    if isinstance(image, torch.Tensor):
+        if image.ndim != 3 or image.shape[0] != 3:
+            raise LDMSegError(f"an image tensor must be [3, H, W] in [-1, 1], got shape {tuple(image.shape)}")
+        return image
+    if isinstance(image, np.ndarray):
+        if image.ndim not in (2, 3) or image.ndim == 3 and image.shape[-1] not in (3, 4) or min(image.shape[:2]) < 1:
+            raise LDMSegError(f"an image array must be HxW, HxWx3 or HxWx4, got shape {image.shape}")
+        return image
+    raise LDMSegError(f"not an image: {type(image).__name__} (give a path, a PIL image, an array or a tensor)")
 
 
 def to_tensor(image: ImageInput) -> torch.Tensor:

@@ -89,3 +89,29 @@ class DiffusionObjective:
             if sel.any():
                 logs[f"loss/{name}"] = (detached[sel] / count[sel]).mean().item()
         return loss, logs
+
+
+class DirectObjective:
+    """The discriminative baseline beside the diffusion objective: the same networks map an image straight to its
+    label map's latents (the UNet sees pure noise at the last timestep, as one trailing sampling step does, and
+    predicts x0), trained by cross-entropy through the frozen AE decoder instead of by denoising. Served as a
+    one-step pipeline that returns that x0, so it is scored by the same code as the diffusion model."""
+
+    self_condition = False
+
+    def __init__(self, autoencoder: torch.nn.Module, scale: float, num_timesteps: int = 1000):
+        self.autoencoder, self.scale, self.num_timesteps = autoencoder, scale, num_timesteps
+
+    def __call__(self, denoise, z0: torch.Tensor, z_img: torch.Tensor, valid: torch.Tensor | None = None,
+                 groups: dict[str, torch.Tensor] | None = None, sample_weights: torch.Tensor | None = None,
+                 labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """Mean cross-entropy over labelled pixels (label 0 = ignore) of the decoded prediction."""
+        if labels is None:
+            raise ValueError("the direct objective needs the label maps")
+        t = torch.full((z0.shape[0],), self.num_timesteps - 1, device=z0.device, dtype=torch.long)
+        x0 = denoise(denoiser_input(torch.randn_like(z0), z_img, None, False), t)
+        decoded = self.autoencoder.decode(x0.float() / self.scale, size=tuple(labels.shape[-2:]))
+        if not bool((labels != 0).any()):  # nothing labelled: no signal (nll_loss would give NaN)
+            return decoded.sum() * 0, {}
+        loss = F.nll_loss(decoded.float().log_softmax(1), labels.long(), ignore_index=0)  # logits or log-probs
+        return loss, {"loss/cross_entropy": float(loss.detach())}

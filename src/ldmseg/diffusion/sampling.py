@@ -25,9 +25,12 @@ Denoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 def sample_latents(denoise: Denoise, scheduler, z_img: torch.Tensor, latent_channels: int, num_steps: int,
                    self_condition: bool, generator: torch.Generator | None = None, progress: bool = False,
                    known: torch.Tensor | None = None, known_mask: torch.Tensor | None = None,
-                   on_step: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
+                   on_step: Callable[[int, torch.Tensor], None] | None = None, final_x0: bool = False
+                   ) -> torch.Tensor:
     """Start from Gaussian noise and denoise to clean mask latents, conditioned on image latents.
-    `on_step(i, t)` runs after each step (progress, time limits: it may raise to stop).
+    `on_step(i, t)` runs after each step (progress, time limits: it may raise to stop). `final_x0`: the last step
+    returns the model's x0 estimate (the authors' sampler) instead of the scheduler's step, which with
+    set_alpha_to_one=False stops at the first training timestep (a little noise left).
 
     Inpainting: `known` [B, D, h, w] latents and `known_mask` [B, 1, h, w] in [0, 1] (1 = known).
     RePaint-style resampling (jump-backs) was tried and dropped: +0.5 PQ at 3x the cost (docs/benchmarks.md).
@@ -40,17 +43,19 @@ def sample_latents(denoise: Denoise, scheduler, z_img: torch.Tensor, latent_chan
     alphas_cumprod = scheduler.alphas_cumprod
     x0_self = None
     step_kwargs = {"generator": generator} if _takes_generator(scheduler) else {}
+    last = len(scheduler.timesteps) - 1
     for i, t in enumerate(tqdm(scheduler.timesteps, desc="sampling", disable=not progress, leave=False)):
         tt = t.expand(b) if t.ndim == 0 else t
         z_in = scheduler.scale_model_input(z, t)
         out = denoise(denoiser_input(z_in, z_img, x0_self, self_condition), tt)
-        if known is not None or self_condition:
+        x0 = None
+        if known is not None or self_condition or (final_x0 and i == last):
             x0 = predicted_x0(out, z_in, tt, alphas_cumprod, prediction_type)
             if known is not None:
                 x0 = torch.lerp(x0, known, known_mask)
                 out = output_for_x0(x0, z_in, tt, alphas_cumprod, prediction_type)
             x0_self = x0 if self_condition else None
-        z = scheduler.step(out, t, z, **step_kwargs).prev_sample
+        z = x0.to(z.dtype) if final_x0 and i == last else scheduler.step(out, t, z, **step_kwargs).prev_sample
         if on_step is not None:
             on_step(i, t)
     if known is not None:

@@ -10,10 +10,12 @@ from torch import nn
 from ldmseg.errors import LDMSegError
 from ldmseg.models.depth_autoencoder import DepthAutoencoder
 from ldmseg.models.mask_autoencoder import MaskAutoencoder
+from ldmseg.models.original_autoencoder import OriginalMaskAutoencoder
 from ldmseg.models.vae_mask_autoencoder import VAEMaskAutoencoder
 
 AUTOENCODERS: dict[str, dict[str, type]] = {
-    "ids": {"MaskAutoencoder": MaskAutoencoder, "VAEMaskAutoencoder": VAEMaskAutoencoder},
+    "ids": {"MaskAutoencoder": MaskAutoencoder, "VAEMaskAutoencoder": VAEMaskAutoencoder,
+            "OriginalMaskAutoencoder": OriginalMaskAutoencoder},
     "depth": {"DepthAutoencoder": DepthAutoencoder},
 }
 

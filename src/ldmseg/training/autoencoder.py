@@ -11,9 +11,9 @@ from torch.utils.data import Dataset
 
 from ldmseg.data.bits import ids_to_bits
 from ldmseg.data.datasets import (
-    ADE20KDataset,
     MaskCrops,
     SampleConfig,
+    SemanticFolderDataset,
     SyntheticDataset,
     TargetView,
     labelled_folder,
@@ -37,7 +37,7 @@ VAL_SEED_OFFSET = 1_000_003  # held-out synthetic scenes never overlap the train
 
 
 def mask_dataset(source: str, size: int, num_ids: int, seed: int, preset: str, train: bool,
-                 length: int | None = None, target: str = "instances") -> Dataset:
+                 length: int | None = None, target: str = "instances", classes: str = "") -> Dataset:
     """What a stage-1 AE of `target` learns from: synthetic scenes (on the fly, masks only) or a COCO-panoptic
     folder, as items {"ids": label map} (instances; semantic: class ids, 0 = VOID) or {"depth": map}.
     Crowd stays a segment."""
@@ -50,16 +50,17 @@ def mask_dataset(source: str, size: int, num_ids: int, seed: int, preset: str, t
         items: Dataset = SyntheticDataset(SceneConfig.presets(preset, size), sample, seed=seed, length=length,
                                           render=False)
     else:
-        if ADE20KDataset.is_ade20k(source) and target != "semantic":
-            raise LDMSegError(f"{source}: ADE20K has semantic labels only (--target semantic)")
-        items = labelled_folder(source, sample, seed, train, length)
+        items = labelled_folder(source, sample, seed, train, length, classes)
+        if isinstance(getattr(items, "dataset", items), SemanticFolderDataset) and target != "semantic":
+            raise LDMSegError(f"{source}: a semantic label set (no instances); train it with --target semantic")
     return items if instances else TargetView(items, TRAINABLE[target].target)
 
 
 def training_masks(cfg: AutoencoderConfig, num_ids: int) -> Dataset:
     """The training stream: whole maps at --size, or --crop crops of label maps made at each of --scene-sizes."""
     sizes = cfg.scene_sizes or (cfg.size,)
-    sources = [mask_dataset(cfg.data, size, num_ids, cfg.seed, cfg.preset, train=True, target=cfg.target)
+    sources = [mask_dataset(cfg.data, size, num_ids, cfg.seed, cfg.preset, train=True, target=cfg.target,
+                            classes=cfg.classes)
                for size in sizes]
     if not cfg.crop:
         if len(sources) > 1:
@@ -135,7 +136,8 @@ class AutoencoderTask:
         self.train_dataset = training_masks(cfg, num_ids)
         source = cfg.val_data or "synthetic"
         self.val_dataset = mask_dataset(source, cfg.val_size, num_ids, cfg.seed + VAL_SEED_OFFSET, cfg.preset,
-                                        train=False, length=cfg.val_num, target=cfg.target)
+                                        train=False, length=cfg.val_num, target=cfg.target,
+                                        classes=cfg.classes)
 
     def anchor_model(self) -> MaskAutoencoder | None:
         """A frozen copy of the --init-from AE whose latents --latent-anchor pulls the training encoder towards."""

@@ -107,7 +107,7 @@ FIELD_CHOICES: dict[str, tuple[str, ...]] = {
     "autoencoder": ("shallow", "sd-vae"), "input_stem": ("conv", "unshuffle"), "head": ("pixel", "slots"),
     "image_encoder": ("learned", "sd-vae", "vit"), "unet": ("tiny", "base", "small", "sd15"),
     "conditioning": ("task-embedding", "task-embedding+time", "none"),
-    "prediction_type": ("epsilon", "v_prediction", "sample"),
+    "prediction_type": ("epsilon", "v_prediction", "sample"), "objective": ("diffusion", "direct"),
     "loss_weighting": ("paper", "min-snr", "none"), "reduction": ("sum", "mean"),
     "sampler": ("ddim", "dpm++", "unipc", "euler", "ddpm"), "timestep_spacing": ("trailing", "leading", "linspace"),
 }
@@ -228,6 +228,7 @@ class AutoencoderConfig(LoopConfig):
     target: str = "instances"  # what the AE encodes: instances (panoptic ids) | semantic (class ids) | depth
     data: str = "synthetic"  # 'synthetic' or a COCO-panoptic folder (images/, panoptic/, panoptic.json)
     val_data: str = ""  # '' = held-out synthetic scenes
+    classes: str = ""  # semantic label folders (CamVid, your own): a classes JSON or 'camvid' (else its classes.json)
     preset: str = "dense"  # synthetic scene preset(s) for training; "default+dense" mixes them
     size: int = 128
     scene_sizes: tuple[int, ...] = ()  # synthetic: make scenes at these sizes in turn (default: --size)
@@ -281,6 +282,7 @@ class DiffusionConfig(LoopConfig):
     depth_ae: str = ""  # depth AE (task depth): a directory; '' = the --init-from pipeline's
     data: str = "synthetic"  # 'synthetic' or a COCO-panoptic folder (images/, panoptic/, panoptic.json)
     val_data: str = ""  # '' = held-out synthetic scenes
+    classes: str = ""  # semantic label folders (CamVid, your own): a classes JSON or 'camvid' (else its classes.json)
     preset: str = "default"
     size: int = 128
     val_num: int = 16
@@ -300,6 +302,8 @@ class DiffusionConfig(LoopConfig):
     task_balance: float = 0.0  # > 0: each task's loss divided by its running mean (an EMA of this momentum, e.g.
     # 0.99), so that every task trains at one loss scale; the tasks' shares of examples stay --task-weights
     task_tokens: int = 1
+    objective: str = "diffusion"  # 'diffusion' (the paper) or 'direct': the discriminative baseline (semantic only;
+    # the same networks predict the labels' latents in one step, cross-entropy through the frozen AE decoder)
     prediction_type: str = "epsilon"  # epsilon (paper) | v_prediction | sample
     loss_weighting: str = "paper"  # paper | min-snr | none
     snr_gamma: float = 2.0

@@ -10,10 +10,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from ldmseg.data.datasets import ADE20KDataset, SampleConfig, SyntheticDataset, TaskSampled, labelled_folder
+from ldmseg.data.datasets import (
+    CocoInstancesDataset,
+    SampleConfig,
+    SemanticFolderDataset,
+    SyntheticDataset,
+    TaskSampled,
+    labelled_folder,
+)
 from ldmseg.data.synthetic import SceneConfig
 from ldmseg.data.synthetic import categories as synthetic_categories
-from ldmseg.diffusion.objective import DiffusionObjective, ObjectiveConfig
+from ldmseg.diffusion.objective import DiffusionObjective, DirectObjective, ObjectiveConfig
 from ldmseg.diffusion.postprocess import logits_to_panoptic, scaled_area
 from ldmseg.diffusion.schedule import make_sampler
 from ldmseg.errors import LDMSegError
@@ -44,7 +51,7 @@ def image_dataset(source: str, cfg: DiffusionConfig, num_ids: int, seed: int, tr
     sample = SampleConfig(size=cfg.size, num_ids=num_ids, hflip=train and cfg.hflip, crowd_to_void=True)
     if source == "synthetic":
         return SyntheticDataset(SceneConfig.presets(cfg.preset, cfg.size), sample, seed=seed, length=length)
-    return labelled_folder(source, sample, seed, train, length)
+    return labelled_folder(source, sample, seed, train, length, cfg.classes)
 
 
 def build_image_encoder(cfg: DiffusionConfig, factor: int) -> nn.Module:
@@ -81,16 +88,17 @@ class Denoiser(nn.Module):
         if self.task_balance:
             self.register_buffer("task_loss_mean", torch.zeros(len(task_embeddings.tasks)))
 
-    def forward(self, images: torch.Tensor, z0: torch.Tensor, valid: torch.Tensor, tasks: torch.Tensor
-                ) -> tuple[torch.Tensor, dict]:
-        """tasks: [B] index of each example's task embedding (its target latent is z0's row)."""
+    def forward(self, images: torch.Tensor, z0: torch.Tensor, valid: torch.Tensor, tasks: torch.Tensor,
+                labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+        """tasks: [B] index of each example's task embedding (its target latent is z0's row); labels: the label
+        maps, for the direct objective."""
         z_img = self.image_encoder.encode(images)
         tokens = self.task_embeddings(tasks)
         names = self.task_embeddings.tasks
         groups = {name: tasks == k for k, name in enumerate(names)} if len(names) > 1 else None
-        loss, logs = self.objective(
-            lambda x, t: task_prediction(self.unet, x, t, tokens, tasks, self.latent_channels),
-            z0, z_img, valid, groups, self.balance_weights(tasks))
+        denoise = lambda x, t: task_prediction(self.unet, x, t, tokens, tasks, self.latent_channels)  # noqa: E731
+        extra = {"labels": labels} if isinstance(self.objective, DirectObjective) else {}
+        loss, logs = self.objective(denoise, z0, z_img, valid, groups, self.balance_weights(tasks), **extra)
         if self.task_balance and self.training:
             self.update_task_loss_mean(logs)
         return loss, logs
@@ -127,12 +135,22 @@ def same_weights(a: nn.Module, b: nn.Module) -> bool:
 def data_categories(dataset) -> list[dict]:
     """The category list (id, name, isthing, colour) of a training set: synthetic scenes' or the panoptic JSON's."""
     source = getattr(dataset, "source", dataset)
-    if isinstance(source, ADE20KDataset):
+    source = getattr(source, "dataset", source)
+    if isinstance(source, (SemanticFolderDataset, CocoInstancesDataset)):
         return source.categories()
     panoptic_set = getattr(source, "set", None)
     if panoptic_set is None:
         return synthetic_categories()
     return [{k: c[k] for k in ("id", "name", "isthing", "color") if k in c} for c in panoptic_set.categories.values()]
+
+
+def data_description(cfg: DiffusionConfig, dataset) -> str:
+    """The `trained_on` text of a model: what its training data was (the CLI prints it when the model is used)."""
+    if cfg.data == "synthetic":
+        return f"synthetic scenes only ({cfg.preset} preset), not real photographs"
+    source = getattr(dataset, "dataset", dataset)
+    title = getattr(getattr(source, "classes", None), "title", "")
+    return f"{title or Path(cfg.data).name} ({len(dataset)} training images at {cfg.size}x{cfg.size})"
 
 
 class DiffusionTask:
@@ -142,6 +160,10 @@ class DiffusionTask:
     def __init__(self, cfg: DiffusionConfig):
         self.cfg = cfg
         self.tasks = parse_tasks(cfg.tasks)
+        if cfg.objective == "direct" and (tuple(self.tasks) != ("semantic",) or cfg.self_condition_prob > 0
+                                          or cfg.prediction_type != "sample"):
+            raise LDMSegError("--objective direct (the discriminative baseline) trains --tasks semantic with "
+                              "--prediction-type sample and --self-condition-prob 0")
         objective = DiffusionObjective(ObjectiveConfig(cfg.prediction_type, cfg.loss_weighting, cfg.snr_gamma,
                                                        cfg.self_condition_prob, cfg.mask_void, cfg.reduction))
         base = LDMSegPipeline.from_pretrained(resolve_pipeline_path(cfg.init_from)) if cfg.init_from else None
@@ -151,8 +173,10 @@ class DiffusionTask:
         bits = self.autoencoders["instances"].config.num_bits if "instances" in self.autoencoders else 7
         images = image_dataset(cfg.data, cfg, 2**bits, cfg.seed, train=True)
         self.categories = data_categories(images)
-        if isinstance(images, ADE20KDataset) and set(self.tasks) != {"semantic"}:
-            raise LDMSegError(f"{cfg.data}: ADE20K has semantic labels only, train it with --tasks semantic")
+        self.trained_on = data_description(cfg, images)
+        if isinstance(images, SemanticFolderDataset) and set(self.tasks) != {"semantic"}:
+            raise LDMSegError(f"{cfg.data}: a semantic label set (no instances, no depth); train it with --tasks "
+                              "semantic")
         self.val_dataset = image_dataset(cfg.val_data or "synthetic", cfg, 2**bits, cfg.seed + VAL_SEED_OFFSET,
                                          train=False, length=cfg.val_num)
         self.postprocess: dict = {}  # the pipeline defaults, unless a fine-tuned pipeline had its own
@@ -167,6 +191,8 @@ class DiffusionTask:
         model_tasks = self.model.task_embeddings.tasks
         self.train_dataset = TaskSampled(images, [model_tasks.index(t) for t in self.tasks], weights, cfg.seed)
         self.scales = self.latent_scales(base)
+        if cfg.objective == "direct":
+            self.model.objective = DirectObjective(self.autoencoders["semantic"], self.scales["semantic"])
 
     def load_autoencoders(self, base: LDMSegPipeline | None) -> dict[str, nn.Module]:
         """One frozen AE per task of the model: --ae / --semantic-ae / --depth-ae, else the --init-from pipeline's."""
@@ -284,7 +310,8 @@ class DiffusionTask:
                 z0 = z.new_zeros((len(task_ids), *z.shape[1:])) if z0 is None else z0
                 z0[sel] = z.to(z0.dtype)
                 valid[sel] = self.valid_pixels(task, part)
-        loss, logs = model(batch["image"], z0, valid, task_ids)
+        direct = self.cfg.objective == "direct"
+        loss, logs = model(batch["image"], z0, valid, task_ids, **({"labels": batch["semantic"]} if direct else {}))
         if len(self.tasks) > 1:
             logs.update({f"share/{t}": float((task_ids == model_tasks.index(t)).float().mean()) for t in self.tasks})
         return loss, logs
@@ -298,7 +325,9 @@ class DiffusionTask:
                               depth_autoencoder=aes.get("depth"), scale_factor=self.scales.get("instances", 1.0),
                               scale_factors=self.scales, categories=self.categories,
                               self_condition=model.objective.self_condition,
-                              default_num_inference_steps=cfg.inference_steps, default_processing_resolution=cfg.size,
+                              default_num_inference_steps=1 if cfg.objective == "direct" else cfg.inference_steps,
+                              default_processing_resolution=cfg.size, final_x0=cfg.objective == "direct",
+                              trained_on=self.trained_on,
                               **self.postprocess)
 
     def validate(self, model: nn.Module, step: int, log_image: LogImage) -> dict[str, float]:

@@ -1,0 +1,227 @@
+"""The authors' released model, full size, through `ldmseg convert-original`, on this machine: a checkpoint in
+their exact layout with random values of the real shapes (SD-1.4's UNet with a 12-channel conv_in and no
+cross-attention, ~860 M parameters; their 2 M-parameter mask AE) and an SD directory with SD's UNet config and a
+random SD-shaped VAE, converted, then one 512x512 prediction per setting, each in its own process (peak RSS per
+setting): the authors' defaults (50 DDIM steps, fp32), bf16, the fast preset (20 steps), 4 steps, an ensemble.
+Beside them one UNet call timed alone (fp32 / bf16, with the bypassed cross-attention kept or dropped) against
+the matmul peaks measured in the same process.
+
+    python bench/original_full_size.py [--work /tmp/ldmseg-original] [--device cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from common import machine, save_results
+from full_size import SD_VAE_CONFIG
+from train_speed import matmul_peak
+
+SD14_UNET = {  # CompVis/stable-diffusion-v1-4's unet/config.json
+    "act_fn": "silu", "attention_head_dim": 8, "block_out_channels": [320, 640, 1280, 1280], "center_input_sample":
+    False, "cross_attention_dim": 768, "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
+    "downsample_padding": 1, "flip_sin_to_cos": True, "freq_shift": 0, "in_channels": 4, "layers_per_block": 2,
+    "mid_block_scale_factor": 1, "norm_eps": 1e-5, "norm_num_groups": 32, "out_channels": 4, "sample_size": 64,
+    "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3}
+SETTINGS = {  # name: (steps, precision, ensemble)
+    "authors' default: 50 steps, fp32": (50, "fp32", 1),
+    "50 steps, bf16": (50, "bf16", 1),
+    "fast preset: 20 steps, bf16": (20, "bf16", 1),
+    "4 steps, bf16": (4, "bf16", 1),
+    "4 steps, bf16, ensemble of 4": (4, "bf16", 4),
+}
+
+
+def peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def write_inputs(work: Path) -> tuple[Path, Path]:
+    """An SD directory (UNet config, random SD-shaped VAE) and their LDM file with random values."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    sd, ldm = work / "sd", work / "ldmseg.pt"
+    if (sd / "vae").exists() and ldm.exists():
+        return sd, ldm
+    torch.manual_seed(0)
+    AutoencoderKL(**{k: v for k, v in SD_VAE_CONFIG.items()}).save_pretrained(sd / "vae")
+    (sd / "unet").mkdir(parents=True, exist_ok=True)
+    (sd / "unet" / "config.json").write_text(json.dumps({"_class_name": "UNet2DConditionModel", **SD14_UNET}))
+    unet = UNet2DConditionModel(**{**SD14_UNET, "in_channels": 12})
+    state = {k: v * 0.5 for k, v in unet.state_dict().items()
+             if not (".transformer_blocks." in k and (".attn2." in k or ".norm2." in k))}
+    state["new_conv.weight"], state["new_conv.bias"] = state["conv_in.weight"], state["conv_in.bias"]
+    from ldmseg.models.original_autoencoder import OriginalMaskAutoencoder
+
+    ae = OriginalMaskAutoencoder().state_dict()
+    torch.save({"step": 0, "epoch": 0, "vae_semseg": ae, "unet": state, "ema": None, "opt": None, "p": {},
+                "scaler": None}, ldm)
+    return sd, ldm
+
+
+def run_child(args: list[str]) -> dict:
+    res = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, timeout=3600)
+    if res.returncode:
+        return {"error": (res.stderr.strip().splitlines() or ["killed"])[-1][:300]}
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def convert(work: Path) -> dict:
+    from ldmseg.cli import main
+
+    sd, ldm = write_inputs(work)
+    out = work / "converted"
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    start = time.perf_counter()
+    code = main(["convert-original", "--ldm", str(ldm), "--stable-diffusion", str(sd), "--out", str(out)])
+    return {"exit": code, "seconds": time.perf_counter() - start, "peak_rss_gb": peak_rss_gb()}
+
+
+def load(work: Path, device: str):
+    from ldmseg.pipeline import LDMSegPipeline
+
+    pipe = LDMSegPipeline.from_pretrained(work / "converted").to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_image():
+    from ldmseg.data.synthetic import SceneConfig, generate_scene
+
+    return generate_scene([4242, 0], SceneConfig.preset("coco", 512)).image
+
+
+@torch.no_grad()
+def predict(work: Path, name: str, device: str) -> dict:
+    steps, precision, k = SETTINGS[name]
+    pipe = load(work, device)
+    calls: list[float] = []
+    forward = pipe.unet.forward
+
+    def timed(*a, **kw):
+        start = time.perf_counter()
+        out = forward(*a, **kw)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        calls.append(time.perf_counter() - start)
+        return out
+
+    pipe.unet.forward = timed
+    image = test_image()
+    start = time.perf_counter()
+    out = pipe(image, num_inference_steps=steps, precision=precision, ensemble_size=k,
+               generator=torch.Generator().manual_seed(0))
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "unet_calls": len(calls), "unet_seconds": sum(calls),
+            "overhead": seconds / sum(calls) - 1, "segments": len(out.segments_info[0]), "peak_rss_gb": peak_rss_gb()}
+
+
+@torch.no_grad()
+def unet_call(work: Path, device: str) -> dict:
+    """One UNet call at 64x64 latents, best of 3, fp32 and bf16, cross-attention kept (zeroed) or dropped."""
+    from torch.profiler import ProfilerActivity, profile
+
+    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)} if device == "cpu" else {}
+    pipe = load(work, device)
+    unet = pipe.unet
+    x = torch.randn(1, 12, 64, 64, device=device).contiguous(memory_format=torch.channels_last)
+    t = torch.tensor([500], device=device)
+    hidden = pipe.task_embeddings("instances", 1).to(device)
+
+    def best(bf16: bool) -> float:
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            with torch.autocast(device, torch.bfloat16, enabled=bf16):
+                unet(x, t, encoder_hidden_states=hidden)
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+        unet(x, t, encoder_hidden_states=hidden)
+    gflop = sum(e.flops or 0 for e in prof.events()) / 1e9
+    rows = {"fp32, attn2 zeroed": best(False), "bf16, attn2 zeroed": best(True)}
+    dropped = drop_bypassed_cross_attention(unet)
+    rows.update({"fp32, attn2 dropped": best(False), "bf16, attn2 dropped": best(True)})
+    return {"gflop": gflop, "dropped_blocks": dropped, "peaks_tflops": peaks, "seconds": rows,
+            "peak_rss_gb": peak_rss_gb()}
+
+
+def drop_bypassed_cross_attention(unet) -> int:
+    """attn2 = norm2 = None where attn2's output projection is all zero (diffusers then skips them): what the
+    bypass costs. Not done when serving: a UNet saved without those tensors would load them random."""
+    dropped = 0
+    for block in unet.modules():
+        attn = getattr(block, "attn2", None)
+        if attn is not None and not attn.to_out[0].weight.any() and not attn.to_out[0].bias.any():
+            block.attn2, block.norm2 = None, None
+            dropped += 1
+    return dropped
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--work", default="/tmp/ldmseg-original-bench")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--child", default=None)
+    args = ap.parse_args()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    if args.child == "convert":
+        print(json.dumps(convert(work)))
+        return
+    if args.child == "unet":
+        print(json.dumps(unet_call(work, args.device)))
+        return
+    if args.child:
+        print(json.dumps(predict(work, args.child, args.device)))
+        return
+    base = ["--work", str(work), "--device", args.device]
+    results = {"machine": machine() if args.device == "cpu" else torch.cuda.get_device_name(),
+               "threads": torch.get_num_threads(), "convert": run_child([*base, "--child", "convert"]),
+               "unet_call": run_child([*base, "--child", "unet"]), "predict": {}}
+    for name in SETTINGS:
+        results["predict"][name] = run_child([*base, "--child", name])
+        print(name, results["predict"][name], file=sys.stderr)
+    save_results(f"original_full_size_{args.device}", results, table(results))
+
+
+def table(r: dict) -> str:
+    call = r["unet_call"]
+    lines = [f"## The authors' model, full size, converted ({r['machine']}, {r['threads']} threads)", "",
+             "`bench/original_full_size.py`: random weights of the released model's shapes (SD-1.4 UNet with 12 "
+             "input channels, 860 M parameters; SD's VAE encoder; their 2 M-parameter mask AE) through "
+             "`ldmseg convert-original`, one 512x512 image per setting, each setting in its own process. "
+             f"Conversion: {r['convert'].get('seconds', float('nan')):.0f} s, peak RSS "
+             f"{r['convert'].get('peak_rss_gb', float('nan')):.1f} GB.", ""]
+    if "seconds" in call:
+        peaks = call["peaks_tflops"]
+        lines += ["| one UNet call, 64x64 latents | s | share of the matmul peak |", "|---|---|---|"]
+        for name, s in call["seconds"].items():
+            peak = peaks.get("bf16" if name.startswith("bf16") else "fp32")
+            share = f"{100 * call['gflop'] / s / 1e3 / peak:.0f} % of {peak:.2f} TFLOP/s" if peak else "-"
+            lines.append(f"| {name} | {s:.2f} | {share} |")
+        lines.append(f"\n{call['gflop']:.0f} GFLOP per call (torch.profiler).\n")
+    lines += ["| setting | whole prediction, s | UNet calls | overhead beyond the UNet calls | peak RSS, GB |",
+              "|---|---|---|---|---|"]
+    for name, p in r["predict"].items():
+        if "error" in p:
+            lines.append(f"| {name} | failed: {p['error']} | | | |")
+            continue
+        lines.append(f"| {name} | {p['seconds']:.1f} | {p['unet_calls']} x {p['unet_seconds'] / p['unet_calls']:.2f}"
+                     f" s | {100 * p['overhead']:.0f} % | {p['peak_rss_gb']:.1f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

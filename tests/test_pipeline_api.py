@@ -1,0 +1,128 @@
+"""The Python API as diffusers users expect it: an output object that behaves like diffusers' BaseOutput, inputs of
+every kind (paths, PIL, arrays, tensors, lists), and the same argument rules and messages as the CLI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers.utils import BaseOutput
+from PIL import Image
+
+from ldmseg.cli import main
+from ldmseg.errors import LDMSegError
+from ldmseg.pipeline import LDMSegPipeline
+
+
+@pytest.fixture(scope="module")
+def pipe() -> LDMSegPipeline:
+    p = LDMSegPipeline.from_pretrained("demo")
+    p.set_progress_bar_config(disable=True)
+    return p
+
+
+def image(h: int = 32, w: int = 40) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 255, (h, w, 3), np.uint8)
+
+
+@dataclass
+class Reference(BaseOutput):
+    """A plain diffusers output with the same fields: what BaseOutput does with them is the expectation."""
+
+    panoptic: list | None = None
+    segments_info: list | None = None
+    logits: list | None = None
+    known_agreement: list | None = None
+    semantic: list | None = None
+    depth: list | None = None
+    depth_uncertainty: list | None = None
+
+
+@pytest.mark.parametrize("task", ["instances", "semantic", "depth", "panoptic"])
+def test_output_behaves_like_diffusers_base_output(pipe: LDMSegPipeline, task: str) -> None:
+    out = pipe(image(), task=task, num_inference_steps=1, processing_resolution=64)
+    filled = {k: getattr(out, k) for k in Reference.__dataclass_fields__ if getattr(out, k) is not None}
+    ref = Reference(**filled)
+    assert list(out.keys()) == list(ref.keys()) and out.task == task
+    assert all(out[k] is ref[k] for k in ref.keys())
+    assert all(out[i] is ref[i] for i in range(len(ref)))
+    assert out.to_tuple() == ref.to_tuple() and len(out.to_tuple()) == len(filled)
+    plain = pipe(image(), task=task, num_inference_steps=1, processing_resolution=64, return_dict=False)
+    assert isinstance(plain, tuple) and len(plain) == len(out.to_tuple())
+    assert isinstance(out, BaseOutput)
+
+
+def test_output_as_pictures_updates_the_keys(pipe: LDMSegPipeline) -> None:
+    out = pipe(image(), task="instances", num_inference_steps=1, processing_resolution=64, output_type="pil")
+    assert isinstance(out["panoptic"][0], Image.Image) and out[0] is out.panoptic
+
+
+def test_images_of_every_kind(pipe: LDMSegPipeline, tmp_path: Path) -> None:
+    arr = image()
+    Image.fromarray(arr).save(tmp_path / "a.png")
+    tensor = torch.from_numpy(arr).permute(2, 0, 1).float() / 127.5 - 1
+    kinds = [str(tmp_path / "a.png"), tmp_path / "a.png", Image.fromarray(arr), arr, tensor]
+    outs = [pipe(k, task="instances", num_inference_steps=1, processing_resolution=64,
+                 generator=torch.Generator().manual_seed(0)).panoptic[0] for k in kinds]
+    assert all(np.array_equal(outs[0], o) for o in outs[1:])
+    both = pipe([str(tmp_path / "a.png"), arr[:20]], task="instances", num_inference_steps=1,
+                processing_resolution=64)
+    assert [p.shape for p in both.panoptic] == [(32, 40), (20, 40)]
+    with pytest.raises(LDMSegError, match="no-such.png: file not found"):
+        pipe(str(tmp_path / "no-such.png"))
+    with pytest.raises(LDMSegError, match="not an image: int"):
+        pipe(3)
+    with pytest.raises(LDMSegError, match="must be \\[3, H, W\\]"):
+        pipe(torch.zeros(1, 3, 8, 8))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"num_inference_steps": 0}, "num_inference_steps: must be in [1, 1000], got 0"),
+    ({"num_inference_steps": 1001}, "num_inference_steps: must be in [1, 1000], got 1001"),
+    ({"processing_resolution": 60}, "processing_resolution: must be a positive multiple of 8, got 60"),
+    ({"ensemble_size": 0}, "ensemble_size: must be >= 1, got 0"),
+])
+def test_pipeline_arguments_follow_the_cli_rules(pipe: LDMSegPipeline, kwargs: dict, message: str,
+                                                 tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(LDMSegError) as err:
+        pipe(image(), **kwargs)
+    assert str(err.value) == message
+    flag = {"num_inference_steps": "--steps", "processing_resolution": "--resolution",
+            "ensemble_size": "--ensemble-size"}[next(iter(kwargs))]
+    assert main(["predict", "--images", str(tmp_path), "--out", str(tmp_path / "o"), flag,
+                 str(next(iter(kwargs.values())))]) == 2
+    assert message.split(": ", 1)[1] in capsys.readouterr().err
+
+
+def test_predict_takes_a_file_a_glob_and_stdin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    for name in ("a", "b"):
+        Image.fromarray(image()).save(tmp_path / f"{name}.png")
+    common = ["--steps", "1", "--resolution", "64", "--task", "instances"]
+    assert main(["predict", "--images", str(tmp_path / "a.png"), "--out", str(tmp_path / "one"), *common]) == 0
+    assert sorted(p.name for p in (tmp_path / "one" / "panoptic").iterdir()) == ["a.png"]
+    assert main(["predict", "--images", str(tmp_path / "*.png"), "--out", str(tmp_path / "glob"), *common]) == 0
+    assert sorted(p.name for p in (tmp_path / "glob" / "panoptic").iterdir()) == ["a.png", "b.png"]
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"{tmp_path / 'b.png'}\n"))
+    assert main(["predict", "--images", "-", "--out", str(tmp_path / "stdin"), *common]) == 0
+    assert sorted(p.name for p in (tmp_path / "stdin" / "panoptic").iterdir()) == ["b.png"]
+    assert main(["predict", "--images", str(tmp_path / "none*.jpg"), "--out", str(tmp_path / "x"), *common]) == 2
+
+
+def test_os_errors_and_a_missing_app_extra_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    code = main(["data", "synth", "--out", str(tmp_path / "file" / "synth"), "--num", "1", "--size", "32"])
+    err = capsys.readouterr().err.strip()
+    last = err.splitlines()[-1]
+    assert code == 2 and "Traceback" not in err and last.startswith("ldmseg: error: ") and "Error" in last
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gradio" else real(name, *a))
+    assert main(["app"]) == 2
+    assert 'pip install "ldmseg[app]"' in capsys.readouterr().err
