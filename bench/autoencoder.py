@@ -5,7 +5,7 @@ latent noise, PQ vs training steps (from the run's TensorBoard log), size and th
     python bench/autoencoder.py --process-size 512   # the same scenes squashed to 512^2 first (paper protocol)
 
 With --process-size P != --size, each mask is resized (nearest) to P x P before encoding and decoded back to
-its own size, as `ldmseg reconstruct --size P` does; that table goes into a section of its own.
+its own size, as `ldmseg reconstruct --resolution P` does; that table goes into a section of its own.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def processed_section(args: argparse.Namespace, process: int, table: list[tuple]
     title = "" if args.name == "autoencoder" else f", AE {args.ae.removeprefix('../')}"
     return [f"## Stage 1: reconstruction with the masks encoded at {process}x{process}{title}", "",
             f"The first {args.num} + {args.num} of these scenes at {size}, AE `{args.ae}`{shipped}, each "
-            f"mask resized (nearest) to {process}x{process} before encoding, as `ldmseg reconstruct --size {process}` "
+            f"mask resized (nearest) to {process}x{process} before encoding, as `ldmseg reconstruct --resolution {process}` "
             f"does (the paper reconstructs at 512x512), and decoded straight back to {size}; post-processing at "
             f"{size} as above. The latent grid is {process // 8}x{process // 8} instead of "
             f"{args.size // 8}x{args.size // 8}: small segments span more latent cells. {machine()}.", "",

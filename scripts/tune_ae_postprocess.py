@@ -3,7 +3,7 @@ on tuning scenes.
 
     python scripts/tune_ae_postprocess.py [--ae demo] [--num 48] [--size 256] [--process-size 512]
 
-Each mask is encoded and decoded once (at --process-size, as `ldmseg reconstruct --size` does) and every
+Each mask is encoded and decoded once (at --process-size, as `ldmseg reconstruct --resolution` does) and every
 candidate post-processing scores the same decoded distributions. The scenes (default and dense presets) use a
 seed of their own: neither the AE's training scenes, nor its validation scenes, nor bench/autoencoder.py's.
 Prints PQ per candidate and preset, and the best by the presets' mean.

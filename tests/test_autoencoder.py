@@ -246,8 +246,8 @@ def test_reconstruct_cli_writes_scorable_predictions(synth_set: Path, tmp_path: 
     MaskAutoencoder(encoder_channels=(4, 8, 8, 8), decoder_channels=8).save_pretrained(tmp_path / "ae")
     out = tmp_path / "recon"
     assert main(["reconstruct", "--ae", str(tmp_path / "ae"), "--images", str(synth_set / "images"),
-                 "--panoptic-json", str(synth_set / "panoptic.json"), "--panoptic-dir", str(synth_set / "panoptic"),
-                 "--out", str(out), "--size", "32", "--latent-noise", "0.1"]) == 0
+                 "--gt-json", str(synth_set / "panoptic.json"), "--gt-dir", str(synth_set / "panoptic"),
+                 "--out", str(out), "--resolution", "32", "--latent-noise", "0.1"]) == 0
     pred = json.loads((out / "panoptic.json").read_text())
     gt = json.loads((synth_set / "panoptic.json").read_text())
     assert [(a["image_id"], a["file_name"]) for a in pred["annotations"]] == \
@@ -263,7 +263,7 @@ def test_reconstruct_demo_without_weights_is_a_clear_error(tmp_path: Path, monke
     from ldmseg.cli import main
 
     monkeypatch.setattr(w, "DEMO_DIR", tmp_path / "nothing")
-    assert main(["reconstruct", "--ae", "demo", "--images", ".", "--panoptic-json", "x", "--panoptic-dir", ".",
+    assert main(["reconstruct", "--ae", "demo", "--images", ".", "--gt-json", "x", "--gt-dir", ".",
                  "--out", str(tmp_path / "o")]) == 2
 
 

@@ -106,7 +106,7 @@ def test_evaluate_does_not_import_torch(synth_set: Path, tmp_path: Path) -> None
 
 
 def test_synth_and_visualize_cli(tmp_path: Path) -> None:
-    assert main(["data", "synth", "--out", str(tmp_path / "s"), "--num", "2", "--size", "48"]) == 0
+    assert main(["data", "synth", "--out", str(tmp_path / "s"), "--num", "2", "--resolution", "48"]) == 0
     assert len(list((tmp_path / "s" / "images").glob("*.png"))) == 2
     s = tmp_path / "s"
     assert main(["visualize", "--images", str(s / "images"), "--gt-json", str(s / "panoptic.json"), "--gt-dir",
@@ -126,7 +126,7 @@ def test_threads_flag_and_passive_waiting(command: str, monkeypatch: pytest.Monk
 
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     required = {"predict": ["--images", "x", "--out", "y"], "inpaint": ["--out", "y"],
-                "reconstruct": ["--ae", "demo", "--images", "x", "--panoptic-json", "j", "--panoptic-dir", "d",
+                "reconstruct": ["--ae", "demo", "--images", "x", "--gt-json", "j", "--gt-dir", "d",
                                 "--out", "y"], "app": [], "demo": []}[command]
     before = torch.get_num_threads()
     try:

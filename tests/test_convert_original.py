@@ -120,9 +120,9 @@ def test_the_mask_ae_converts_alone_key_for_key(files: dict, tmp_path: Path, syn
     for name, value in files["ae_state"].items():
         assert torch.equal(own[name], value), name
     assert abs(sum(p.numel() for p in ae.parameters()) - 2.02e6) < 0.01e6
-    assert main(["reconstruct", "--ae", str(out), "--images", str(synth_set / "images"), "--panoptic-json",
-                 str(synth_set / "panoptic.json"), "--panoptic-dir", str(synth_set / "panoptic"), "--out",
-                 str(tmp_path / "rec"), "--size", "64"]) == 0
+    assert main(["reconstruct", "--ae", str(out), "--images", str(synth_set / "images"), "--gt-json",
+                 str(synth_set / "panoptic.json"), "--gt-dir", str(synth_set / "panoptic"), "--out",
+                 str(tmp_path / "rec"), "--resolution", "64"]) == 0
     assert len(json.loads((tmp_path / "rec" / "panoptic.json").read_text())["annotations"]) == 6
     short = ["--size", "32", "--batch-size", "2", "--max-steps", "1", "--val-every", "1", "--val-num", "2",
              "--threads", "1"]

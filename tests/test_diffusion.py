@@ -222,10 +222,10 @@ def test_train_export_predict_evaluate(tmp_path: Path) -> None:
                  "8", "--val-every", "2", "--val-num", "2", "--val-steps", "2", "--inference-steps", "2",
                  "--checkpoint-every", "2", "--threads", "1", "--ema-decay", "0.9"]) == 0
     assert (run / "model" / "model_index.json").exists()
-    assert main(["data", "synth", "--out", str(tmp_path / "s"), "--num", "2", "--size", "40"]) == 0
+    assert main(["data", "synth", "--out", str(tmp_path / "s"), "--num", "2", "--resolution", "40"]) == 0
     s = tmp_path / "s"
     Image.open(s / "images" / "000001.png").convert("L").save(s / "images" / "000001.png")  # grayscale input
-    assert main(["predict", "--model", str(run / "model"), "--images", str(s / "images"), "--panoptic-json",
+    assert main(["predict", "--model", str(run / "model"), "--images", str(s / "images"), "--gt-json",
                  str(s / "panoptic.json"), "--out", str(tmp_path / "pred"), "--steps", "2", "--scheduler",
                  "dpm++", "--ensemble-size", "2"]) == 0
     pred = json.loads((tmp_path / "pred" / "panoptic.json").read_text())

@@ -16,7 +16,7 @@ from ldmseg.cli import main
 @pytest.fixture(scope="module")
 def valid_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("fuzz") / "s"
-    assert main(["data", "synth", "--out", str(root), "--num", "2", "--size", "32"]) == 0
+    assert main(["data", "synth", "--out", str(root), "--num", "2", "--resolution", "32"]) == 0
     return root
 
 

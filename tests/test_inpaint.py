@@ -145,7 +145,7 @@ def test_inpaint_cli_round_trip(synth_set: Path, tmp_path: Path, capsys: pytest.
     pipe.save_pretrained(tmp_path / "model")
     out = tmp_path / "out"
     assert main(["inpaint", "--model", str(tmp_path / "model"), "--images", str(synth_set / "images"),
-                 "--panoptic-json", str(synth_set / "panoptic.json"), "--panoptic-dir", str(synth_set / "panoptic"),
+                 "--gt-json", str(synth_set / "panoptic.json"), "--gt-dir", str(synth_set / "panoptic"),
                  "--out", str(out), "--drop-rate", "0.5", "--block-size", "8", "--steps", "2", "--ensemble-size",
                  "3"]) == 0
     pred = json.loads((out / "panoptic.json").read_text())

@@ -260,7 +260,7 @@ def test_multitask_training_fine_tunes_a_model_into_new_tasks(tmp_path: Path) ->
 def test_predict_and_evaluate_per_task(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     pipe = tiny_multitask_pipeline()
     pipe.save_pretrained(tmp_path / "mt")
-    assert main(["data", "synth", "--out", str(tmp_path / "s"), "--num", "2", "--size", "32"]) == 0
+    assert main(["data", "synth", "--out", str(tmp_path / "s"), "--num", "2", "--resolution", "32"]) == 0
     s = tmp_path / "s"
     for task in ("semantic", "depth", "panoptic"):
         assert main(["predict", "--model", str(tmp_path / "mt"), "--images", str(s / "images"), "--out",
@@ -297,7 +297,7 @@ def test_predict_and_evaluate_per_task(tmp_path: Path, capsys: pytest.CaptureFix
 
 def test_class_agnostic_predictions_scored_class_aware_get_a_warning(tmp_path: Path,
                                                                       capsys: pytest.CaptureFixture) -> None:
-    assert main(["data", "synth", "--out", str(tmp_path / "s"), "--num", "2", "--size", "32"]) == 0
+    assert main(["data", "synth", "--out", str(tmp_path / "s"), "--num", "2", "--resolution", "32"]) == 0
     s = tmp_path / "s"
     gt = json.loads((s / "panoptic.json").read_text())
     for ann in gt["annotations"]:

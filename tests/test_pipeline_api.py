@@ -116,7 +116,7 @@ def test_predict_takes_a_file_a_glob_and_stdin(tmp_path: Path, monkeypatch: pyte
 def test_os_errors_and_a_missing_app_extra_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "file").write_text("not a folder")
-    code = main(["data", "synth", "--out", str(tmp_path / "file" / "synth"), "--num", "1", "--size", "32"])
+    code = main(["data", "synth", "--out", str(tmp_path / "file" / "synth"), "--num", "1", "--resolution", "32"])
     err = capsys.readouterr().err.strip()
     last = err.splitlines()[-1]
     assert code == 2 and "Traceback" not in err and last.startswith("ldmseg: error: ") and "Error" in last
@@ -126,3 +126,25 @@ def test_os_errors_and_a_missing_app_extra_are_one_line(tmp_path: Path, capsys: 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gradio" else real(name, *a))
     assert main(["app"]) == 2
     assert 'pip install "ldmseg[app]"' in capsys.readouterr().err
+
+
+def test_old_flag_names_still_work_and_say_the_new_name_once(synth_set: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    assert main(["data", "synth", "--out", str(tmp_path / "s"), "--num", "1", "--size", "32"]) == 0
+    assert capsys.readouterr().err.count("--size is now --resolution") == 1
+    assert main(["reconstruct", "--ae", "demo", "--images", str(synth_set / "images"), "--panoptic-json",
+                 str(synth_set / "panoptic.json"), "--panoptic-dir", str(synth_set / "panoptic"), "--out",
+                 str(tmp_path / "r"), "--size", "64"]) == 0
+    err = capsys.readouterr().err
+    assert "--panoptic-json is now --gt-json" in err and "--panoptic-dir is now --gt-dir" in err
+    assert (tmp_path / "r" / "panoptic.json").exists()
+    help_text = build_help("reconstruct")
+    assert "--gt-json" in help_text and "--panoptic-json" not in help_text
+
+
+def build_help(command: str) -> str:
+    from ldmseg.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, __import__("argparse")._SubParsersAction))
+    return sub.choices[command].format_help()

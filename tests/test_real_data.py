@@ -136,6 +136,11 @@ def test_instances_split_and_training_from_instances(tmp_path: Path) -> None:
                  "2", "--threads", "1", "--encoder-channels", "8", "8", "8", "8", "--decoder-channels", "8", "--out",
                  str(tmp_path / "ae")]) == 0
     assert (tmp_path / "ae" / "model" / "config.json").exists()
+    mixed = ["train-ae", "--data", f"synthetic+{split / 'train.json'}", "--size", "32", "--val-size", "32",
+             "--batch-size", "2", "--max-steps", "2", "--val-every", "2", "--val-num", "2", "--threads", "1",
+             "--encoder-channels", "8", "8", "8", "8", "--decoder-channels", "8", "--out", str(tmp_path / "mix")]
+    assert main(mixed) == 2  # a mix needs crops
+    assert main([*mixed, "--crop", "16", "--crops-per-mask", "2"]) == 0
 
 
 def tiny_segnet(root: Path, num: int = 3) -> Path:
@@ -226,3 +231,18 @@ def test_commands_say_what_a_model_was_trained_on(tmp_path: Path, capsys: pytest
                  "--resolution", "64"]) == 0
     err = capsys.readouterr().err
     assert err.count("trained on synthetic scenes only") == 1 and "not real photographs" in err
+
+
+def test_evaluate_maps_a_class_lists_raw_gt_and_names_the_classes(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    root = tiny_segnet(tmp_path / "camvid", num=2)
+    pred = tmp_path / "pred"
+    for f in (root / "valannot").iterdir():
+        raw = np.asarray(Image.open(f))
+        formats.write_png(pred / f.name, load_class_list("camvid").to_semantic(raw, f).astype(np.uint8))
+    assert main(["evaluate", "--task", "semantic", "--gt-dir", str(root / "valannot"), "--pred-dir", str(pred),
+                 "--classes", "camvid", "--output", str(tmp_path / "r.json")]) == 0
+    out = capsys.readouterr().out
+    assert "mIoU 100.00" in out and "Sky" in out and "Road" in out
+    assert main(["evaluate", "--task", "semantic", "--gt-dir", str(root / "valannot"), "--pred-dir", str(pred)]) == 0
+    assert "mIoU 100.00" not in capsys.readouterr().out  # raw GT values read as ids: no longer the same classes

@@ -40,7 +40,7 @@ def bad_field_values(cls: type) -> list[tuple[str, str]]:
 
 
 CLI_CASES = [
-    ["data", "synth", "--out", "{out}", "--num", "0"], ["data", "synth", "--out", "{out}", "--size", "30"],
+    ["data", "synth", "--out", "{out}", "--num", "0"], ["data", "synth", "--out", "{out}", "--resolution", "30"],
     ["data", "synth", "--out", "{out}", "--preset", "nope"], ["data", "synth", "--out", "{out}", "--seed", "-5"],
     ["demo", "--out", "{out}", "--num", "0"], ["demo", "--out", "{out}", "--threads", "-1"],
     ["predict", "--images", "x", "--out", "{out}", "--batch-size", "-2"],
@@ -58,12 +58,12 @@ CLI_CASES = [
     ["inpaint", "--out", "{out}", "--block-size", "0"], ["inpaint", "--out", "{out}", "--mask-type", "circles"],
     ["inpaint", "--out", "{out}", "--mask-rule", "some"],
     ["app", "--port", "99999"], ["app", "--port", "0"], ["app", "--steps", "0"],
-    ["reconstruct", "--ae", "demo", "--images", "a", "--panoptic-json", "b", "--panoptic-dir", "c", "--out", "{out}",
+    ["reconstruct", "--ae", "demo", "--images", "a", "--gt-json", "b", "--gt-dir", "c", "--out", "{out}",
      "--threshold", "5"],
-    ["reconstruct", "--ae", "demo", "--images", "a", "--panoptic-json", "b", "--panoptic-dir", "c", "--out", "{out}",
+    ["reconstruct", "--ae", "demo", "--images", "a", "--gt-json", "b", "--gt-dir", "c", "--out", "{out}",
      "--latent-noise", "nan"],
-    ["reconstruct", "--ae", "demo", "--images", "a", "--panoptic-json", "b", "--panoptic-dir", "c", "--out", "{out}",
-     "--size", "0"],
+    ["reconstruct", "--ae", "demo", "--images", "a", "--gt-json", "b", "--gt-dir", "c", "--out", "{out}",
+     "--resolution", "0"],
     ["evaluate", "--gt-dir", "a", "--pred-dir", "b", "--workers", "0"],
     ["evaluate", "--gt-dir", "a", "--pred-dir", "b", "--task", "normals"],
     ["evaluate", "--gt-dir", "a", "--pred-dir", "b", "--num-classes", "0"],
@@ -129,15 +129,15 @@ def test_help_lists_defaults_and_comments(capsys: pytest.CaptureFixture) -> None
 def test_batch_commands_skip_a_corrupt_file_and_finish_the_rest(command: str, tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture) -> None:
     s = tmp_path / "s"
-    assert main(["data", "synth", "--out", str(s), "--num", "3", "--size", "32"]) == 0
+    assert main(["data", "synth", "--out", str(s), "--num", "3", "--resolution", "32"]) == 0
     broken = sorted((s / "panoptic").glob("*.png"))[1]
     broken.write_bytes(broken.read_bytes()[:40])  # truncated
     out = tmp_path / "out"
     argv = {"visualize": ["visualize", "--images", str(s / "images"), "--gt-json", str(s / "panoptic.json"),
                           "--gt-dir", str(s / "panoptic"), "--out", str(out)],
-            "reconstruct": ["reconstruct", "--ae", "demo", "--images", str(s / "images"), "--panoptic-json",
-                            str(s / "panoptic.json"), "--panoptic-dir", str(s / "panoptic"), "--out", str(out),
-                            "--size", "32"]}[command]
+            "reconstruct": ["reconstruct", "--ae", "demo", "--images", str(s / "images"), "--gt-json",
+                            str(s / "panoptic.json"), "--gt-dir", str(s / "panoptic"), "--out", str(out),
+                            "--resolution", "32"]}[command]
     capsys.readouterr()
     assert main(argv) == 2
     err = capsys.readouterr().err

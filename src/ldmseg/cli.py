@@ -20,7 +20,7 @@ from ldmseg.tasks import TASKS
 def _cmd_data_synth(a: argparse.Namespace) -> None:
     from ldmseg.data.synthetic import SceneConfig, write_dataset
 
-    path = write_dataset(a.out, a.num, SceneConfig.preset(a.preset, a.size), seed=a.seed)
+    path = write_dataset(a.out, a.num, SceneConfig.preset(a.preset, a.resolution), seed=a.seed)
     print(f"wrote {a.num} scenes to {path}")
 
 
@@ -46,8 +46,14 @@ def _cmd_evaluate(a: argparse.Namespace) -> None:
     if a.task == "semantic":
         from ldmseg.metrics.semantic import evaluate_semantic_dirs, format_semantic
 
-        results = evaluate_semantic_dirs(a.gt_dir, a.pred_dir, a.num_classes, a.ignore_label)
-        print(format_semantic(results))
+        classes = None
+        if a.classes:
+            from ldmseg.data.classes import load_class_list
+
+            classes = load_class_list(a.classes)
+        results = evaluate_semantic_dirs(a.gt_dir, a.pred_dir, a.num_classes, a.ignore_label, classes)
+        names = {k + 1: n for k, n in enumerate(classes.names)} if classes else None
+        print(format_semantic(results, names))
     elif a.task == "depth":
         from ldmseg.metrics.depth import evaluate_depth_dirs, format_depth
 
@@ -96,8 +102,10 @@ def _cmd_train_ae(a: argparse.Namespace) -> None:
 def _cmd_reconstruct(a: argparse.Namespace) -> None:
     from ldmseg.commands.reconstruct import reconstruct_set
 
+    if not (a.gt_json and a.gt_dir):
+        raise LDMSegError("reconstruct: needs --gt-json and --gt-dir (the masks to encode and decode)")
     tuned = {k: v for k, v in (("threshold", a.threshold), ("min_core_at_512", a.min_core)) if v is not None}
-    reconstruct_set(a.ae, a.images, a.panoptic_json, a.panoptic_dir, a.out, a.size, a.batch_size,
+    reconstruct_set(a.ae, a.images, a.gt_json, a.gt_dir, a.out, a.resolution, a.batch_size,
                     latent_noise=a.latent_noise, min_area_at_512=a.min_area, seed=a.seed, **tuned)
 
 
@@ -111,7 +119,7 @@ def _cmd_train(a: argparse.Namespace) -> None:
 def _cmd_predict(a: argparse.Namespace) -> None:
     from ldmseg.commands.predict import predict_folder
 
-    out = predict_folder(a.model, a.images, a.out, a.panoptic_json, a.steps, a.scheduler, a.seed, a.batch_size,
+    out = predict_folder(a.model, a.images, a.out, a.gt_json, a.steps, a.scheduler, a.seed, a.batch_size,
                          a.resolution, a.ensemble_size, a.task, a.precision, a.preset)
     print(f"wrote predictions to {out}")
 
@@ -122,8 +130,7 @@ def _cmd_inpaint(a: argparse.Namespace) -> None:
     common = dict(steps=a.steps, scheduler=a.scheduler, seed=a.seed, mask_rule=a.mask_rule,
                   ensemble_size=a.ensemble_size, precision=a.precision)
     if bool(a.image) == bool(a.images):
-        raise LDMSegError("inpaint: give either --image with --partial, or --images with --panoptic-json and "
-                          "--panoptic-dir")
+        raise LDMSegError("inpaint: give either --image with --partial, or --images with --gt-json and --gt-dir")
     if a.image:
         if not a.partial:
             raise LDMSegError("inpaint: --image needs --partial PARTIAL.png")
@@ -131,9 +138,9 @@ def _cmd_inpaint(a: argparse.Namespace) -> None:
         print(f"wrote {a.out}: {len(ann['segments_info'])} segments, "
               f"{100 * ann['known_agreement']:.1f}% of given pixels kept by the model itself")
         return
-    if not (a.panoptic_json and a.panoptic_dir):
-        raise LDMSegError("inpaint: --images needs --panoptic-json and --panoptic-dir (the ground truth to hide)")
-    stats = inpaint.inpaint_set(a.model, a.images, a.panoptic_json, a.panoptic_dir, a.out, a.drop_rate,
+    if not (a.gt_json and a.gt_dir):
+        raise LDMSegError("inpaint: --images needs --gt-json and --gt-dir (the ground truth to hide)")
+    stats = inpaint.inpaint_set(a.model, a.images, a.gt_json, a.gt_dir, a.out, a.drop_rate,
                                 a.block_size, a.mask_type, batch_size=a.batch_size, **common)
     print(f"wrote {a.out}: {stats['images']} images, {100 * stats['known_share']:.1f}% of pixels given, "
           f"{100 * stats['known_agreement']:.1f}% of them kept by the model itself")
@@ -154,6 +161,28 @@ def _cmd_convert_original(a: argparse.Namespace) -> None:
 
     what = convert_original(a.out, a.ldm, a.ae, a.stable_diffusion, a.weights)
     print(f"wrote {what} to {a.out}")
+
+
+class _RenamedFlag(argparse.Action):
+    """An old flag name kept working (hidden from --help): it sets the new flag's value and says the new name once
+    per run."""
+
+    warned: set[str] = set()
+
+    def __init__(self, option_strings, dest, new: str, **kwargs):
+        super().__init__(option_strings, dest, **kwargs)
+        self.new = new
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if option_string not in self.warned:
+            self.warned.add(option_string)
+            print(f"ldmseg: warning: {option_string} is now {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def _alias(parser: argparse.ArgumentParser, old: str, new: str, kind=None) -> None:
+    parser.add_argument(old, dest=new[2:].replace("-", "_"), action=_RenamedFlag, new=new, type=kind,
+                        default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
 THREADS_HELP = "torch CPU threads (default: torch's, one per core)"
@@ -202,7 +231,8 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     s = data.add_parser("synth", help="write synthetic scenes in COCO-panoptic layout")
     s.add_argument("--out", required=True)
     s.add_argument("--num", type=checks.positive, default=100, help="scenes to write (default 100)")
-    s.add_argument("--size", type=checks.multiple_of(8), default=128, help="square size in px (default 128)")
+    s.add_argument("--resolution", type=checks.resolution, default=128, help="square size in px (default 128)")
+    _alias(s, "--size", "--resolution", checks.resolution)
     s.add_argument("--seed", type=checks.non_negative, default=0, help="scene seed (default 0)")
     s.add_argument("--preset", default="default", choices=["default", "easy", "dense", "coco"],
                    help="scene preset (default: default)")
@@ -236,6 +266,9 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
                    help="semantic: class ids live in 0..C-1 (default 256)")
     e.add_argument("--ignore-label", type=checks.between(0, 65535, int), default=0,
                    help="semantic: GT label not scored (default 0, ldmseg's semantic PNGs; ADE20K raw: 0)")
+    e.add_argument("--classes", default=None,
+                   help="semantic: the GT's class list (a classes JSON or 'camvid'): GT PNGs hold its raw label "
+                        "values, mapped to ldmseg's ids; names in the table (default: none, GT in ldmseg's ids)")
     e.add_argument("--class-agnostic", action="store_true", help="all categories as one thing class (Table 1)")
     e.add_argument("--output", help="write pq_compute-shaped results JSON here")
     e.add_argument("--workers", type=checks.positive, default=os.cpu_count() or 1,
@@ -273,8 +306,10 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     pr = sub.add_parser("predict", help="segment a folder of images; COCO-panoptic output + overlays")
     pr.add_argument("--model", default="demo", help="pipeline directory, hub id, or 'demo'")
     pr.add_argument("--images", required=True, help="a folder, one image file, a quoted glob ('photos/*.jpg') or "
-                                                    "- (paths on stdin); with --panoptic-json, the set's image folder")
-    pr.add_argument("--panoptic-json", help="keep this set's image_id / file_name (scorable by evaluate)")
+                                                    "- (paths on stdin); with --gt-json, the set's image folder")
+    pr.add_argument("--gt-json", help="a COCO-panoptic GT JSON: keep its image_id / file_name, so that evaluate "
+                                      "scores the output against it (default: none)")
+    _alias(pr, "--panoptic-json", "--gt-json")
     pr.add_argument("--out", required=True, help="output folder (created)")
     pr.add_argument("--steps", type=checks.sampling_steps, default=None,
                      help="sampling steps, 1-1000 (default: the model's)")
@@ -302,8 +337,10 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     ip.add_argument("--partial", help="... and its partial mask: COCO-RGB ids, 0 = unknown unless --valid")
     ip.add_argument("--valid", help="optional mask of the given pixels (non-zero = given)")
     ip.add_argument("--images", help="or a COCO-panoptic set: image folder ...")
-    ip.add_argument("--panoptic-json", help="... its panoptic JSON ...")
-    ip.add_argument("--panoptic-dir", help="... and PNG folder; parts of each GT are hidden, then completed")
+    ip.add_argument("--gt-json", help="... its panoptic JSON ...")
+    ip.add_argument("--gt-dir", help="... and PNG folder; parts of each GT are hidden, then completed")
+    _alias(ip, "--panoptic-json", "--gt-json")
+    _alias(ip, "--panoptic-dir", "--gt-dir")
     ip.add_argument("--mask-type", default="blocks", choices=["blocks", "beit", "strokes"])
     ip.add_argument("--drop-rate", type=checks.between(0.0, 1.0, open_high=True), default=0.5,
                     help="share of the image hidden (default 0.5)")
@@ -348,11 +385,14 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     r = sub.add_parser("reconstruct", help="encode + decode GT masks with a mask AE; write COCO-panoptic")
     r.add_argument("--ae", required=True, help="model directory or 'demo'")
     r.add_argument("--images", required=True)
-    r.add_argument("--panoptic-json", required=True)
-    r.add_argument("--panoptic-dir", required=True)
+    r.add_argument("--gt-json", help="COCO-panoptic JSON of the masks (required)")
+    r.add_argument("--gt-dir", help="their PNG folder (required)")
+    _alias(r, "--panoptic-json", "--gt-json")
+    _alias(r, "--panoptic-dir", "--gt-dir")
     r.add_argument("--out", required=True)
-    r.add_argument("--size", type=checks.multiple_of(8), default=512,
+    r.add_argument("--resolution", type=checks.resolution, default=512,
                    help="square processing size (default 512, the paper's)")
+    _alias(r, "--size", "--resolution", checks.resolution)
     r.add_argument("--batch-size", type=checks.positive, default=8, help="masks per batch (default 8)")
     r.add_argument("--latent-noise", type=checks.non_negative_float, default=0.0,
                    help="Gaussian noise x latent std (robustness)")

@@ -50,13 +50,19 @@ def colorize(ids: np.ndarray, borders: bool = True) -> np.ndarray:
     return rgb
 
 
-def colorize_semantic(labels: np.ndarray, categories: list[dict] | None = None) -> np.ndarray:
+def class_palette(labels: np.ndarray, categories: list[dict] | None = None) -> np.ndarray:
     """Class-id map -> RGB: each category's own colour where `categories` gives one, else a stable colour per
-    id; 0 (VOID / ignore) black; borders between classes white."""
+    id; 0 (VOID / ignore) black."""
     rgb = id_colours(labels)
     for c in categories or []:
         if "color" in c:
             rgb[labels == c["id"]] = c["color"]
+    return rgb
+
+
+def colorize_semantic(labels: np.ndarray, categories: list[dict] | None = None) -> np.ndarray:
+    """`class_palette` with white borders between classes."""
+    rgb = class_palette(labels, categories)
     rgb[segment_borders(labels)] = 255
     return rgb
 
@@ -107,4 +113,33 @@ def grid(panels: list[np.ndarray], titles: list[str] | None = None, pad: int = 4
         if titles:
             draw.text((x, 1), titles[k], fill=(0, 0, 0))
         x += p.shape[1] + pad
+    return np.asarray(canvas)
+
+
+def class_colours(labels: np.ndarray, categories: list[dict] | None) -> list[tuple[str, tuple[int, int, int]]]:
+    """(name, colour) of every class present in a class-id map, as `colorize_semantic` paints it; VOID last."""
+    names = {c["id"]: c.get("name", str(c["id"])) for c in categories or []}
+    present = [int(c) for c in np.unique(labels)]
+    swatches = class_palette(np.array(present, dtype=np.int64), categories)
+    entries = [(names.get(c, f"class {c}"), tuple(int(v) for v in rgb)) for c, rgb in zip(present, swatches,
+                                                                                           strict=True) if c]
+    if 0 in present:
+        entries.append(("unlabelled / VOID", (0, 0, 0)))
+    return entries
+
+
+def with_legend(picture: np.ndarray, entries: list[tuple[str, tuple[int, int, int]]], row: int = 14) -> np.ndarray:
+    """`picture` with a white panel on its right listing each entry as a colour swatch and its name."""
+    if not entries:
+        return picture
+    width = 24 + 7 * max(len(name) for name, _ in entries)
+    h = max(picture.shape[0], row * len(entries) + 8)
+    canvas = Image.new("RGB", (picture.shape[1] + width, h), (255, 255, 255))
+    canvas.paste(Image.fromarray(picture), (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    x = picture.shape[1] + 4
+    for k, (name, rgb) in enumerate(entries):
+        y = 4 + k * row
+        draw.rectangle([x, y, x + 10, y + 10], fill=rgb, outline=(0, 0, 0))
+        draw.text((x + 14, y), name, fill=(0, 0, 0))
     return np.asarray(canvas)

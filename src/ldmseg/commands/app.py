@@ -23,7 +23,7 @@ from PIL import Image
 from ldmseg.commands.predict import AGNOSTIC_CATEGORIES, model_domain
 from ldmseg.data import formats
 from ldmseg.errors import LDMSegError
-from ldmseg.viz import blend, colorize_depth, colorize_semantic, overlay
+from ldmseg.viz import blend, class_colours, colorize_depth, colorize_semantic, overlay, with_legend
 
 PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
            "#fabed4", "#469990", "#9a6324", "#800000"]  # palette colour k paints segment id k + 1
@@ -104,7 +104,8 @@ class Segmenter:
             formats.write_png(folder / "semantic.png", labels.astype(np.uint8))
             names = {c["id"]: c["name"] for c in self.pipe.categories}
             found = ", ".join(names.get(int(c), str(int(c))) for c in np.unique(labels))
-            return (blend(image, colorize_semantic(labels, self.pipe.categories)), [str(folder / "semantic.png")],
+            picture = blend(image, colorize_semantic(labels, self.pipe.categories))
+            return (with_legend(picture, class_colours(labels, self.pipe.categories)), [str(folder / "semantic.png")],
                     f"classes: {found}; seed {int(seed)}")
         if task == "depth":
             formats.write_depth_png(folder / "depth.png", out.depth[0])

@@ -11,7 +11,7 @@ from tqdm import tqdm
 from ldmseg.data import formats
 from ldmseg.errors import LDMSegError
 from ldmseg.tasks import check_task
-from ldmseg.viz import blend, colorize_depth, colorize_semantic, grid, overlay
+from ldmseg.viz import blend, class_colours, colorize_depth, colorize_semantic, grid, overlay, with_legend
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -168,7 +168,8 @@ def predict_folder(model: str, images: str, out: str, panoptic_json: str | None 
 
 def write_semantic(out: Path, png: str, image, labels, categories: list[dict]) -> None:
     formats.write_png(out / "semantic" / png, labels.astype("uint8"))
-    formats.write_png(out / "overlays" / png, blend(image, colorize_semantic(labels, categories)))
+    picture = blend(image, colorize_semantic(labels, categories))
+    formats.write_png(out / "overlays" / png, with_legend(picture, class_colours(labels, categories)))
 
 
 def write_depth(out: Path, png: str, image, depth, uncertainty) -> None:

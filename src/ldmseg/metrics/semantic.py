@@ -68,11 +68,17 @@ def paired_pngs(gt_dir: str | Path, pred_dir: str | Path) -> list[tuple[Path, Pa
 
 
 def evaluate_semantic_dirs(gt_dir: str | Path, pred_dir: str | Path, num_classes: int = 256,
-                           ignore_label: int = 0) -> dict:
-    """mIoU, pixel accuracy and per-class IoU of single-channel class-id PNGs (ldmseg's: 0 = ignore)."""
+                           ignore_label: int = 0, classes=None) -> dict:
+    """mIoU, pixel accuracy and per-class IoU of single-channel class-id PNGs (ldmseg's: 0 = ignore). With a
+    `classes` list (data.classes.ClassList) the GT PNGs hold that set's raw label values (e.g. CamVid's 0..10, 11
+    unlabelled), mapped to ldmseg's ids as training maps them; predictions are ldmseg's ids."""
+    if classes is not None:
+        num_classes, ignore_label = len(classes.names) + 1, 0
     ev = SemanticEvaluator(num_classes, ignore_label)
     for gt_file, pred_file in paired_pngs(gt_dir, pred_dir):
         gt, pred = formats.read_label_png(gt_file), formats.read_label_png(pred_file)
+        if classes is not None:
+            gt = classes.to_semantic(gt, gt_file)
         if gt.shape != pred.shape:
             raise LDMSegError(f"{pred_file}: size {pred.shape[::-1]} differs from its GT {gt.shape[::-1]}")
         for f, labels in ((gt_file, gt), (pred_file, pred)):
@@ -85,7 +91,9 @@ def evaluate_semantic_dirs(gt_dir: str | Path, pred_dir: str | Path, num_classes
     return res
 
 
-def format_semantic(res: dict) -> str:
-    lines = [f"mIoU {100 * res['miou']:.2f}   pixel accuracy {100 * res['pixel_accuracy']:.2f}", "class   IoU"]
-    lines += [f"{c:5d}  {100 * v:6.2f}" for c, v in sorted(res["per_class_iou"].items())]
+def format_semantic(res: dict, names: dict[int, str] | None = None) -> str:
+    """The scores x100, one line per class present, with its name where `names` gives one."""
+    names = names or {}
+    lines = [f"mIoU {100 * res['miou']:.2f}   pixel accuracy {100 * res['pixel_accuracy']:.2f}", "class          IoU"]
+    lines += [f"{c:5d} {names.get(c, ''):<12.12s} {100 * v:6.2f}" for c, v in sorted(res["per_class_iou"].items())]
     return "\n".join(lines)

@@ -57,14 +57,15 @@ def mask_dataset(source: str, size: int, num_ids: int, seed: int, preset: str, t
 
 
 def training_masks(cfg: AutoencoderConfig, num_ids: int) -> Dataset:
-    """The training stream: whole maps at --size, or --crop crops of label maps made at each of --scene-sizes."""
+    """The training stream: whole maps at --size, or --crop crops of label maps made at each of --scene-sizes, from
+    each source of --data ('synthetic+split/train.json' takes turns between synthetic scenes and real masks)."""
     sizes = cfg.scene_sizes or (cfg.size,)
-    sources = [mask_dataset(cfg.data, size, num_ids, cfg.seed, cfg.preset, train=True, target=cfg.target,
+    sources = [mask_dataset(source, size, num_ids, cfg.seed, cfg.preset, train=True, target=cfg.target,
                             classes=cfg.classes)
-               for size in sizes]
+               for source in cfg.data.split("+") for size in sizes]
     if not cfg.crop:
         if len(sources) > 1:
-            raise LDMSegError("--scene-sizes needs --crop (a batch holds masks of one size)")
+            raise LDMSegError("--scene-sizes and a '+' mix of --data need --crop (a batch holds masks of one size)")
         return sources[0]
     if cfg.target == "depth":
         raise LDMSegError("--crop is for label maps (instances, semantic); train the depth AE on whole maps")

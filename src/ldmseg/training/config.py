@@ -226,7 +226,9 @@ class AutoencoderConfig(LoopConfig):
 
     out: str = "runs/mask-ae"
     target: str = "instances"  # what the AE encodes: instances (panoptic ids) | semantic (class ids) | depth
-    data: str = "synthetic"  # 'synthetic' or a COCO-panoptic folder (images/, panoptic/, panoptic.json)
+    # 'synthetic', a labelled folder (COCO-panoptic, COCO instances JSON, ADE20K, label folder) or, with --crop, a
+    # '+' mix whose sources take turns ('synthetic+split/train.json')
+    data: str = "synthetic"
     val_data: str = ""  # '' = held-out synthetic scenes
     classes: str = ""  # semantic label folders (CamVid, your own): a classes JSON or 'camvid' (else its classes.json)
     preset: str = "dense"  # synthetic scene preset(s) for training; "default+dense" mixes them

@@ -1,4 +1,5 @@
-"""Shipped demo weights (trained by our own code on synthetic scenes; see scripts/train_demo.sh)."""
+"""Shipped models, by name: `demo` (synthetic scenes; scripts/train_demo.sh) and `camvid` (CamVid road scenes,
+semantic; scripts/train_camvid.sh). Each is an LDMSegPipeline directory stored in float16."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 from ldmseg.errors import LDMSegError
 
 DEMO_DIR = Path(__file__).parent / "demo"
+NAMED = {"demo": DEMO_DIR, "camvid": Path(__file__).parent / "camvid"}
 
 
 def demo_model_dir() -> Path:
@@ -14,12 +16,14 @@ def demo_model_dir() -> Path:
     return DEMO_DIR
 
 
-def _resolve(path: str, demo: Path, marker: str, what: str) -> Path | str:
-    """'demo' -> the packaged `demo`; a local directory holding `marker` as is; 'owner/name' -> a hub id."""
-    if path == "demo":
-        if not (demo / marker).exists():
-            raise LDMSegError(f"{demo}: the demo {what} is not in this installation")
-        return demo
+def _resolve(path: str, marker: str, what: str, component: str = "") -> Path | str:
+    """A shipped model's name (`NAMED`) -> its folder (or its `component`); a local directory holding `marker` as
+    is; 'owner/name' -> a hub id."""
+    if path in NAMED:
+        shipped = NAMED[path] / component if component else NAMED[path]
+        if not (shipped / marker).exists():
+            raise LDMSegError(f"{shipped}: the {path} {what} is not in this installation")
+        return shipped
     local = Path(path)
     if local.exists():
         if not (local / marker).exists():
@@ -36,9 +40,10 @@ def resolve_model_path(path: str, component: str) -> Path | str:
     the demo's mask autoencoder."""
     if path == "demo-v2" and component == "mask_autoencoder":
         path = "demo"
-    return _resolve(path, DEMO_DIR / component, "config.json", component.replace("_", " "))
+    return _resolve(path, "config.json", component.replace("_", " "), component)
 
 
 def resolve_pipeline_path(path: str) -> Path | str:
-    """A whole LDMSegPipeline: 'demo', a save_pretrained directory, or a hub id."""
-    return _resolve(path, DEMO_DIR, "model_index.json", "pipeline")
+    """A whole LDMSegPipeline: a shipped model's name ('demo', 'camvid'), a save_pretrained directory, or a hub
+    id."""
+    return _resolve(path, "model_index.json", "pipeline")

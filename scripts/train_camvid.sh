@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Reproduces the shipped `camvid` model (src/ldmseg/weights/camvid) and its discriminative baseline from scratch on a
+# CPU: the semantic AE on CamVid's label maps, the diffusion model (semantic task) and, for the same CPU time, the
+# same networks trained by cross-entropy without diffusion; then packaging and bench/camvid.py.
+#   bash scripts/train_camvid.sh ../shared/data/camvid        # ~5 min + 2 x ~95 min (one thread each, side by side)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${1:?usage: train_camvid.sh CAMVID_DIR (train/, trainannot/, val/, valannot/)}
+RUNS=${RUNS:-runs}
+MINUTES=${MINUTES:-95}
+export OMP_WAIT_POLICY=PASSIVE
+common="--data $DATA --val-data $DATA --classes camvid --size 256 --mixed-precision bf16 --channels-last true"
+ldmseg train-ae --target semantic --num-bits 4 --out "$RUNS/camvid-sem-ae" $common --val-size 256 --val-num 32 \
+    --crop 128 --crops-per-mask 4 --batch-size 4 --lr 1e-3 --warmup-steps 50 --max-steps 800 --val-every 200 \
+    --checkpoint-every 200 --latent-noise 0.25 --threads 2 --resume latest
+stage2="--tasks semantic --semantic-ae $RUNS/camvid-sem-ae/model $common --unet base --image-channels 64 \
+    --prediction-type sample --loss-weighting none --reduction mean --self-condition-prob 0 --lr 5e-4 \
+    --weight-decay 0.01 --warmup-steps 100 --ema-decay 0.999 --threads 1 --batch-size 8 \
+    --time-limit-minutes $MINUTES --val-num 24 --checkpoint-every 250 --log-every 25 --resume latest"
+ldmseg train $stage2 --out "$RUNS/camvid-ldmseg" --max-steps 2500 --val-every 500 --val-steps 2 \
+    --inference-steps 4 &
+ldmseg train $stage2 --out "$RUNS/camvid-direct" --objective direct --max-steps 1800 --val-every 450 \
+    --val-steps 1 &
+wait
+python3 scripts/package_camvid.py --pipeline "$RUNS/camvid-ldmseg/model"
+python3 bench/camvid.py --data "$DATA" --model camvid --direct "$RUNS/camvid-direct/model" --steps 1 2 8
