@@ -90,9 +90,9 @@ def processed_section(args: argparse.Namespace, process: int, table: list[tuple]
     title = "" if args.name == "autoencoder" else f", AE {args.ae.removeprefix('../')}"
     return [f"## Stage 1: reconstruction with the masks encoded at {process}x{process}{title}", "",
             f"The first {args.num} + {args.num} of these scenes at {size}, AE `{args.ae}`{shipped}, each "
-            f"mask resized (nearest) to {process}x{process} before encoding, as `ldmseg reconstruct --resolution {process}` "
-            f"does (the paper reconstructs at 512x512), and decoded straight back to {size}; post-processing at "
-            f"{size} as above. The latent grid is {process // 8}x{process // 8} instead of "
+            f"mask resized (nearest) to {process}x{process} before encoding, as `ldmseg reconstruct --resolution "
+            f"{process}` does (the paper reconstructs at 512x512), and decoded straight back to {size}; "
+            f"post-processing at {size} as above. The latent grid is {process // 8}x{process // 8} instead of "
             f"{args.size // 8}x{args.size // 8}: small segments span more latent cells. {machine()}.", "",
             *markdown_rows(table)]
 
