@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ldmseg import checks
+from ldmseg.data import formats
 from ldmseg.errors import LDMSegError
 from ldmseg.tasks import TASKS
 
@@ -27,6 +28,7 @@ def _cmd_data_synth(a: argparse.Namespace) -> None:
 def _cmd_data_instances_to_panoptic(a: argparse.Namespace) -> None:
     from ldmseg.data.coco_instances import check_images, load_instances, write_panoptic
 
+    formats.check_outputs_apart(a.out, {"JSON": a.json, "IMAGES": a.images})
     instances = load_instances(a.json)
     check_images(instances, a.images)
     n = write_panoptic(instances, a.out, a.class_agnostic)
@@ -36,6 +38,7 @@ def _cmd_data_instances_to_panoptic(a: argparse.Namespace) -> None:
 def _cmd_data_instances_split(a: argparse.Namespace) -> None:
     from ldmseg.data.coco_instances import write_split
 
+    formats.check_outputs_apart(a.out, {"JSON": a.json, "IMAGES": a.images})
     train, val = write_split(a.json, a.images, a.out, a.val, a.seed)
     print(f"wrote {a.out}/train.json ({train} images) and {a.out}/val.json ({val} images)")
 
@@ -43,6 +46,9 @@ def _cmd_data_instances_split(a: argparse.Namespace) -> None:
 def _cmd_evaluate(a: argparse.Namespace) -> None:
     from ldmseg.data.formats import write_json
 
+    if a.output:
+        formats.check_outputs_apart(a.output, {"--gt-json": a.gt_json, "--gt-dir": a.gt_dir,
+                                               "--pred-json": a.pred_json, "--pred-dir": a.pred_dir})
     if a.task == "semantic":
         from ldmseg.metrics.semantic import evaluate_semantic_dirs, format_semantic
 
@@ -74,6 +80,8 @@ def _cmd_evaluate(a: argparse.Namespace) -> None:
 def _cmd_visualize(a: argparse.Namespace) -> None:
     from ldmseg.commands.visualize import visualize_sets
 
+    formats.check_outputs_apart(a.out, {"--images": a.images, "--gt-json": a.gt_json, "--gt-dir": a.gt_dir,
+                                        "--pred-json": a.pred_json, "--pred-dir": a.pred_dir})
     n = visualize_sets(a.images, a.gt_json, a.gt_dir, a.out, a.pred_json, a.pred_dir, a.limit)
     print(f"wrote {n} pictures to {a.out}")
 
@@ -104,6 +112,8 @@ def _cmd_reconstruct(a: argparse.Namespace) -> None:
 
     if not (a.gt_json and a.gt_dir):
         raise LDMSegError("reconstruct: needs --gt-json and --gt-dir (the masks to encode and decode)")
+    formats.check_outputs_apart(a.out, {"--images": a.images, "--gt-json": a.gt_json, "--gt-dir": a.gt_dir,
+                                        "--ae": a.ae})
     tuned = {k: v for k, v in (("threshold", a.threshold), ("min_core_at_512", a.min_core)) if v is not None}
     reconstruct_set(a.ae, a.images, a.gt_json, a.gt_dir, a.out, a.resolution, a.batch_size,
                     latent_noise=a.latent_noise, min_area_at_512=a.min_area, seed=a.seed, **tuned)
@@ -119,6 +129,7 @@ def _cmd_train(a: argparse.Namespace) -> None:
 def _cmd_predict(a: argparse.Namespace) -> None:
     from ldmseg.commands.predict import predict_folder
 
+    formats.check_outputs_apart(a.out, {"--images": a.images, "--gt-json": a.gt_json, "--model": a.model})
     out = predict_folder(a.model, a.images, a.out, a.gt_json, a.steps, a.scheduler, a.seed, a.batch_size,
                          a.resolution, a.ensemble_size, a.task, a.precision, a.preset)
     print(f"wrote predictions to {out}")
@@ -129,6 +140,9 @@ def _cmd_inpaint(a: argparse.Namespace) -> None:
 
     common = dict(steps=a.steps, scheduler=a.scheduler, seed=a.seed, mask_rule=a.mask_rule,
                   ensemble_size=a.ensemble_size, precision=a.precision)
+    formats.check_outputs_apart(a.out, {"--image": a.image, "--partial": a.partial, "--valid": a.valid,
+                                        "--images": a.images, "--gt-json": a.gt_json, "--gt-dir": a.gt_dir,
+                                        "--model": a.model})
     if bool(a.image) == bool(a.images):
         raise LDMSegError("inpaint: give either --image with --partial, or --images with --gt-json and --gt-dir")
     if a.image:

@@ -230,6 +230,11 @@ def serve(model: str = "demo", host: str = "127.0.0.1", port: int = 7860, steps:
     MAX_SIDE^2 pixels are refused from the image header, before Gradio decodes them."""
     Image.MAX_IMAGE_PIXELS = MAX_SIDE * MAX_SIDE // 2  # Pillow refuses above twice this, when it reads the header
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+    if block:  # the command: SIGTERM ends it like Ctrl-C, so the temporary folders are removed (atexit) either way
+        import signal
+        import sys
+
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     segmenter = Segmenter(model, steps, precision, time_limit)
     folder = Path(tempfile.mkdtemp(prefix="ldmseg-examples-"))
     atexit.register(shutil.rmtree, folder, True)

@@ -294,9 +294,34 @@ def load_panoptic_json(path: str | Path, categories: dict[int, dict] | None = No
                     raise LDMSegError(f"{path}: {why}")
             seg_ids.add(s["id"])
         im = images.get(image_id, {})
-        records.append(PanopticRecord(image_id, im.get("file_name"), ann["file_name"], ann["segments_info"],
+        image_file = im.get("file_name")
+        for name in (ann["file_name"], image_file):
+            if name is not None and not is_plain_name(name):
+                raise LDMSegError(f"{path}: image {image_id!r}: file_name {name!r} must be a plain name inside its "
+                                  "folder (no '..', no absolute path)")
+        records.append(PanopticRecord(image_id, image_file, ann["file_name"], ann["segments_info"],
                                       im.get("width"), im.get("height")))
     return PanopticSet(path, records, categories)
+
+
+def is_plain_name(name: object) -> bool:
+    """A file name from an input file that is safe to join to a folder: relative, no '..', no drive, non-empty."""
+    if not isinstance(name, str) or not name or "\x00" in name:
+        return False
+    parts = Path(name).parts
+    return not Path(name).is_absolute() and ".." not in parts and not name.startswith(("/", "\\"))
+
+
+def check_outputs_apart(out: str | Path, inputs: dict[str, str | Path | None]) -> None:
+    """Refuse, before any work, an output that is, contains or lies inside one of the inputs (by flag name), so
+    that no command ever overwrites what it reads."""
+    target = Path(out).resolve()
+    for flag, item in inputs.items():
+        if not item or not Path(item).exists():  # a model name, a glob, stdin: nothing on disk to protect here
+            continue
+        source = Path(item).resolve()
+        if target == source or target.is_relative_to(source) or source.is_relative_to(target):
+            raise LDMSegError(f"{out}: the output would overlap the input {flag} {item}; choose another output")
 
 
 class SkipLog:

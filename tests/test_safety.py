@@ -1,0 +1,62 @@
+"""Nothing a command reads is ever overwritten, and nothing is written outside its output: names taken from input
+files are plain names, and outputs that overlap inputs are refused before any work."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ldmseg.cli import main
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture()
+def gt(synth_set: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "gt"
+    shutil.copytree(synth_set, copy)
+    return copy
+
+
+@pytest.mark.parametrize("name", ["../../escaped.png", "/tmp/escaped-ldmseg.png", "a/../../escaped.png"])
+def test_file_names_from_a_json_never_leave_their_folder(gt: Path, tmp_path: Path, name: str,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    data = json.loads((gt / "panoptic.json").read_text())
+    data["annotations"][0]["file_name"] = name
+    (gt / "panoptic.json").write_text(json.dumps(data))
+    before = digest(tmp_path)
+    assert main(["predict", "--images", str(gt / "images"), "--gt-json", str(gt / "panoptic.json"), "--out",
+                 str(tmp_path / "out" / "pred"), "--steps", "1", "--resolution", "64"]) == 2
+    assert "must be a plain name" in capsys.readouterr().err
+    assert digest(tmp_path) == before and not Path("/tmp/escaped-ldmseg.png").exists()
+
+
+@pytest.mark.parametrize("command", ["predict-into-gt", "predict-into-images", "reconstruct-into-gt",
+                                     "visualize-into-gt", "evaluate-onto-gt-json", "inpaint-onto-image"])
+def test_outputs_that_overlap_inputs_are_refused_before_any_work(command: str, gt: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    image = next((gt / "images").iterdir())
+    pairs = ["--gt-json", str(gt / "panoptic.json"), "--gt-dir", str(gt / "panoptic")]
+    argv = {
+        "predict-into-gt": ["predict", "--images", str(gt / "images"), "--gt-json", str(gt / "panoptic.json"),
+                            "--out", str(gt)],
+        "predict-into-images": ["predict", "--images", str(gt / "images"), "--out", str(gt / "images" / "o")],
+        "reconstruct-into-gt": ["reconstruct", "--images", str(gt / "images"), *pairs, "--out", str(gt / "panoptic"),
+                                "--ae", "demo"],
+        "visualize-into-gt": ["visualize", "--images", str(gt / "images"), *pairs, "--out", str(gt / "panoptic")],
+        "evaluate-onto-gt-json": ["evaluate", *pairs, "--pred-json", str(gt / "panoptic.json"), "--pred-dir",
+                                  str(gt / "panoptic"), "--output", str(gt / "panoptic.json")],
+        "inpaint-onto-image": ["inpaint", "--image", str(image), "--partial", str(gt / "panoptic" / image.name),
+                               "--out", str(image)],
+    }[command]
+    before = digest(gt)
+    assert main(argv) == 2
+    assert "would overlap the input" in capsys.readouterr().err
+    assert digest(gt) == before
