@@ -148,3 +148,25 @@ def build_help(command: str) -> str:
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, __import__("argparse")._SubParsersAction))
     return sub.choices[command].format_help()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["predict", "--images", "x", "--out", "o", "--threads", "100000"], "argument --threads: must be in [0, "),
+    (["predict", "--images", "x", "--out", "o", "--seed", str(2**80)], "argument --seed: must be in [0, "),
+    (["train", "--out", "o", "--inference-steps", "1001"], "argument --inference-steps: must be in [1, 1000]"),
+    (["inpaint", "--out", "o", "--steps", "100000"], "argument --steps: must be in [1, 1000]"),
+])
+def test_numbers_are_bounded_by_the_parser(argv: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_pixel_limit_variable_is_parsed_strictly(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from ldmseg.data.formats import max_pixels
+
+    for bad in ("inf", "1e9", "-5", "lots"):
+        monkeypatch.setenv("LDMSEG_MAX_PIXELS", bad)
+        with pytest.raises(LDMSegError, match="LDMSEG_MAX_PIXELS"):
+            max_pixels()
+    monkeypatch.setenv("LDMSEG_MAX_PIXELS", "5000")
+    assert max_pixels() == 5000

@@ -94,6 +94,18 @@ positive_float = greater_than(0.0)
 probability = between(0.0, 1.0)
 port = between(1, 65535, int)
 sampling_steps = between(1, 1000, int)  # at most the schedule's 1000 training timesteps
+seed = between(0, 2**63 - 1, int)  # what torch and numpy generators take
+
+
+def threads(text: str) -> int:
+    """0 (torch's default) up to the machine's cores: more threads than cores only slow torch down (and a huge
+    count exhausts the process limit)."""
+    import os
+
+    return between(0, os.cpu_count() or 1, int)(text)
+
+
+threads.__name__ = "int"
 resolution = multiple_of(8)
 
 

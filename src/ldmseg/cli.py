@@ -203,7 +203,7 @@ THREADS_HELP = "torch CPU threads (default: torch's, one per core)"
 
 
 def _add_threads(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--threads", type=checks.non_negative, default=0, help=THREADS_HELP)
+    parser.add_argument("--threads", type=checks.threads, default=0, help=THREADS_HELP)
 
 
 def _add_precision(parser: argparse.ArgumentParser) -> None:
@@ -247,7 +247,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     s.add_argument("--num", type=checks.positive, default=100, help="scenes to write (default 100)")
     s.add_argument("--resolution", type=checks.resolution, default=128, help="square size in px (default 128)")
     _alias(s, "--size", "--resolution", checks.resolution)
-    s.add_argument("--seed", type=checks.non_negative, default=0, help="scene seed (default 0)")
+    s.add_argument("--seed", type=checks.seed, default=0, help="scene seed (default 0)")
     s.add_argument("--preset", default="default", choices=["default", "easy", "dense", "coco"],
                    help="scene preset (default: default)")
     s.set_defaults(func=_cmd_data_synth)
@@ -264,7 +264,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     isp.add_argument("images", help="its image folder")
     isp.add_argument("out", help="output folder")
     isp.add_argument("--val", type=checks.positive, required=True, help="images held out for validation")
-    isp.add_argument("--seed", type=checks.non_negative, default=0, help="which images are held out (default 0)")
+    isp.add_argument("--seed", type=checks.seed, default=0, help="which images are held out (default 0)")
     isp.set_defaults(func=_cmd_data_instances_split)
 
     e = sub.add_parser("evaluate", help="PQ/SQ/RQ of COCO-panoptic predictions (panopticapi rules); "
@@ -302,7 +302,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="the main job on the embedded default: synthetic scenes end to end")
     d.add_argument("--out", default="ldmseg-demo")
     d.add_argument("--num", type=checks.positive, default=50, help="held-out scenes (default 50)")
-    d.add_argument("--seed", type=checks.non_negative, default=12345, help="scene seed (default 12345)")
+    d.add_argument("--seed", type=checks.seed, default=12345, help="scene seed (default 12345)")
     _add_threads(d)
     d.set_defaults(func=_cmd_demo)
 
@@ -328,7 +328,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     pr.add_argument("--steps", type=checks.sampling_steps, default=None,
                      help="sampling steps, 1-1000 (default: the model's)")
     pr.add_argument("--scheduler", default=None, help="ddim | dpm++ | unipc | euler | ddpm")
-    pr.add_argument("--seed", type=checks.non_negative, default=0, help="sampling seed (default 0)")
+    pr.add_argument("--seed", type=checks.seed, default=0, help="sampling seed (default 0)")
     pr.add_argument("--batch-size", type=checks.positive, default=4, help="images per batch (default 4)")
     pr.add_argument("--resolution", type=checks.resolution, default=None,
                     help="processing resolution (default: the model's)")
@@ -366,7 +366,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     ip.add_argument("--scheduler", default=None, help="ddim | dpm++ | unipc | euler | ddpm")
     ip.add_argument("--mask-rule", default="nearest", choices=["nearest", "any", "all"],
                     help="which latent cells count as known (all three within 3 PQ in bench/inpaint.py)")
-    ip.add_argument("--seed", type=checks.non_negative, default=0, help="sampling seed (default 0)")
+    ip.add_argument("--seed", type=checks.seed, default=0, help="sampling seed (default 0)")
     ip.add_argument("--ensemble-size", type=checks.positive, default=None, help=ENSEMBLE_HELP)
     _add_threads(ip)
     _add_precision(ip)
@@ -412,7 +412,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
                    help="Gaussian noise x latent std (robustness)")
     r.add_argument("--min-area", type=checks.non_negative_float, default=0.0,
                    help="segments smaller than this many px at 512^2 (scaled to the image) become VOID")
-    r.add_argument("--seed", type=checks.non_negative, default=0, help="seed of the random id reassignment (default 0)")
+    r.add_argument("--seed", type=checks.seed, default=0, help="seed of the random id reassignment (default 0)")
     r.add_argument("--threshold", type=checks.probability, default=None,
                    help="pixels whose top softmax probability is below this become VOID (0 = argmax; default 0.5, "
                         "tuned for the shipped AE)")

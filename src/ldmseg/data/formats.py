@@ -94,11 +94,12 @@ def read_json(path: str | Path) -> Any:
 def max_pixels() -> int:
     """The largest image (width x height) decoded: LDMSEG_MAX_PIXELS, default 144 MP (12000^2). Checked from the
     header, before decoding: a decompression bomb costs nothing."""
-    value = os.environ.get("LDMSEG_MAX_PIXELS", "")
-    try:
-        return int(float(value)) if value else 144_000_000
-    except ValueError:
-        raise LDMSegError(f"LDMSEG_MAX_PIXELS={value!r}: expected a number of pixels") from None
+    value = os.environ.get("LDMSEG_MAX_PIXELS", "").strip()
+    if not value:
+        return 144_000_000
+    if not value.isdigit() or not 0 < int(value) <= 10**12:
+        raise LDMSegError(f"LDMSEG_MAX_PIXELS={value!r}: expected a whole number of pixels in 1..10^12")
+    return int(value)
 
 
 def _open_image(path: Path) -> Image.Image:
