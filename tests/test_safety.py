@@ -60,3 +60,23 @@ def test_outputs_that_overlap_inputs_are_refused_before_any_work(command: str, g
     assert main(argv) == 2
     assert "would overlap the input" in capsys.readouterr().err
     assert digest(gt) == before
+
+
+def test_runs_resume_where_they_are_and_only_with_their_own_stage(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    tiny = ["--size", "32", "--val-size", "32", "--batch-size", "2", "--val-every", "100", "--checkpoint-every", "1",
+            "--threads", "1", "--encoder-channels", "8", "8", "8", "8", "--decoder-channels", "8"]
+    run = tmp_path / "run"
+    assert main(["train-ae", "--out", str(run), "--max-steps", "1", *tiny]) == 0
+    moved = tmp_path / "moved"
+    shutil.move(run, moved)
+    assert main(["train-ae", "--out", str(moved), "--resume", "latest", "--max-steps", "2"]) == 0
+    assert json.loads((moved / "config.json").read_text())["out"] == str(moved)
+    assert (moved / "checkpoints" / "step_00000002").is_dir()
+    capsys.readouterr()
+    assert main(["train", "--out", str(moved), "--resume", "latest"]) == 2
+    err = capsys.readouterr().err
+    assert "a run of the other stage" in err and "resume it with ldmseg train-ae" in err
+    (moved / "config.json").unlink()
+    assert main(["train-ae", "--out", str(moved), "--resume", "latest"]) == 2
+    assert "has checkpoints but no config.json" in capsys.readouterr().err

@@ -171,7 +171,7 @@ def test_crop_training_with_new_options_resumes_exactly(tmp_path: Path) -> None:
     assert all(torch.equal(a[k], b[k]) for k in a)
     model = MaskAutoencoder.from_pretrained(full / "model")
     assert model.config.decoder_refine and model.config.head_hidden == 16 and model.config.input_stem == "unshuffle"
-    with pytest.raises(LDMSegError, match="--scene-sizes needs --crop"):
+    with pytest.raises(LDMSegError, match="--scene-sizes and a .+. mix of --data need --crop"):
         train_autoencoder(tiny_config(tmp_path / "bad", scene_sizes=(32, 48)))
 
 

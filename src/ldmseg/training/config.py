@@ -322,8 +322,8 @@ class DiffusionConfig(LoopConfig):
     inference_steps: int = 50
 
 
-RESUME_MAY_CHANGE = ("max_steps", "resume", "time_limit_minutes", "threads", "num_workers", "log_every", "val_every",
-                     "checkpoint_every", "checkpoints_total_limit")
+RESUME_MAY_CHANGE = ("out", "max_steps", "resume", "time_limit_minutes", "threads", "num_workers", "log_every",
+                     "val_every", "checkpoint_every", "checkpoints_total_limit")
 
 
 def explicit_fields(argv: list[str], cls: type) -> set[str]:
@@ -335,12 +335,28 @@ def explicit_fields(argv: list[str], cls: type) -> set[str]:
 
 def resumed_config(cfg: LoopConfig, explicit: set[str]) -> LoopConfig:
     """With --resume and a saved run: the run's own config.json, where only RESUME_MAY_CHANGE fields may be set
-    again; another flag given with a value that differs from the run's is refused (one line)."""
+    again; another flag given with a value that differs from the run's is refused (one line). The run is where it
+    is now (`out` follows a moved or copied run directory). A run directory with training state but no config, or
+    with the other stage's config, is refused: never silent defaults."""
+    from ldmseg.data.formats import read_json
     from ldmseg.errors import LDMSegError
 
-    path = Path(cfg.out) / "config.json"
-    if not cfg.resume or not path.exists():
+    root = Path(cfg.out)
+    path = root / "config.json"
+    if not cfg.resume:
         return cfg
+    if not path.exists():
+        if (root / "checkpoints").is_dir() and any((root / "checkpoints").iterdir()):
+            raise LDMSegError(f"{root}: has checkpoints but no config.json; it cannot be resumed (start a new --out)")
+        return cfg
+    data = read_json(path)
+    names = {f.name for f in dataclasses.fields(type(cfg))}
+    if not isinstance(data, dict) or not data:
+        raise LDMSegError(f"{path}: not a run configuration")
+    foreign = sorted(set(data) - names)
+    if foreign:
+        other = "ldmseg train-ae (stage 1)" if "target" in data else "ldmseg train (stage 2)"
+        raise LDMSegError(f"{root}: a run of the other stage (its config has {foreign[0]!r}); resume it with {other}")
     saved = type(cfg).load(path)
     for name in sorted(explicit - set(RESUME_MAY_CHANGE)):
         if getattr(cfg, name) != getattr(saved, name):
@@ -348,4 +364,4 @@ def resumed_config(cfg: LoopConfig, explicit: set[str]) -> LoopConfig:
             raise LDMSegError(f"--{name.replace('_', '-')} {getattr(cfg, name)} differs from this run's "
                               f"{getattr(saved, name)} ({path}); on resume only {allowed} may change")
     changes = {n: getattr(cfg, n) for n in explicit & set(RESUME_MAY_CHANGE)}
-    return dataclasses.replace(saved, **{**changes, "resume": cfg.resume})
+    return dataclasses.replace(saved, **{**changes, "resume": cfg.resume, "out": cfg.out})
