@@ -170,3 +170,19 @@ def test_pixel_limit_variable_is_parsed_strictly(monkeypatch: pytest.MonkeyPatch
             max_pixels()
     monkeypatch.setenv("LDMSEG_MAX_PIXELS", "5000")
     assert max_pixels() == 5000
+
+
+def test_pictures_carry_a_legend_and_a_depth_bar() -> None:
+    from ldmseg.viz import class_colours, colorize_depth, colorize_semantic, with_depth_bar, with_legend
+
+    cats = [{"id": 1, "name": "sky", "color": [10, 20, 30]}, {"id": 2, "name": "road"}]
+    labels = np.zeros((30, 40), np.int64)
+    labels[:10], labels[10:20] = 1, 2
+    entries = class_colours(labels, cats)
+    assert [e[0] for e in entries] == ["sky", "road", "unlabelled / VOID"] and entries[0][1] == (10, 20, 30)
+    assert entries[1][1] == tuple(colorize_semantic(labels, cats)[15, 5])  # the colour the map paints
+    pic = with_legend(colorize_semantic(labels, cats), entries)
+    assert pic.shape[1] > 40 and tuple(pic[8, 40 + 8]) == (10, 20, 30)  # first swatch
+    bar = with_depth_bar(colorize_depth(np.zeros((30, 40))))
+    assert tuple(bar[0, 45]) == tuple(colorize_depth(np.zeros((1, 1)))[0, 0])
+    assert tuple(bar[29, 45]) == tuple(colorize_depth(np.ones((1, 1)))[0, 0])

@@ -143,3 +143,17 @@ def with_legend(picture: np.ndarray, entries: list[tuple[str, tuple[int, int, in
         draw.rectangle([x, y, x + 10, y + 10], fill=rgb, outline=(0, 0, 0))
         draw.text((x + 14, y), name, fill=(0, 0, 0))
     return np.asarray(canvas)
+
+
+def with_depth_bar(picture: np.ndarray, width: int = 14) -> np.ndarray:
+    """`picture` (a `colorize_depth` map or a grid ending in one) with the depth ramp as a bar on its right,
+    labelled near (0) at the top and far (1) at the bottom."""
+    h = picture.shape[0]
+    ramp = colorize_depth(np.linspace(0, 1, h)[:, None].repeat(width, 1))
+    canvas = Image.new("RGB", (picture.shape[1] + width + 40, h), (255, 255, 255))
+    canvas.paste(Image.fromarray(picture), (0, 0))
+    canvas.paste(Image.fromarray(ramp), (picture.shape[1] + 4, 0))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((picture.shape[1] + width + 6, 0), "near", fill=(0, 0, 0))
+    draw.text((picture.shape[1] + width + 6, max(h - 12, 12)), "far", fill=(0, 0, 0))
+    return np.asarray(canvas)

@@ -23,7 +23,15 @@ from PIL import Image
 from ldmseg.commands.predict import AGNOSTIC_CATEGORIES, model_domain
 from ldmseg.data import formats
 from ldmseg.errors import LDMSegError
-from ldmseg.viz import blend, class_colours, colorize_depth, colorize_semantic, overlay, with_legend
+from ldmseg.viz import (
+    blend,
+    class_colours,
+    colorize_depth,
+    colorize_semantic,
+    overlay,
+    with_depth_bar,
+    with_legend,
+)
 
 PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
            "#fabed4", "#469990", "#9a6324", "#800000"]  # palette colour k paints segment id k + 1
@@ -109,7 +117,7 @@ class Segmenter:
                     f"classes: {found}; seed {int(seed)}")
         if task == "depth":
             formats.write_depth_png(folder / "depth.png", out.depth[0])
-            return (colorize_depth(out.depth[0]), [str(folder / "depth.png")],
+            return (with_depth_bar(colorize_depth(out.depth[0])), [str(folder / "depth.png")],
                     f"relative depth (uint16 PNG = depth x 65535); seed {int(seed)}")
         ids, segments = out.panoptic[0], out.segments_info[0]
         formats.write_panoptic_png(folder / "panoptic.png", ids)

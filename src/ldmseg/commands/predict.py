@@ -11,7 +11,16 @@ from tqdm import tqdm
 from ldmseg.data import formats
 from ldmseg.errors import LDMSegError
 from ldmseg.tasks import check_task
-from ldmseg.viz import blend, class_colours, colorize_depth, colorize_semantic, grid, overlay, with_legend
+from ldmseg.viz import (
+    blend,
+    class_colours,
+    colorize_depth,
+    colorize_semantic,
+    grid,
+    overlay,
+    with_depth_bar,
+    with_legend,
+)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -176,4 +185,4 @@ def write_depth(out: Path, png: str, image, depth, uncertainty) -> None:
     formats.write_depth_png(out / "depth" / png, depth)
     if uncertainty is not None and uncertainty.any():
         formats.write_depth_png(out / "depth_uncertainty" / png, uncertainty)
-    formats.write_png(out / "overlays" / png, grid([image, colorize_depth(depth)]))
+    formats.write_png(out / "overlays" / png, with_depth_bar(grid([image, colorize_depth(depth)])))
