@@ -199,6 +199,8 @@ def _alias(parser: argparse.ArgumentParser, old: str, new: str, kind=None) -> No
                         default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
+MODEL_HELP = "a shipped model (demo, camvid), a pipeline directory or a hub id (default: demo)"
+SCHEDULERS = ["ddim", "dpm++", "unipc", "euler", "ddpm"]
 THREADS_HELP = "torch CPU threads (default: torch's, one per core)"
 
 
@@ -238,7 +240,9 @@ class OneLineParser(argparse.ArgumentParser):
 def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     from ldmseg.training.config import AutoencoderConfig, DiffusionConfig, add_dataclass_arguments
 
-    p = OneLineParser(prog="ldmseg", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="ldmseg", description="Panoptic / semantic segmentation, depth and mask inpainting by "
+                      "latent diffusion (LDMSeg). `ldmseg COMMAND --help` shows a command's flags; docs/usage.md "
+                      "is the guide.")
     sub = p.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
@@ -300,7 +304,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     v.set_defaults(func=_cmd_visualize)
 
     d = sub.add_parser("demo", help="the main job on the embedded default: synthetic scenes end to end")
-    d.add_argument("--out", default="ldmseg-demo")
+    d.add_argument("--out", default="ldmseg-demo", help="output folder (default: ldmseg-demo)")
     d.add_argument("--num", type=checks.positive, default=50, help="held-out scenes (default 50)")
     d.add_argument("--seed", type=checks.seed, default=12345, help="scene seed (default 12345)")
     _add_threads(d)
@@ -318,7 +322,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     tr.set_defaults(func=_cmd_train)
 
     pr = sub.add_parser("predict", help="segment a folder of images; COCO-panoptic output + overlays")
-    pr.add_argument("--model", default="demo", help="pipeline directory, hub id, or 'demo'")
+    pr.add_argument("--model", default="demo", help=MODEL_HELP)
     pr.add_argument("--images", required=True, help="a folder, one image file, a quoted glob ('photos/*.jpg') or "
                                                     "- (paths on stdin); with --gt-json, the set's image folder")
     pr.add_argument("--gt-json", help="a COCO-panoptic GT JSON: keep its image_id / file_name, so that evaluate "
@@ -327,7 +331,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     pr.add_argument("--out", required=True, help="output folder (created)")
     pr.add_argument("--steps", type=checks.sampling_steps, default=None,
                      help="sampling steps, 1-1000 (default: the model's)")
-    pr.add_argument("--scheduler", default=None, help="ddim | dpm++ | unipc | euler | ddpm")
+    pr.add_argument("--scheduler", default=None, choices=SCHEDULERS, help="sampler (default: the model's)")
     pr.add_argument("--seed", type=checks.seed, default=0, help="sampling seed (default 0)")
     pr.add_argument("--batch-size", type=checks.positive, default=4, help="images per batch (default 4)")
     pr.add_argument("--resolution", type=checks.resolution, default=None,
@@ -345,7 +349,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
 
     ip = sub.add_parser("inpaint", help="complete a partial panoptic mask (one image, or a COCO set with "
                                         "parts of the GT hidden)")
-    ip.add_argument("--model", default="demo", help="pipeline directory, hub id, or 'demo'")
+    ip.add_argument("--model", default="demo", help=MODEL_HELP)
     ip.add_argument("--out", required=True)
     ip.add_argument("--image", help="one image ...")
     ip.add_argument("--partial", help="... and its partial mask: COCO-RGB ids, 0 = unknown unless --valid")
@@ -355,7 +359,8 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     ip.add_argument("--gt-dir", help="... and PNG folder; parts of each GT are hidden, then completed")
     _alias(ip, "--panoptic-json", "--gt-json")
     _alias(ip, "--panoptic-dir", "--gt-dir")
-    ip.add_argument("--mask-type", default="blocks", choices=["blocks", "beit", "strokes"])
+    ip.add_argument("--mask-type", default="blocks", choices=["blocks", "beit", "strokes"],
+                    help="how parts of the GT are hidden (default: blocks)")
     ip.add_argument("--drop-rate", type=checks.between(0.0, 1.0, open_high=True), default=0.5,
                     help="share of the image hidden (default 0.5)")
     ip.add_argument("--block-size", type=checks.positive, default=4,
@@ -363,9 +368,10 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     ip.add_argument("--batch-size", type=checks.positive, default=8, help="images per batch (default 8)")
     ip.add_argument("--steps", type=checks.sampling_steps, default=None,
                      help="sampling steps, 1-1000 (default: the model's)")
-    ip.add_argument("--scheduler", default=None, help="ddim | dpm++ | unipc | euler | ddpm")
+    ip.add_argument("--scheduler", default=None, choices=SCHEDULERS, help="sampler (default: the model's)")
     ip.add_argument("--mask-rule", default="nearest", choices=["nearest", "any", "all"],
-                    help="which latent cells count as known (all three within 3 PQ in bench/inpaint.py)")
+                    help="which latent cells count as known: nearest, any or all of their pixels given "
+                         "(default: nearest)")
     ip.add_argument("--seed", type=checks.seed, default=0, help="sampling seed (default 0)")
     ip.add_argument("--ensemble-size", type=checks.positive, default=None, help=ENSEMBLE_HELP)
     _add_threads(ip)
@@ -373,8 +379,9 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     ip.set_defaults(func=_cmd_inpaint)
 
     ap_ = sub.add_parser("app", help="interactive page: segment an image, complete brush strokes")
-    ap_.add_argument("--model", default="demo", help="pipeline directory, hub id, or 'demo'")
-    ap_.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes it to the network)")
+    ap_.add_argument("--model", default="demo", help=MODEL_HELP)
+    ap_.add_argument("--host", default="127.0.0.1",
+                     help="address to bind; 0.0.0.0 exposes it to the network (default: 127.0.0.1)")
     ap_.add_argument("--port", type=checks.port, default=7860, help="port (default 7860)")
     ap_.add_argument("--steps", type=checks.sampling_steps, default=None,
                      help="sampling steps, 1-1000 (default: the model's)")

@@ -133,12 +133,37 @@ def field_check(name: str, kind: type) -> checks.Check:
     return kind if kind in (int, float, str) else str
 
 
+# --help shows the flags in these groups, in this order; a field not named here is a model flag.
+HELP_GROUPS: dict[str, tuple[str, ...]] = {
+    "data": ("data", "val_data", "classes", "preset", "size", "scene_sizes", "crop", "crops_per_mask", "crop_focus",
+             "hflip", "target", "tasks", "task_weights", "num_bits"),
+    "model": (),
+    "optimisation": ("max_steps", "batch_size", "lr", "weight_decay", "warmup_steps", "lr_schedule", "grad_clip",
+                     "grad_accum", "mixed_precision", "ema_decay", "objective", "prediction_type", "loss_weighting",
+                     "snr_gamma", "self_condition_prob", "mask_void", "reduction", "kl_weight", "latent_noise",
+                     "ce_weight", "bce_weight", "dice_weight", "gradient_weight", "points_at_512", "oversample",
+                     "importance_ratio", "latent_anchor", "freeze_encoder", "task_balance", "gradient_checkpointing"),
+    "checkpoints and runs": ("out", "resume", "checkpoint_every", "checkpoints_total_limit", "time_limit_minutes",
+                             "seed", "init_from"),
+    "validation and logging": ("val_every", "val_num", "val_size", "val_steps", "log_every", "sampler",
+                               "timestep_spacing", "inference_steps"),
+    "machine": ("threads", "num_workers", "channels_last"),
+}
+
+
+def help_group(name: str) -> str:
+    return next((group for group, names in HELP_GROUPS.items() if name in names), "model")
+
+
 def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     """One --flag per dataclass field (underscores -> dashes), range-checked (FIELD_CHECKS / FIELD_CHOICES), with
-    the field's comment as help and its default; tuples take several values ('a b' or 'a,b')."""
+    the field's comment as help and its default, in the help groups of HELP_GROUPS; tuples take several values
+    ('a b' or 'a,b')."""
     hints = typing.get_type_hints(cls)
     helps = field_comments(cls)
+    groups = {name: parser.add_argument_group(name) for name in HELP_GROUPS}
     for f in dataclasses.fields(cls):
+        group = groups[help_group(f.name)]
         flag = "--" + f.name.replace("_", "-")
         kind = hints[f.name]
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
@@ -149,9 +174,9 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         metavar = "BOOL" if kind is bool else ("{" + ",".join(FIELD_CHOICES[f.name]) + "}"
                                                 if f.name in FIELD_CHOICES else None)
         if typing.get_origin(kind) is tuple:
-            parser.add_argument(flag, type=_comma_list(check), nargs="+", default=default, metavar="V", help=text)
+            group.add_argument(flag, type=_comma_list(check), nargs="+", default=default, metavar="V", help=text)
         else:
-            parser.add_argument(flag, type=check, default=default, metavar=metavar, help=text)
+            group.add_argument(flag, type=check, default=default, metavar=metavar, help=text)
 
 
 def field_comments(cls: type) -> dict[str, str]:
