@@ -13,6 +13,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ldmseg import checks
+from ldmseg.cli_flags import (
+    ENSEMBLE_HELP,
+    MODEL_HELP,
+    SCHEDULERS,
+    OneLineParser,
+    RenamedFlag,
+    add_precision,
+    add_threads,
+    alias,
+)
 from ldmseg.data import formats
 from ldmseg.errors import LDMSegError
 from ldmseg.tasks import TASKS
@@ -177,43 +187,6 @@ def _cmd_convert_original(a: argparse.Namespace) -> None:
     print(f"wrote {what} to {a.out}")
 
 
-class _RenamedFlag(argparse.Action):
-    """An old flag name kept working (hidden from --help): it sets the new flag's value and says the new name once
-    per run."""
-
-    warned: set[str] = set()
-
-    def __init__(self, option_strings, dest, new: str, **kwargs):
-        super().__init__(option_strings, dest, **kwargs)
-        self.new = new
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        if option_string not in self.warned:
-            self.warned.add(option_string)
-            print(f"ldmseg: warning: {option_string} is now {self.new}", file=sys.stderr)
-        setattr(namespace, self.dest, values)
-
-
-def _alias(parser: argparse.ArgumentParser, old: str, new: str, kind=None) -> None:
-    parser.add_argument(old, dest=new[2:].replace("-", "_"), action=_RenamedFlag, new=new, type=kind,
-                        default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-
-
-MODEL_HELP = "a shipped model (demo, camvid), a pipeline directory or a hub id (default: demo)"
-SCHEDULERS = ["ddim", "dpm++", "unipc", "euler", "ddpm"]
-THREADS_HELP = "torch CPU threads (default: torch's, one per core)"
-
-
-def _add_threads(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--threads", type=checks.threads, default=0, help=THREADS_HELP)
-
-
-def _add_precision(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--precision", default=None, choices=["fp32", "bf16", "auto"],
-                        help="network arithmetic: bf16 autocast, fp32, or auto = bf16 where the hardware has it "
-                             "(default: the model's; the demo's is auto)")
-
-
 def _use_threads(args: argparse.Namespace) -> None:
     """Thread settings before any torch work: OpenMP threads sleep when idle instead of spinning (unless
     OMP_WAIT_POLICY is set): on a machine where another process holds a core, spinning threads made sampling
@@ -223,18 +196,6 @@ def _use_threads(args: argparse.Namespace) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-
-
-ENSEMBLE_HELP = ("samples per image; the one the others agree with most is kept "
-                 "(default: the model's; K samples cost K times one)")
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse with its errors on one line (`ldmseg predict: error: argument --task: invalid choice ...`) and
-    exit code 2, like every other ldmseg error; `--help` still shows the usage."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
@@ -250,7 +211,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--num", type=checks.positive, default=100, help="scenes to write (default 100)")
     s.add_argument("--resolution", type=checks.resolution, default=128, help="square size in px (default 128)")
-    _alias(s, "--size", "--resolution", checks.resolution)
+    alias(s, "--size", "--resolution", checks.resolution)
     s.add_argument("--seed", type=checks.seed, default=0, help="scene seed (default 0)")
     s.add_argument("--preset", default="default", choices=["default", "easy", "dense", "coco"],
                    help="scene preset (default: default)")
@@ -307,7 +268,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     d.add_argument("--out", default="ldmseg-demo", help="output folder (default: ldmseg-demo)")
     d.add_argument("--num", type=checks.positive, default=50, help="held-out scenes (default 50)")
     d.add_argument("--seed", type=checks.seed, default=12345, help="scene seed (default 12345)")
-    _add_threads(d)
+    add_threads(d)
     d.set_defaults(func=_cmd_demo)
 
     t = sub.add_parser("train-ae", help="train the stage-1 mask autoencoder")
@@ -327,7 +288,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
                                                     "- (paths on stdin); with --gt-json, the set's image folder")
     pr.add_argument("--gt-json", help="a COCO-panoptic GT JSON: keep its image_id / file_name, so that evaluate "
                                       "scores the output against it (default: none)")
-    _alias(pr, "--panoptic-json", "--gt-json")
+    alias(pr, "--panoptic-json", "--gt-json")
     pr.add_argument("--out", required=True, help="output folder (created)")
     pr.add_argument("--steps", type=checks.sampling_steps, default=None,
                      help="sampling steps, 1-1000 (default: the model's)")
@@ -343,8 +304,8 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     pr.add_argument("--preset", default=None,
                     help="a named setting of the model under the flags given (the converted paper model: fast = "
                          "20 steps, bf16 where the hardware has it; default: none, the model's own defaults)")
-    _add_threads(pr)
-    _add_precision(pr)
+    add_threads(pr)
+    add_precision(pr)
     pr.set_defaults(func=_cmd_predict)
 
     ip = sub.add_parser("inpaint", help="complete a partial panoptic mask (one image, or a COCO set with "
@@ -357,8 +318,8 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     ip.add_argument("--images", help="or a COCO-panoptic set: image folder ...")
     ip.add_argument("--gt-json", help="... its panoptic JSON ...")
     ip.add_argument("--gt-dir", help="... and PNG folder; parts of each GT are hidden, then completed")
-    _alias(ip, "--panoptic-json", "--gt-json")
-    _alias(ip, "--panoptic-dir", "--gt-dir")
+    alias(ip, "--panoptic-json", "--gt-json")
+    alias(ip, "--panoptic-dir", "--gt-dir")
     ip.add_argument("--mask-type", default="blocks", choices=["blocks", "beit", "strokes"],
                     help="how parts of the GT are hidden (default: blocks)")
     ip.add_argument("--drop-rate", type=checks.between(0.0, 1.0, open_high=True), default=0.5,
@@ -374,8 +335,8 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
                          "(default: nearest)")
     ip.add_argument("--seed", type=checks.seed, default=0, help="sampling seed (default 0)")
     ip.add_argument("--ensemble-size", type=checks.positive, default=None, help=ENSEMBLE_HELP)
-    _add_threads(ip)
-    _add_precision(ip)
+    add_threads(ip)
+    add_precision(ip)
     ip.set_defaults(func=_cmd_inpaint)
 
     ap_ = sub.add_parser("app", help="interactive page: segment an image, complete brush strokes")
@@ -387,8 +348,8 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
                      help="sampling steps, 1-1000 (default: the model's)")
     ap_.add_argument("--time-limit", type=checks.positive_float, default=120.0,
                      help="seconds one request may run before it is stopped (default 120)")
-    _add_threads(ap_)
-    _add_precision(ap_)
+    add_threads(ap_)
+    add_precision(ap_)
     ap_.set_defaults(func=_cmd_app)
 
     c = sub.add_parser("convert-original", help="the authors' released checkpoints (ldmseg.pt, ae.pt) -> an ldmseg "
@@ -408,12 +369,12 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     r.add_argument("--images", required=True)
     r.add_argument("--gt-json", help="COCO-panoptic JSON of the masks (required)")
     r.add_argument("--gt-dir", help="their PNG folder (required)")
-    _alias(r, "--panoptic-json", "--gt-json")
-    _alias(r, "--panoptic-dir", "--gt-dir")
+    alias(r, "--panoptic-json", "--gt-json")
+    alias(r, "--panoptic-dir", "--gt-dir")
     r.add_argument("--out", required=True)
     r.add_argument("--resolution", type=checks.resolution, default=512,
                    help="square processing size (default 512, the paper's)")
-    _alias(r, "--size", "--resolution", checks.resolution)
+    alias(r, "--size", "--resolution", checks.resolution)
     r.add_argument("--batch-size", type=checks.positive, default=8, help="masks per batch (default 8)")
     r.add_argument("--latent-noise", type=checks.non_negative_float, default=0.0,
                    help="Gaussian noise x latent std (robustness)")
@@ -426,7 +387,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     r.add_argument("--min-core", type=checks.non_negative_float, default=None,
                    help="id pruning: ids that are the confident argmax at fewer px than this (at 512^2, scaled) "
                         "give their pixels to a neighbour; 0 = off (default 64, tuned for the shipped AE)")
-    _add_threads(r)
+    add_threads(r)
     r.set_defaults(func=_cmd_reconstruct)
     return p
 
@@ -455,6 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     LDMSEG_DEBUG=1)."""
     try:
         argv = list(sys.argv[1:] if argv is None else argv)
+        RenamedFlag.warned.clear()  # each run says an old flag's new name once
         defaults = _config_defaults(argv)
         try:
             args = build_parser(defaults).parse_args(argv)
