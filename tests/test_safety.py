@@ -80,3 +80,30 @@ def test_runs_resume_where_they_are_and_only_with_their_own_stage(tmp_path: Path
     (moved / "config.json").unlink()
     assert main(["train-ae", "--out", str(moved), "--resume", "latest"]) == 2
     assert "has checkpoints but no config.json" in capsys.readouterr().err
+
+
+def test_a_hub_id_offline_is_one_line_within_seconds(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+    import time
+
+    from PIL import Image
+
+    (tmp_path / "imgs").mkdir()
+    Image.new("RGB", (16, 16)).save(tmp_path / "imgs" / "a.png")
+    attempts: list = []
+
+    def no_network(*args, **kwargs):
+        attempts.append(args)
+        raise OSError("network unreachable (test)")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    for env in ("", "1"):
+        monkeypatch.setenv("HF_HUB_OFFLINE", env)
+        start = time.perf_counter()
+        assert main(["predict", "--model", "nobody/no-such-model", "--images", str(tmp_path / "imgs"), "--out",
+                     str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert time.perf_counter() - start < 5 and len(err.splitlines()) == 1 and "nobody/no-such-model" in err
+    assert not (tmp_path / "o").exists()

@@ -60,6 +60,10 @@ def pipeline_from_original(ldm_file: str | Path, stable_diffusion: str, ae_file:
         raise LDMSegError(f"{stable_diffusion}: Stable Diffusion directory not found (nor a hub id owner/name)")
     source = Path(ldm_file)
     data = read_checkpoint(source, "ldm")
+    if not Path(stable_diffusion).exists():
+        from ldmseg.weights import hub_model
+
+        stable_diffusion = str(hub_model(stable_diffusion))  # its cached snapshot, or one line when unreachable
     ae = mask_autoencoder_from_state(tensor_dict(data, "vae_semseg", source), source,
                                      config_of(data, "vae_model_kwargs"))
     if ae_file is not None and not same_autoencoder(ae, autoencoder_from_original(ae_file)):

@@ -30,10 +30,12 @@ def load_pipeline(model: str, precision: str | None = None, announce: bool = Tru
     `announce`, says once on stderr what the model was trained on (`model_domain`)."""
     import sys
 
-    from ldmseg.pipeline import LDMSegPipeline
     from ldmseg.weights import resolve_pipeline_path
 
-    pipe = LDMSegPipeline.from_pretrained(resolve_pipeline_path(model))
+    path = resolve_pipeline_path(model)  # before the heavy imports: a bad name or an unreachable hub id fails fast
+    from ldmseg.pipeline import LDMSegPipeline
+
+    pipe = LDMSegPipeline.from_pretrained(path)
     if precision:
         pipe.register_to_config(default_precision=precision)
     if announce:

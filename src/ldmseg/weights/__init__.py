@@ -30,8 +30,43 @@ def _resolve(path: str, marker: str, what: str, component: str = "") -> Path | s
             raise LDMSegError(f"{local}: not a {what} directory (no {marker})")
         return local
     if path.count("/") == 1 and not path.startswith((".", "/")):
-        return path  # a hub id: diffusers downloads it when the network allows
+        return hub_model(path)
     raise LDMSegError(f"{path}: model directory not found")
+
+
+def hub_model(repo_id: str, timeout: float = 3.0) -> Path | str:
+    """A hub id: its local snapshot when the cache has one (loaded without any network traffic), else the id itself
+    for diffusers to download, once the hub answers; offline (HF_HUB_OFFLINE) or unreachable, one line within
+    `timeout` seconds instead of minutes of retries."""
+    import os
+    import socket
+    import threading
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants, snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:  # noqa: BLE001 - not cached (or not a valid id): decided below
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or constants.HF_HUB_OFFLINE:
+        raise LDMSegError(f"{repo_id}: not in the local Hugging Face cache and HF_HUB_OFFLINE is set")
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    found: list = []
+    probe = threading.Thread(target=lambda: found.append(_resolves(socket, host)), daemon=True)
+    probe.start()
+    probe.join(timeout)
+    if not (found and found[0]):
+        raise LDMSegError(f"{repo_id}: not in the local Hugging Face cache and {host} is unreachable")
+    return repo_id
+
+
+def _resolves(socket, host: str) -> bool:
+    try:
+        socket.getaddrinfo(host, 443)
+        return True
+    except OSError:
+        return False
 
 
 def resolve_model_path(path: str, component: str) -> Path | str:
