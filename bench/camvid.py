@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 import torch
-from common import machine, save_results
+from common import ROOT, logged_curve, machine, new_plot, save_plot, save_results
 
 from ldmseg.data import formats
 from ldmseg.data.classes import load_class_list
@@ -87,6 +87,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, nargs="*", default=[], help="extra step counts to score the model at")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--name", default="camvid")
+    ap.add_argument("--log", default=None, help="console log of the diffusion run (validation lines: the curve)")
+    ap.add_argument("--direct-log", default=None, help="console log of the baseline's run")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     data = val_set(args.data)
@@ -98,8 +100,20 @@ def main() -> None:
         rows["discriminative baseline (same networks, CE, 1 step)"] = pipeline_scores(args.direct, data,
                                                                                      len(classes), None, None)
     rows["semantic AE ceiling (GT encoded + decoded)"] = ae_ceiling(args.model, data, len(classes))
-    results = {"machine": machine(), "threads": args.threads, "classes": list(classes), "rows": rows}
+    curves = {"LDMSeg (diffusion)": logged_curve(f"{args.name}_curve_ldmseg", args.log, "miou"),
+              "discriminative baseline": logged_curve(f"{args.name}_curve_direct", args.direct_log, "miou")}
+    plot_curves(curves, ROOT / "docs" / "figures" / f"{args.name}_curve.png")
+    results = {"machine": machine(), "threads": args.threads, "classes": list(classes), "rows": rows,
+               "curves": curves, "figure": f"{args.name}_curve.png"}
     save_results(args.name, results, table(results))
+
+
+def plot_curves(curves: dict[str, dict[int, float]], path) -> None:
+    fig, ax = new_plot()
+    for label, curve in curves.items():
+        if curve:
+            ax.plot(list(curve), list(curve.values()), marker="o", label=label)
+    save_plot(fig, ax, path, "training step (batch 8)", "val mIoU (24 images, during training)")
 
 
 def table(r: dict) -> str:
@@ -114,6 +128,12 @@ def table(r: dict) -> str:
         timing = f"{row['seconds_per_image']:.2f}" if "seconds_per_image" in row else "-"
         runs = f"{row['steps']} x {row['ensemble']}" if "steps" in row else "-"
         lines.append(f"| {label} | {row['miou']:.1f} | {row['pixel_accuracy']:.1f} | {timing} | {runs} | {per} |")
+    for label, curve in r.get("curves", {}).items():
+        if curve:
+            lines += ["", f"{label}, validation during training (first 24 val images):", "",
+                      "| step | " + " | ".join(map(str, curve)) + " |", "|---" * (len(curve) + 1) + "|",
+                      "| mIoU | " + " | ".join(f"{v:.1f}" for v in curve.values()) + " |"]
+    lines += ["", "![CamVid validation mIoU during training](figures/" + r.get("figure", "camvid_curve.png") + ")"]
     return "\n".join(lines)
 
 

@@ -81,12 +81,12 @@ def _plain(obj):
     return str(obj)
 
 
-def logged_curve(name: str, log: str | None) -> dict[int, float]:
-    """Validation PQ per step, parsed from a training run's console log ('step N: pq X, ...' lines)
+def logged_curve(name: str, log: str | None, metric: str = "pq") -> dict[int, float]:
+    """A validation metric per step, parsed from a training run's console log ('step N: pq X, ...' lines)
     and kept in bench/results/NAME.json (runs are not committed), or the kept copy."""
     path = RESULTS / f"{name}.json"
     if log:
-        found = re.findall(r"step (\d+): pq ([0-9.]+)", Path(log).read_text())
+        found = re.findall(rf"step (\d+): {metric} ([0-9.]+)", Path(log).read_text())
         save_curve(name, {int(k): float(v) for k, v in found})
     return {int(k): v for k, v in json.loads(path.read_text()).items()} if path.exists() else {}
 

@@ -18,9 +18,10 @@ stage2="--tasks semantic --semantic-ae $RUNS/camvid-sem-ae/model $common --unet 
     --weight-decay 0.01 --warmup-steps 100 --ema-decay 0.999 --threads 1 --batch-size 8 \
     --time-limit-minutes $MINUTES --val-num 24 --checkpoint-every 250 --log-every 25 --resume latest"
 ldmseg train $stage2 --out "$RUNS/camvid-ldmseg" --max-steps 2500 --val-every 500 --val-steps 2 \
-    --inference-steps 4 &
+    --inference-steps 4 > "$RUNS/camvid-ldmseg.log" 2>&1 &
 ldmseg train $stage2 --out "$RUNS/camvid-direct" --objective direct --max-steps 1800 --val-every 450 \
-    --val-steps 1 &
+    --val-steps 1 > "$RUNS/camvid-direct.log" 2>&1 &
 wait
 python3 scripts/package_camvid.py --pipeline "$RUNS/camvid-ldmseg/model"
-python3 bench/camvid.py --data "$DATA" --model camvid --direct "$RUNS/camvid-direct/model" --steps 1 2 8
+python3 bench/camvid.py --data "$DATA" --model camvid --direct "$RUNS/camvid-direct/model" --steps 1 2 8 \
+    --log "$RUNS/camvid-ldmseg.log" --direct-log "$RUNS/camvid-direct.log"
