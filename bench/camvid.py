@@ -4,7 +4,8 @@ predicting the label latents in one step, cross-entropy through the same AE deco
 ceiling (GT labels encoded and decoded at the processing resolution). Scored at the labels' full size: per-class
 IoU, mIoU, pixel accuracy, seconds per image.
 
-    python bench/camvid.py --data ../shared/data/camvid --model camvid --direct runs/camvid-direct/model
+    python bench/camvid.py --data ../shared/data/camvid --model camvid --direct runs/camvid-direct/model \
+        --settings 2x1 4x1 8x1 1x4
 """
 
 from __future__ import annotations
@@ -84,7 +85,8 @@ def main() -> None:
     ap.add_argument("--data", required=True, help="the CamVid folder (val/, valannot/)")
     ap.add_argument("--model", default="camvid")
     ap.add_argument("--direct", default=None, help="the discriminative baseline's pipeline directory")
-    ap.add_argument("--steps", type=int, nargs="*", default=[], help="extra step counts to score the model at")
+    ap.add_argument("--settings", nargs="*", default=[],
+                    help="extra settings to score the model at, STEPSxSAMPLES each (e.g. 4x1 1x4)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--name", default="camvid")
     ap.add_argument("--log", default=None, help="console log of the diffusion run (validation lines: the curve)")
@@ -94,8 +96,11 @@ def main() -> None:
     data = val_set(args.data)
     classes = data.classes.names
     rows = {"LDMSeg, served defaults": pipeline_scores(args.model, data, len(classes), None, None)}
-    for steps in args.steps:
-        rows[f"LDMSeg, {steps} steps, one sample"] = pipeline_scores(args.model, data, len(classes), steps, 1)
+    for setting in args.settings:
+        steps, samples = (int(v) for v in setting.split("x"))
+        label = f"LDMSeg, {steps} step{'s' * (steps > 1)}, " + ("one sample" if samples == 1 else
+                                                                 f"ensemble of {samples}")
+        rows[label] = pipeline_scores(args.model, data, len(classes), steps, samples)
     if args.direct:
         rows["discriminative baseline (same networks, CE, 1 step)"] = pipeline_scores(args.direct, data,
                                                                                      len(classes), None, None)

@@ -22,6 +22,6 @@ ldmseg train $stage2 --out "$RUNS/camvid-ldmseg" --max-steps 2500 --val-every 50
 ldmseg train $stage2 --out "$RUNS/camvid-direct" --objective direct --max-steps 1800 --val-every 450 \
     --val-steps 1 > "$RUNS/camvid-direct.log" 2>&1 &
 wait
-python3 scripts/package_camvid.py --pipeline "$RUNS/camvid-ldmseg/model"
-python3 bench/camvid.py --data "$DATA" --model camvid --direct "$RUNS/camvid-direct/model" --steps 1 2 8 \
+python3 scripts/package_camvid.py --pipeline "$RUNS/camvid-ldmseg/model" --steps 1
+python3 bench/camvid.py --data "$DATA" --model camvid --direct "$RUNS/camvid-direct/model" --settings 2x1 4x1 8x1 1x4 \
     --log "$RUNS/camvid-ldmseg.log" --direct-log "$RUNS/camvid-direct.log"
