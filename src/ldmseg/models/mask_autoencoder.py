@@ -141,7 +141,26 @@ def log_of(probs: torch.Tensor) -> torch.Tensor:
     return probs.clamp_min(torch.finfo(probs.dtype).tiny).log()
 
 
-class MaskAutoencoder(ModelMixin, ConfigMixin):
+def split_posterior(h: torch.Tensor, gaussian: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """An encoder's output as (mean, log-variance clamped as diffusers does), or (latents, None) if not Gaussian."""
+    if not gaussian:
+        return h, None
+    mean, logvar = h.chunk(2, dim=1)
+    return mean, logvar.clamp(-30, 20)
+
+
+class BitPlaneEncoding:
+    """`encode` (the posterior mean) and `encode_ids` of a mask AE that defines `encode_distribution`."""
+
+    def encode(self, bits: torch.Tensor) -> torch.Tensor:
+        """[B, log2 N, H, W] bits in {-1, 0, 1} -> [B, D, H/f, W/f] latents (posterior mean)."""
+        return self.encode_distribution(bits)[0]
+
+    def encode_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.encode(ids_to_bits(ids, self.config.num_bits))
+
+
+class MaskAutoencoder(BitPlaneEncoding, ModelMixin, ConfigMixin):
     """Bit-encoded panoptic masks <-> continuous latents at 1/f resolution."""
 
     @register_to_config
@@ -186,18 +205,7 @@ class MaskAutoencoder(ModelMixin, ConfigMixin):
 
     def encode_distribution(self, bits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Posterior mean and log-variance (None for the deterministic AE)."""
-        h = self.encoder(bits)
-        if not self.config.gaussian:
-            return h, None
-        mean, logvar = h.chunk(2, dim=1)
-        return mean, logvar.clamp(-30, 20)
-
-    def encode(self, bits: torch.Tensor) -> torch.Tensor:
-        """[B, log2 N, H, W] bits in {-1, 0, 1} -> [B, D, H/f, W/f] latents (posterior mean)."""
-        return self.encode_distribution(bits)[0]
-
-    def encode_ids(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.encode(ids_to_bits(ids, self.config.num_bits))
+        return split_posterior(self.encoder(bits), self.config.gaussian)
 
     def decode_trunk(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Latents -> (features at latent resolution before the first upsampling, the head's per-pixel input

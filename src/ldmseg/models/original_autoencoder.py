@@ -18,9 +18,8 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from ldmseg.data.bits import ids_to_bits
 from ldmseg.models.layers import LayerNorm2d
-from ldmseg.models.mask_autoencoder import autoencode, resize_distribution
+from ldmseg.models.mask_autoencoder import BitPlaneEncoding, autoencode, resize_distribution, split_posterior
 from ldmseg.models.mask_losses import sample_at
 
 
@@ -44,7 +43,7 @@ def original_decoder(latent_channels: int, bottleneck: int, upscalers: int, widt
     return nn.Sequential(*layers)
 
 
-class OriginalMaskAutoencoder(ModelMixin, ConfigMixin):
+class OriginalMaskAutoencoder(BitPlaneEncoding, ModelMixin, ConfigMixin):
     """Bit planes <-> latents, the authors' layout (~2.02 M parameters at their defaults)."""
 
     @register_to_config
@@ -75,18 +74,8 @@ class OriginalMaskAutoencoder(ModelMixin, ConfigMixin):
         return self.encoder
 
     def encode_distribution(self, bits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        h = self.encoder(bits)
-        if self.config.num_latents == 1:
-            return h, None
-        mean, logvar = h.chunk(2, dim=1)
-        return mean, logvar.clamp(-30, 20)
-
-    def encode(self, bits: torch.Tensor) -> torch.Tensor:
-        """[B, log2 N, H, W] bits in {-1, 0, 1} -> the posterior mean [B, D, H/f, W/f] (their `mode()`)."""
-        return self.encode_distribution(bits)[0]
-
-    def encode_ids(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.encode(ids_to_bits(ids, self.config.num_bits))
+        """Mean and log-variance (the mean is their `mode()`, what `encode` returns)."""
+        return split_posterior(self.encoder(bits), self.config.num_latents == 2)
 
     def decode_for_loss(self, latents: torch.Tensor) -> torch.Tensor:
         """N logits at H / interpolation_factor (what their training compares)."""
