@@ -283,7 +283,7 @@ def test_fine_tuning_adds_self_conditioning_without_changing_the_model(tmp_path:
 def test_predict_reports_corrupt_image_by_name(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     (tmp_path / "imgs").mkdir()
     (tmp_path / "imgs" / "bad.jpg").write_bytes(b"not a jpeg")
-    assert main(["predict", "--model", str(tmp_path), "--images", str(tmp_path / "imgs"), "--out",
+    assert main(["predict", "--model", str(tmp_path / "model"), "--images", str(tmp_path / "imgs"), "--out",
                  str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "bad.jpg" in err and "corrupt" in err and not (tmp_path / "o").exists()
