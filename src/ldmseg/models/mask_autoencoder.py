@@ -150,7 +150,8 @@ def split_posterior(h: torch.Tensor, gaussian: bool) -> tuple[torch.Tensor, torc
 
 
 class BitPlaneEncoding:
-    """`encode` (the posterior mean) and `encode_ids` of a mask AE that defines `encode_distribution`."""
+    """What every bit-plane mask AE derives from its `encode_distribution`, `decode` and `decode_for_loss`:
+    `encode` (the posterior mean), `encode_ids`, the training pass and `reconstruct`."""
 
     def encode(self, bits: torch.Tensor) -> torch.Tensor:
         """[B, log2 N, H, W] bits in {-1, 0, 1} -> [B, D, H/f, W/f] latents (posterior mean)."""
@@ -158,6 +159,15 @@ class BitPlaneEncoding:
 
     def encode_ids(self, ids: torch.Tensor) -> torch.Tensor:
         return self.encode(ids_to_bits(ids, self.config.num_bits))
+
+    def forward(self, bits: torch.Tensor, latent_noise: float = 0.0) -> tuple:
+        """Training pass: posterior sample (Gaussian AE) + optional latent noise -> what `point_logits` reads."""
+        return autoencode(self, bits, latent_noise)
+
+    @torch.no_grad()
+    def reconstruct(self, ids: torch.Tensor) -> torch.Tensor:
+        """[B, H, W] ids -> [B, H, W] ids by argmax of the decoded logits (no post-processing)."""
+        return self.decode(self.encode_ids(ids), size=tuple(ids.shape[-2:])).argmax(1)
 
 
 class MaskAutoencoder(BitPlaneEncoding, ModelMixin, ConfigMixin):
@@ -254,16 +264,6 @@ class MaskAutoencoder(BitPlaneEncoding, ModelMixin, ConfigMixin):
         if size is not None and tuple(logits.shape[-2:]) != tuple(size):
             logits = resize_distribution(logits, size)
         return logits
-
-    def forward(self, bits: torch.Tensor, latent_noise: float = 0.0) -> tuple:
-        """Training pass: posterior sample (Gaussian AE) + optional latent noise -> logits at H/2."""
-        return autoencode(self, bits, latent_noise)
-
-    @torch.no_grad()
-    def reconstruct(self, ids: torch.Tensor) -> torch.Tensor:
-        """[B, H, W] ids -> [B, H, W] ids by argmax of the decoded logits (no post-processing)."""
-        logits = self.decode(self.encode_ids(ids), size=tuple(ids.shape[-2:]))
-        return logits.argmax(1)
 
 
 def downsampling_stages(downsample_factor: int, encoder_channels: tuple[int, ...]) -> int:

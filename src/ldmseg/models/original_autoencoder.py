@@ -19,7 +19,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from ldmseg.models.layers import LayerNorm2d
-from ldmseg.models.mask_autoencoder import BitPlaneEncoding, autoencode, resize_distribution, split_posterior
+from ldmseg.models.mask_autoencoder import BitPlaneEncoding, resize_distribution, split_posterior
 from ldmseg.models.mask_losses import sample_at
 
 
@@ -94,11 +94,3 @@ class OriginalMaskAutoencoder(BitPlaneEncoding, ModelMixin, ConfigMixin):
         if size is not None and tuple(logits.shape[-2:]) != tuple(size):
             logits = resize_distribution(logits, size)
         return logits
-
-    def forward(self, bits: torch.Tensor, latent_noise: float = 0.0) -> tuple:
-        return autoencode(self, bits, latent_noise)
-
-    @torch.no_grad()
-    def reconstruct(self, ids: torch.Tensor) -> torch.Tensor:
-        """[B, H, W] ids -> [B, H, W] ids by argmax of the decoded logits (no post-processing)."""
-        return self.decode(self.encode_ids(ids), size=tuple(ids.shape[-2:])).argmax(1)
