@@ -12,13 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from ldmseg.errors import LDMSegError
+from ldmseg.models.layers import same_weights
 from ldmseg.models.original_checkpoint import (
     ORIGINAL_MASK_SCALE,
     config_of,
     mask_autoencoder_from_state,
     original_unet,
     read_checkpoint,
-    same_autoencoder,
     tensor_dict,
     unet_state,
 )
@@ -66,7 +66,7 @@ def pipeline_from_original(ldm_file: str | Path, stable_diffusion: str, ae_file:
         stable_diffusion = str(hub_model(stable_diffusion))  # its cached snapshot, or one line when unreachable
     ae = mask_autoencoder_from_state(tensor_dict(data, "vae_semseg", source), source,
                                      config_of(data, "vae_model_kwargs"))
-    if ae_file is not None and not same_autoencoder(ae, autoencoder_from_original(ae_file)):
+    if ae_file is not None and not same_weights(ae, autoencoder_from_original(ae_file)):
         raise LDMSegError(f"{ae_file}: this mask AE differs from the one the LDM was trained with ({source}: "
                           "vae_semseg); convert without --ae, or convert the AE alone")
     try:

@@ -47,3 +47,9 @@ def native_bf16(device: torch.device) -> bool:
     except OSError:
         return False
     return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def same_weights(a: nn.Module, b: nn.Module) -> bool:
+    """The same tensors under the same names (b's cast to a's dtypes): e.g. an AE checked to be a model's own."""
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k].to(sa[k].dtype)) for k in sa)

@@ -189,8 +189,3 @@ def original_unet(state: dict[str, torch.Tensor], unet_config: dict, source: Pat
                           "image_descriptors: remove deletes it); not the released class-agnostic model")
     load_strict(unet, full, source, "unet")
     return unet.eval()
-
-
-def same_autoencoder(a: torch.nn.Module, b: torch.nn.Module) -> bool:
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)

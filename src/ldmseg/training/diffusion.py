@@ -36,6 +36,7 @@ from ldmseg.models.denoiser import (
     widen_conv_in,
 )
 from ldmseg.models.image_encoder import LearnedImageEncoder, SDVAEImageEncoder, ViTImageEncoder
+from ldmseg.models.layers import same_weights
 from ldmseg.models.loading import load_autoencoder
 from ldmseg.pipeline import LDMSegPipeline
 from ldmseg.tasks import TRAINABLE, parse_tasks
@@ -125,11 +126,6 @@ class Denoiser(nn.Module):
 
 POSTPROCESS_SETTINGS = ("confidence_threshold", "min_area_at_512", "min_core_at_512")
 AE_FLAGS = {"instances": "--ae", "semantic": "--semantic-ae", "depth": "--depth-ae"}
-
-
-def same_weights(a: nn.Module, b: nn.Module) -> bool:
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k].to(sa[k].dtype)) for k in sa)
 
 
 def data_categories(dataset) -> list[dict]:
