@@ -300,7 +300,7 @@ def test_the_api_people_try_first(tmp_path: Path) -> None:
     pipe.save_pretrained(tmp_path / "p")
     weights = next((tmp_path / "p" / "unet").glob("*.safetensors"))
     weights.rename(weights.with_suffix(".bin"))  # only a (would-be pickled) .bin left
-    with pytest.raises((OSError, ValueError)):
+    with pytest.raises((OSError, ValueError, LDMSegError)):
         LDMSegPipeline.from_pretrained(tmp_path / "p")
 
 

@@ -119,7 +119,7 @@ def test_os_errors_and_a_missing_app_extra_are_one_line(tmp_path: Path, capsys: 
     code = main(["data", "synth", "--out", str(tmp_path / "file" / "synth"), "--num", "1", "--resolution", "32"])
     err = capsys.readouterr().err.strip()
     last = err.splitlines()[-1]
-    assert code == 2 and "Traceback" not in err and last.startswith("ldmseg: error: ") and "Error" in last
+    assert code == 2 and "Traceback" not in err and last.startswith("ldmseg: error: ") and "is a file" in last
     import importlib.util
 
     real = importlib.util.find_spec

@@ -106,6 +106,17 @@ def threads(text: str) -> int:
 
 
 threads.__name__ = "int"
+
+
+def processes(text: str) -> int:
+    """1 up to 4x the machine's cores: a larger pool of worker processes only costs memory (and a huge one exhausts
+    the process limit)."""
+    import os
+
+    return between(1, 4 * (os.cpu_count() or 1), int)(text)
+
+
+processes.__name__ = "int"
 resolution = multiple_of(8)
 
 
@@ -117,3 +128,52 @@ def argument(name: str, value: object, check: Check) -> object:
         return check(value)
     except argparse.ArgumentTypeError as e:
         raise LDMSegError(f"{name}: {e}") from None
+
+
+# Bytes per pixel of one sample in flight, a low estimate of the largest buffers: refuse only requests that cannot
+# fit, before anything loads (a real run needs more).
+SAMPLING_BYTES_PER_PIXEL = 128 * 4  # the mask AE's decoded logits: one float per id and pixel
+TRAINING_BYTES_PER_PIXEL = 256 * 4  # activations and their gradients in the first stages of a UNet / AE
+DISK_BYTES_PER_PIXEL = 2  # a synthetic scene's PNGs (image, ids, classes, depth), compressed
+
+
+def machine_memory() -> int:
+    """Physical memory in bytes (0 where the system does not say)."""
+    import os
+
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def fits_memory(what: str, samples: int, pixels: int, bytes_per_pixel: int) -> None:
+    """One line ("needs ~N GB, this machine has M") when `samples` x `pixels` cannot fit in this machine's memory."""
+    from ldmseg.errors import LDMSegError
+
+    need, have = samples * pixels * bytes_per_pixel, machine_memory()
+    if have and need > have:
+        raise LDMSegError(f"{what} needs ~{need / 1e9:,.0f} GB of memory, this machine has {have / 1e9:.0f} GB; "
+                          "ask for fewer or smaller samples")
+
+
+def fits_sampling(batch_size: int, ensemble_size: int | None, resolution: int | None) -> None:
+    """Batch x ensemble samples at the resolution (512 where the model decides) must fit in memory."""
+    res, k = resolution or 512, ensemble_size or 1
+    fits_memory(f"--batch-size {batch_size} x --ensemble-size {k} at {res}^2", batch_size * k, res**2,
+                SAMPLING_BYTES_PER_PIXEL)
+
+
+def fits_disk(what: str, folder: str, pixels: int) -> None:
+    """One line when writing `pixels` output pixels cannot fit on the disk that holds `folder`."""
+    import shutil
+    from pathlib import Path
+
+    from ldmseg.errors import LDMSegError
+
+    existing = Path(folder).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    free, need = shutil.disk_usage(existing).free, pixels * DISK_BYTES_PER_PIXEL
+    if need > free:
+        raise LDMSegError(f"{what} needs ~{need / 1e9:,.0f} GB of disk, {existing} has {free / 1e9:.0f} GB free")

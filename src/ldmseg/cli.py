@@ -24,13 +24,15 @@ from ldmseg.cli_flags import (
     alias,
 )
 from ldmseg.data import formats
-from ldmseg.errors import LDMSegError
+from ldmseg.errors import LDMSegError, close_progress_bars
 from ldmseg.tasks import TASKS
 
 
 def _cmd_data_synth(a: argparse.Namespace) -> None:
     from ldmseg.data.synthetic import SceneConfig, write_dataset
 
+    formats.check_output_place(a.out)
+    checks.fits_disk(f"{a.num} scenes of {a.resolution}^2", a.out, a.num * a.resolution**2)
     path = write_dataset(a.out, a.num, SceneConfig.preset(a.preset, a.resolution), seed=a.seed)
     print(f"wrote {a.num} scenes to {path}")
 
@@ -58,7 +60,7 @@ def _cmd_evaluate(a: argparse.Namespace) -> None:
 
     if a.output:
         formats.check_outputs_apart(a.output, {"--gt-json": a.gt_json, "--gt-dir": a.gt_dir,
-                                               "--pred-json": a.pred_json, "--pred-dir": a.pred_dir})
+                                               "--pred-json": a.pred_json, "--pred-dir": a.pred_dir}, is_file=True)
     if a.task == "semantic":
         from ldmseg.metrics.semantic import evaluate_semantic_dirs, format_semantic
 
@@ -107,7 +109,11 @@ def _training_config(cls: type, a: argparse.Namespace):
     from ldmseg.training.config import dataclass_from_args, explicit_fields, resumed_config
 
     explicit = explicit_fields(a.argv, cls) | set(a.config_keys)
-    return resumed_config(dataclass_from_args(cls, a), explicit)
+    cfg = resumed_config(dataclass_from_args(cls, a), explicit)
+    formats.check_output_place(cfg.out)
+    checks.fits_memory(f"--batch-size {cfg.batch_size} at --size {cfg.size}", cfg.batch_size, cfg.size**2,
+                       checks.TRAINING_BYTES_PER_PIXEL)
+    return cfg
 
 
 def _cmd_train_ae(a: argparse.Namespace) -> None:
@@ -124,6 +130,8 @@ def _cmd_reconstruct(a: argparse.Namespace) -> None:
         raise LDMSegError("reconstruct: needs --gt-json and --gt-dir (the masks to encode and decode)")
     formats.check_outputs_apart(a.out, {"--images": a.images, "--gt-json": a.gt_json, "--gt-dir": a.gt_dir,
                                         "--ae": a.ae})
+    checks.fits_memory(f"--batch-size {a.batch_size} at {a.resolution}^2", a.batch_size, a.resolution**2,
+                       checks.SAMPLING_BYTES_PER_PIXEL)
     tuned = {k: v for k, v in (("threshold", a.threshold), ("min_core_at_512", a.min_core)) if v is not None}
     reconstruct_set(a.ae, a.images, a.gt_json, a.gt_dir, a.out, a.resolution, a.batch_size,
                     latent_noise=a.latent_noise, min_area_at_512=a.min_area, seed=a.seed, **tuned)
@@ -140,6 +148,7 @@ def _cmd_predict(a: argparse.Namespace) -> None:
     from ldmseg.commands.predict import predict_folder
 
     formats.check_outputs_apart(a.out, {"--images": a.images, "--gt-json": a.gt_json, "--model": a.model})
+    checks.fits_sampling(a.batch_size, a.ensemble_size, getattr(a, "resolution", None))
     out = predict_folder(a.model, a.images, a.out, a.gt_json, a.steps, a.scheduler, a.seed, a.batch_size,
                          a.resolution, a.ensemble_size, a.task, a.precision, a.preset)
     print(f"wrote predictions to {out}")
@@ -153,6 +162,7 @@ def _cmd_inpaint(a: argparse.Namespace) -> None:
     formats.check_outputs_apart(a.out, {"--image": a.image, "--partial": a.partial, "--valid": a.valid,
                                         "--images": a.images, "--gt-json": a.gt_json, "--gt-dir": a.gt_dir,
                                         "--model": a.model})
+    checks.fits_sampling(a.batch_size, a.ensemble_size, getattr(a, "resolution", None))
     if bool(a.image) == bool(a.images):
         raise LDMSegError("inpaint: give either --image with --partial, or --images with --gt-json and --gt-dir")
     if a.image:
@@ -250,7 +260,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
                         "values, mapped to ldmseg's ids; names in the table (default: none, GT in ldmseg's ids)")
     e.add_argument("--class-agnostic", action="store_true", help="all categories as one thing class (Table 1)")
     e.add_argument("--output", help="write pq_compute-shaped results JSON here")
-    e.add_argument("--workers", type=checks.positive, default=os.cpu_count() or 1,
+    e.add_argument("--workers", type=checks.processes, default=os.cpu_count() or 1,
                    help="processes to spread images over (default: all cores, like panopticapi)")
     e.set_defaults(func=_cmd_evaluate)
 
@@ -426,11 +436,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         _use_threads(args)
         args.func(args)
     except LDMSegError as e:
+        close_progress_bars()
         print(f"ldmseg: error: {e}", file=sys.stderr)
         return 2
     except EXPECTED_FAILURES as e:
         if os.environ.get("LDMSEG_DEBUG", "") not in ("", "0"):
             raise
+        close_progress_bars()
         first = (str(e).strip().splitlines() or [""])[0][:300]
         print(f"ldmseg: error: {type(e).__name__}: {first} (LDMSEG_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 2

@@ -7,3 +7,11 @@ class LDMSegError(Exception):
 
 class SkippedInputs(LDMSegError):
     """A batch job finished its good inputs and skipped unreadable ones (listed in OUT/skipped.json)."""
+
+
+def close_progress_bars() -> None:
+    """Close the bars a failure left open, so that the error line stands on its own line after them."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()

@@ -9,6 +9,7 @@ Components: `unet` (h), `image_encoder` (f_i), `task_embeddings`, `scheduler`, a
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -100,10 +101,17 @@ class LDMSegPipeline(DiffusionPipeline):
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> LDMSegPipeline:
         """A saved pipeline: 'demo' (the shipped weights), a local directory or a hub id. Weights are read
         from safetensors only (no unpickling), unless `use_safetensors` says otherwise."""
+        from ldmseg.models.saved import check_pipeline_dir
         from ldmseg.weights import resolve_pipeline_path
 
         kwargs.setdefault("use_safetensors", True)
-        pipe = super().from_pretrained(resolve_pipeline_path(str(pretrained_model_name_or_path)), **kwargs)
+        path = resolve_pipeline_path(str(pretrained_model_name_or_path))
+        if isinstance(path, Path):  # a hub id not yet downloaded is checked by diffusers as it arrives
+            check_pipeline_dir(path, cls)
+        try:
+            pipe = super().from_pretrained(path, **kwargs)
+        except ValueError as e:  # e.g. a tensor of the wrong shape: diffusers' message does not name the folder
+            raise LDMSegError(f"{path}: {str(e).splitlines()[0][:300]}") from None
         return pipe.use_channels_last()
 
     @classmethod

@@ -41,6 +41,10 @@ def inpaint_image(model: str, image: str, partial: str, out: str, valid: str | N
     known = formats.read_binary_mask(valid) if valid else given != 0
     if known.shape != given.shape:
         raise LDMSegError(f"{valid}: size {known.shape[1]}x{known.shape[0]} differs from the partial mask's")
+    if not known.any():
+        why = "the valid mask is all zero" if valid else "all VOID"
+        raise LDMSegError(f"{valid or partial}: no pixel is given ({why}), so there is nothing to complete; "
+                          "`ldmseg predict` segments the image from scratch")
     pipe = _configure(model, scheduler, precision)
     result = pipe(rgb, num_inference_steps=steps, generator=torch.Generator().manual_seed(seed), partial_mask=given,
                   valid_mask=known, mask_rule=mask_rule, ensemble_size=ensemble_size)
@@ -79,8 +83,7 @@ def inpaint_set(model: str, images: str, panoptic_json: str, panoptic_dir: str, 
     annotations, agreements, given_share, log = [], [], [], formats.SkipLog()
 
     def read(rec) -> tuple[np.ndarray, np.ndarray]:
-        rgb, ids = formats.read_rgb(find_image(Path(images), rec)), formats.read_panoptic_png(Path(panoptic_dir)
-                                                                                              / rec.png_file)
+        rgb, ids = formats.read_rgb(find_image(Path(images), rec)), formats.read_panoptic_ids(panoptic_dir, rec)
         if ids.shape != rgb.shape[:2]:
             raise LDMSegError(f"{Path(panoptic_dir) / rec.png_file}: size {ids.shape[::-1]} differs from its image")
         return rgb, ids

@@ -62,7 +62,7 @@ def reconstruct_set(ae_path: str, images: str, panoptic_json: str, panoptic_dir:
     annotations, log = [], formats.SkipLog()
     records = gt.records
     for start in tqdm(range(0, len(records), batch_size), desc="reconstructing", unit="batch"):
-        read = [(r, log.attempt(r.png_file, lambda r=r: formats.read_panoptic_png(Path(panoptic_dir) / r.png_file)))
+        read = [(r, log.attempt(r.png_file, lambda r=r: formats.read_panoptic_ids(panoptic_dir, r)))
                 for r in records[start:start + batch_size]]
         chunk = [r for r, ids in read if ids is not None]
         originals = [ids.astype(np.int64) for _, ids in read if ids is not None]

@@ -35,12 +35,18 @@ def visualize_sets(images: str, gt_json: str, gt_dir: str, out: str, pred_json: 
 
     def picture(rec) -> np.ndarray:
         image = formats.read_rgb(find_image(Path(images), rec))
-        gt_ids = formats.read_panoptic_png(Path(gt_dir) / rec.png_file)
+        gt_ids = formats.read_panoptic_ids(gt_dir, rec)
+        if gt_ids.shape != image.shape[:2]:
+            raise LDMSegError(f"{Path(gt_dir) / rec.png_file}: size {gt_ids.shape[::-1]} differs from its image "
+                              f"{image.shape[1::-1]}")
         panels, titles = [image, overlay(image, gt_ids), colorize(gt_ids)], ["image", "GT overlay", "GT"]
         if pred is not None:
             if rec.image_id not in pred:
                 raise LDMSegError(f"{pred_json}: no prediction for image_id {rec.image_id!r}")
-            p_ids = formats.read_panoptic_png(Path(pred_dir) / pred[rec.image_id].png_file)
+            p_ids = formats.read_panoptic_ids(pred_dir, pred[rec.image_id])
+            if p_ids.shape != gt_ids.shape:
+                raise LDMSegError(f"{Path(pred_dir) / pred[rec.image_id].png_file}: size {p_ids.shape[::-1]} differs "
+                                  f"from the GT's {gt_ids.shape[::-1]}")
             panels += [overlay(image, p_ids), colorize(p_ids)]
             titles += ["prediction overlay", "prediction"]
         return grid(panels, titles)

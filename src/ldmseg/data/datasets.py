@@ -192,7 +192,7 @@ class PanopticDataset(Dataset):
         rec = self.set.records[index]
         image = formats.read_rgb(self.image_path(index))
         png = self.panoptic_dir / rec.png_file
-        ids = formats.read_panoptic_png(png)
+        ids = formats.read_panoptic_ids(self.panoptic_dir, rec)
         if ids.shape != image.shape[:2]:
             raise LDMSegError(f"{png}: size {ids.shape[::-1]} differs from its image {image.shape[1::-1]}")
         return image, ids, rec.segments

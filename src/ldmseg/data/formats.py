@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import sys
 import tempfile
@@ -43,8 +44,11 @@ def id2rgb(ids: np.ndarray) -> np.ndarray:
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it into place only if the block succeeds."""
+    """Yield a temporary path beside `path`; rename it into place only if the block succeeds. Only a regular file
+    is ever replaced: a device (/dev/null), folder or pipe at `path` is an error."""
     path = Path(path)
+    if path.exists() and not path.is_file() or path.is_symlink():
+        raise LDMSegError(f"{path}: exists and is not a regular file; name a new file")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -71,10 +75,26 @@ def write_png(path: str | Path, array: np.ndarray) -> None:
         tmp.write_bytes(buf.getvalue())
 
 
+def finite_json(obj: Any) -> Any:
+    """`obj` with every NaN or infinite float replaced by null: JSON has no such numbers, and a metric that is
+    undefined (e.g. the IoU of a class absent from both sides) is no number."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    return obj
+
+
 def write_json(path: str | Path, obj: Any, indent: int | None = None) -> None:
-    """Write JSON atomically."""
+    """Write JSON atomically; NaN and infinities become null (strict JSON, which every reader takes)."""
+    try:
+        text = json.dumps(obj, indent=indent, allow_nan=False)
+    except ValueError:
+        text = json.dumps(finite_json(obj), indent=indent, allow_nan=False)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=indent))
+        tmp.write_text(text)
 
 
 def write_panoptic_png(path: str | Path, ids: np.ndarray) -> None:
@@ -142,6 +162,8 @@ def read_panoptic_png(path: str | Path) -> np.ndarray:
         rawmode = img.tile[0][3] if len(img.tile) == 1 else None
     if mode != "RGB":
         raise LDMSegError(f"{path}: panoptic PNG must be RGB, got mode {mode}")
+    if rawmode and "16" in rawmode:  # Pillow would keep only the high byte of each channel: the ids would change
+        raise LDMSegError(f"{path}: a 16-bit-per-channel panoptic PNG; ids are 8-bit RGB (R + 256 G + 256^2 B)")
     if _spng is not None and fmt == "PNG" and rawmode == "RGB":  # 8-bit RGB: the common case, decoded by libspng
         try:
             rgba = _spng.load(path.read_bytes(), format="RGBA")
@@ -157,11 +179,19 @@ def read_panoptic_png(path: str | Path) -> np.ndarray:
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
-    """Any image file -> uint8 HxWx3 RGB (grayscale, RGBA, palette and 16-bit converted)."""
+    """Any image file -> uint8 HxWx3 RGB. Grayscale, RGBA and palette are converted; 16-bit images (48-bit RGB
+    as Pillow decodes it, or 16-bit gray) are scaled to 8 bits; float images must be finite, in [0, 1] or [0, 255]."""
     img = _open_image(Path(path))
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if arr.max() > 255 else 255.0
+        if not np.isfinite(arr).all():
+            raise LDMSegError(f"{path}: float image with NaN or infinite pixels")
+        if img.mode == "F":
+            top = 1.0 if arr.max() <= 1.0 else 255.0
+            if arr.min() < 0 or arr.max() > 255:
+                raise LDMSegError(f"{path}: float image with values outside [0, 255] ({arr.min():g}..{arr.max():g})")
+        else:
+            top = 65535.0 if arr.max() > 255 else 255.0
         img = Image.fromarray((arr / top * 255).round().astype(np.uint8))
     return np.asarray(img.convert("RGB"))
 
@@ -234,22 +264,56 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+MAX_SEGMENT_ID = 2**24 - 1  # ids are RGB-encoded in 24 bits; 0 is VOID
+
+
+def _is_flag(value: Any) -> bool:
+    """isthing / iscrowd: 0 or 1 (JSON false / true too)."""
+    return value in (0, 1) and (isinstance(value, bool) or _is_int(value))
+
+
+def _bad_area(area: Any, need_area: bool) -> str | None:
+    if area is None and not need_area:
+        return None
+    if not isinstance(area, (int, float)) or isinstance(area, bool):
+        return f"'area' must be a number, got {area!r}"
+    if not math.isfinite(area) or not 0 <= area <= 2**40:
+        return f"'area' must be a finite pixel count >= 0, got {area!r}"
+    return None
+
+
 def _bad_segment(path: Path, image_id: Any, s: Any, seen: set, categories: dict, need_area: bool) -> str | None:
     """Why a segments_info entry is invalid, or None (the message is only built for a bad entry)."""
     if not isinstance(s, dict):
         return f"image {image_id!r}: segment is not an object: {str(s)[:80]}"
     if not _is_int(s.get("id")):
         return f"image {image_id!r}: segment id must be an integer, got {s.get('id')!r}"
+    if not 1 <= s["id"] <= MAX_SEGMENT_ID:
+        return f"image {image_id!r}: segment id {s['id']} is outside 1..{MAX_SEGMENT_ID} (0 is VOID)"
     if not _is_int(s.get("category_id")):
         return f"image {image_id!r}: segment {s['id']}: category_id must be an integer, got {s.get('category_id')!r}"
     if s["id"] in seen:
         return f"image {image_id!r}: duplicate segment id {s['id']}"
     if s["category_id"] not in categories:
         return f"image {image_id!r}: segment {s['id']} has unknown category_id {s['category_id']}"
-    area = s.get("area")
-    if need_area and (not isinstance(area, (int, float)) or isinstance(area, bool)):
-        return f"image {image_id!r}: segment {s['id']}: 'area' must be a number, got {area!r}"
-    return None
+    if "iscrowd" in s and not _is_flag(s["iscrowd"]):
+        return f"image {image_id!r}: segment {s['id']}: 'iscrowd' must be 0 or 1, got {s['iscrowd']!r}"
+    why = _bad_area(s.get("area"), need_area)
+    return f"image {image_id!r}: segment {s['id']}: {why}" if why else None
+
+
+def _categories(path: Path, listed: Any) -> dict[int, dict]:
+    """Categories by id: integer ids, each once, isthing 0 or 1."""
+    _require(isinstance(listed, list), path, "missing 'categories' list")
+    categories: dict[int, dict] = {}
+    for c in listed:
+        if not (isinstance(c, dict) and _is_int(c.get("id"))):
+            raise LDMSegError(f"{path}: category without an integer id: {str(c)[:80]}")
+        _require(c["id"] not in categories, path, f"duplicate category id {c['id']}")
+        _require(_is_flag(c.get("isthing")), path, f"category {c['id']}: 'isthing' must be 0 or 1, got "
+                 f"{c.get('isthing', 'nothing')!r}")
+        categories[c["id"]] = c
+    return categories
 
 
 def load_panoptic_json(path: str | Path, categories: dict[int, dict] | None = None,
@@ -265,31 +329,33 @@ def load_panoptic_json(path: str | Path, categories: dict[int, dict] | None = No
     _require(isinstance(data, dict), path, "top level must be a JSON object")
     _require(isinstance(data.get("annotations"), list), path, "missing 'annotations' list")
     if categories is None:
-        _require(isinstance(data.get("categories"), list), path, "missing 'categories' list")
-        categories = {}
-        for c in data["categories"]:
-            if not (isinstance(c, dict) and _is_int(c.get("id"))):
-                raise LDMSegError(f"{path}: category without an integer id: {str(c)[:80]}")
-            categories[c["id"]] = c
+        categories = _categories(path, data.get("categories"))
     images = {}
     for im in data.get("images", []) or []:
         if isinstance(im, dict) and "id" in im:
             images[im["id"]] = im
-    records, seen = [], set()
+    records, seen, names = [], set(), set()
     for ann in data["annotations"]:
         if not (isinstance(ann, dict) and "image_id" in ann and isinstance(ann.get("file_name"), str)
                 and isinstance(ann.get("segments_info"), list)):
             raise LDMSegError(f"{path}: annotation needs image_id, file_name (a string) and segments_info "
                               f"(a list): {str(ann)[:80]}")
         image_id = ann["image_id"]
+        if not (_is_int(image_id) or isinstance(image_id, str)):
+            raise LDMSegError(f"{path}: image_id must be an integer or a string, got {image_id!r}")
         if image_id in seen:
             raise LDMSegError(f"{path}: duplicate image_id {image_id!r}")
+        if ann["file_name"] in names:
+            raise LDMSegError(f"{path}: image {image_id!r}: file_name {ann['file_name']!r} is used twice")
         seen.add(image_id)
+        names.add(ann["file_name"])
         seg_ids: set = set()
         for s in ann["segments_info"]:
             if (type(s) is not dict or type(s.get("id")) is not int or type(s.get("category_id")) is not int
-                    or s["id"] in seg_ids or s["category_id"] not in categories
-                    or (need_area and type(s.get("area")) not in (int, float))):
+                    or not 0 < s["id"] <= MAX_SEGMENT_ID or s["id"] in seg_ids or s["category_id"] not in categories
+                    or s.get("iscrowd", 0) not in (0, 1) or type(s.get("iscrowd", 0)) is float
+                    or ("area" in s or need_area) and not (type(s.get("area")) in (int, float)
+                                                           and 0 <= s["area"] <= 2**40)):
                 why = _bad_segment(path, image_id, s, seg_ids, categories, need_area)
                 if why:
                     raise LDMSegError(f"{path}: {why}")
@@ -305,6 +371,21 @@ def load_panoptic_json(path: str | Path, categories: dict[int, dict] | None = No
     return PanopticSet(path, records, categories)
 
 
+def read_panoptic_ids(folder: str | Path, record: PanopticRecord) -> np.ndarray:
+    """A record's panoptic PNG as an id map whose non-zero ids are exactly its JSON segments (the rule of
+    panopticapi, which refuses the same mismatches): one line naming the PNG and the first stray id."""
+    png = Path(folder) / record.png_file
+    ids = read_panoptic_png(png)
+    present = set(np.unique(ids).tolist()) - {VOID}
+    listed = {s["id"] for s in record.segments}
+    if present - listed:
+        raise LDMSegError(f"{png}: segment id {min(present - listed)} is in the PNG but not in its JSON entry")
+    if listed - present:
+        raise LDMSegError(f"{png}: segment id {min(listed - present)} is listed in the JSON but has no pixel in the "
+                          "PNG")
+    return ids
+
+
 def is_plain_name(name: object) -> bool:
     """A file name from an input file that is safe to join to a folder: relative, no '..', no drive, non-empty."""
     if not isinstance(name, str) or not name or "\x00" in name:
@@ -313,9 +394,22 @@ def is_plain_name(name: object) -> bool:
     return not Path(name).is_absolute() and ".." not in parts and not name.startswith(("/", "\\"))
 
 
-def check_outputs_apart(out: str | Path, inputs: dict[str, str | Path | None]) -> None:
+def check_output_place(out: str | Path, is_file: bool = False) -> None:
+    """Refuse, before any work, an output folder (or file) that cannot be one: an existing file where a folder
+    is meant (or a folder or device where a file is), or a path below a file."""
+    path = Path(out)
+    if path.exists() and (not path.is_file() if is_file else not path.is_dir()):
+        raise LDMSegError(f"{out}: exists and is not a {'regular file' if is_file else 'folder'}")
+    for parent in path.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise LDMSegError(f"{out}: {parent} is a file, not a folder")
+            break
+
+
+def check_outputs_apart(out: str | Path, inputs: dict[str, str | Path | None], is_file: bool = False) -> None:
     """Refuse, before any work, an output that is, contains or lies inside one of the inputs (by flag name), so
-    that no command ever overwrites what it reads."""
+    that no command ever overwrites what it reads, or that cannot be written where it is (check_output_place)."""
     target = Path(out).resolve()
     for flag, item in inputs.items():
         if not item or not Path(item).exists():  # a model name, a glob, stdin: nothing on disk to protect here
@@ -323,6 +417,7 @@ def check_outputs_apart(out: str | Path, inputs: dict[str, str | Path | None]) -
         source = Path(item).resolve()
         if target == source or target.is_relative_to(source) or source.is_relative_to(target):
             raise LDMSegError(f"{out}: the output would overlap the input {flag} {item}; choose another output")
+    check_output_place(out, is_file)
 
 
 class SkipLog:

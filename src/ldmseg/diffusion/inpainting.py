@@ -116,5 +116,8 @@ def checked_hints(partial_mask, valid_mask, sizes: list[tuple[int, int]]) -> lis
         v = (p != 0) if v is None else np.asarray(v).astype(bool)
         if v.shape != size:
             raise LDMSegError(f"valid mask {i}: shape {v.shape} does not match its image ({size[0]}x{size[1]})")
+        if not v.any():
+            raise LDMSegError(f"partial mask {i}: no pixel is given, so there is nothing to complete (segment the "
+                              "image without partial_mask instead)")
         out.append((p.astype(np.int64), v))
     return out

@@ -53,6 +53,9 @@ def evaluate_depth_dirs(gt_dir: str | Path, pred_dir: str | Path) -> dict:
         if gt.shape != pred.shape:
             raise LDMSegError(f"{pred_file}: size {pred.shape[::-1]} differs from its GT {gt.shape[::-1]}")
         ev.process(gt, pred)
+    if not ev.count:
+        raise LDMSegError(f"{gt_dir}: no GT pixel to score: every depth is <= {ev.min_depth:g} (constant-zero GT "
+                          "cannot be scored)")
     return ev.evaluate()
 
 

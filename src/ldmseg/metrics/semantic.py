@@ -74,7 +74,7 @@ def evaluate_semantic_dirs(gt_dir: str | Path, pred_dir: str | Path, num_classes
     unlabelled), mapped to ldmseg's ids as training maps them; predictions are ldmseg's ids."""
     if classes is not None:
         num_classes, ignore_label = len(classes.names) + 1, 0
-    ev = SemanticEvaluator(num_classes, ignore_label)
+    ev, scored = SemanticEvaluator(num_classes, ignore_label), 0
     for gt_file, pred_file in paired_pngs(gt_dir, pred_dir):
         gt, pred = formats.read_label_png(gt_file), formats.read_label_png(pred_file)
         if classes is not None:
@@ -86,6 +86,9 @@ def evaluate_semantic_dirs(gt_dir: str | Path, pred_dir: str | Path, num_classes
             if bad.size:
                 raise LDMSegError(f"{f}: class id {int(bad[0])} outside 0..{num_classes - 1}")
         ev.process(gt, pred)
+        scored += int((gt != ignore_label).sum())
+    if not scored:
+        raise LDMSegError(f"{gt_dir}: no GT pixel to score: every pixel is the ignore label {ignore_label}")
     res = ev.evaluate()
     res["per_class_iou"] = {c: v for c, v in enumerate(res["per_class_iou"]) if v == v}  # present classes only
     return res

@@ -11,6 +11,7 @@ from ldmseg.errors import LDMSegError
 from ldmseg.models.depth_autoencoder import DepthAutoencoder
 from ldmseg.models.mask_autoencoder import MaskAutoencoder
 from ldmseg.models.original_autoencoder import OriginalMaskAutoencoder
+from ldmseg.models.saved import check_component_dir
 from ldmseg.models.vae_mask_autoencoder import VAEMaskAutoencoder
 
 AUTOENCODERS: dict[str, dict[str, type]] = {
@@ -31,6 +32,8 @@ def load_autoencoder(path: str | Path, kind: str = "ids") -> nn.Module:
     if name not in classes:
         wanted = "a depth autoencoder" if kind == "depth" else "a mask autoencoder"
         raise LDMSegError(f"{config}: not {wanted} (class {name!r})")
+    if Path(path).is_dir():
+        check_component_dir(Path(path), classes[name])
     return classes[name].from_pretrained(path, use_safetensors=True).eval()
 
 

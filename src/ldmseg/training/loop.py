@@ -173,8 +173,19 @@ def _scalar_config(cfg: LoopConfig) -> dict:
 
 
 def train(cfg: LoopConfig, make_task: Callable[[LoopConfig], Task]) -> Path:
-    """Run (or resume) training; returns the directory of the final exported model."""
+    """Run (or resume) training; returns the directory of the final exported model. A new run that fails (or is
+    interrupted) before its first checkpoint leaves no directory behind."""
     out = Path(cfg.out)
+    fresh = not out.exists()
+    try:
+        return _train(cfg, make_task, out)
+    except BaseException:
+        if fresh and int(os.environ.get("RANK", "0")) == 0 and not any(out.glob("checkpoints/step_*")):
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _train(cfg: LoopConfig, make_task: Callable[[LoopConfig], Task], out: Path) -> Path:
     # Launched as several processes on a machine without CUDA: run them as gloo DDP on the CPU.
     cpu_ddp = not torch.cuda.is_available() and "LOCAL_RANK" in os.environ
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,

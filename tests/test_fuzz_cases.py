@@ -1,0 +1,623 @@
+"""The fuzz suite (issue 36): bad inputs and faults across every command, each held to the same rules. Exit 2 with
+one line naming the problem (no traceback), inputs byte-identical afterwards, nothing written outside the output,
+nothing half-written, no network attempt. Each case builds its fault from a tiny synthetic set."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import signal
+import socket
+import struct
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ldmseg.cli import main
+from ldmseg.weights import resolve_model_path, resolve_pipeline_path
+
+
+@dataclass
+class World:
+    """A copy of the tiny set under `root/in`, the output under `root/out`, env vars for the case."""
+
+    root: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def gt(self) -> Path:
+        return self.root / "in"
+
+    @property
+    def images(self) -> Path:
+        return self.gt / "images"
+
+    @property
+    def pjson(self) -> Path:
+        return self.gt / "panoptic.json"
+
+    @property
+    def pdir(self) -> Path:
+        return self.gt / "panoptic"
+
+    @property
+    def out(self) -> Path:
+        return self.root / "out" / "result"
+
+    def first(self, folder: str) -> Path:
+        return sorted((self.gt / folder).iterdir())[0]
+
+    def edit_json(self, change: Callable[[dict], object]) -> None:
+        data = json.loads(self.pjson.read_text())
+        change(data)
+        self.pjson.write_text(json.dumps(data))
+
+    def model_copy(self, name: str = "demo") -> Path:
+        copy = self.root / "in" / "model"
+        shutil.copytree(resolve_pipeline_path(name), copy)
+        return copy
+
+    def ae_copy(self) -> Path:
+        copy = self.root / "in" / "ae"
+        shutil.copytree(resolve_model_path("demo", "mask_autoencoder"), copy)
+        return copy
+
+
+def predict(w: World, *extra: str, images: Path | None = None) -> list[str]:
+    return ["predict", "--images", str(images or w.images), "--out", str(w.out), "--steps", "1", "--resolution",
+            "64", "--threads", "1", *extra]
+
+
+def predict_gt(w: World, *extra: str) -> list[str]:
+    return predict(w, "--gt-json", str(w.pjson), *extra)
+
+
+def evaluate(w: World, *extra: str) -> list[str]:
+    """The GT scored against itself: a fault in the file is a fault on both sides."""
+    return ["evaluate", "--gt-json", str(w.pjson), "--gt-dir", str(w.pdir), "--pred-json", str(w.pjson),
+            "--pred-dir", str(w.pdir), "--workers", "1", "--output", str(w.out / "scores.json"), *extra]
+
+
+def visualize(w: World, *extra: str) -> list[str]:
+    return ["visualize", "--images", str(w.images), "--gt-json", str(w.pjson), "--gt-dir", str(w.pdir), "--out",
+            str(w.out), *extra]
+
+
+def reconstruct(w: World, *extra: str, ae: str = "demo") -> list[str]:
+    return ["reconstruct", "--ae", ae, "--images", str(w.images), "--gt-json", str(w.pjson), "--gt-dir",
+            str(w.pdir), "--out", str(w.out), "--resolution", "64", "--threads", "1", *extra]
+
+
+def inpaint_set(w: World, *extra: str) -> list[str]:
+    return ["inpaint", "--images", str(w.images), "--gt-json", str(w.pjson), "--gt-dir", str(w.pdir), "--out",
+            str(w.out), "--steps", "1", "--threads", "1", *extra]
+
+
+def inpaint_one(w: World, *extra: str) -> list[str]:
+    return ["inpaint", "--image", str(w.first("images")), "--partial", str(w.first("panoptic")), "--out",
+            str(w.out), "--steps", "1", "--threads", "1", *extra]
+
+
+TINY_AE = ["--size", "32", "--val-size", "32", "--batch-size", "2", "--val-every", "100", "--checkpoint-every", "1",
+           "--threads", "1", "--encoder-channels", "8", "8", "8", "8", "--decoder-channels", "8", "--max-steps", "1"]
+
+
+def train_ae(w: World, *extra: str) -> list[str]:
+    return ["train-ae", "--out", str(w.out), *TINY_AE, *extra]
+
+
+TINY_LDM = ["--size", "32", "--batch-size", "2", "--max-steps", "1", "--val-every", "100", "--checkpoint-every", "1",
+            "--threads", "1", "--unet", "tiny"]
+
+
+def train(w: World, *extra: str) -> list[str]:
+    return ["train", "--out", str(w.out), *TINY_LDM, *extra]
+
+
+CASES: dict[str, Callable[[World], list[str]]] = {}
+
+
+def case(name: str, argv: Callable[[World], list[str]], fault: Callable[[World], object] | None = None) -> None:
+    """Register a case: `fault` damages the world, then the command `argv` runs on it."""
+    assert name not in CASES, name
+
+    def build(w: World) -> list[str]:
+        if fault is not None:
+            fault(w)
+        return argv(w)
+
+    CASES[name] = build
+
+
+# --- COCO-panoptic JSON: every kind of bad value, fed to every command that reads one --------------------------
+def segment(change: Callable[[dict], object]) -> Callable[[World], object]:
+    return lambda w: w.edit_json(lambda d: change(d["annotations"][0]["segments_info"][0]))
+
+
+def annotation(change: Callable[[dict], object]) -> Callable[[World], object]:
+    return lambda w: w.edit_json(lambda d: change(d["annotations"][0]))
+
+
+def category(change: Callable[[dict], object]) -> Callable[[World], object]:
+    return lambda w: w.edit_json(lambda d: change(d["categories"][0]))
+
+
+def write_text(text: str) -> Callable[[World], object]:
+    return lambda w: w.pjson.write_text(text)
+
+
+def setter(key: str, value: object) -> Callable[[dict], object]:
+    return lambda obj: obj.__setitem__(key, value)
+
+
+def dropper(key: str) -> Callable[[dict], object]:
+    return lambda obj: obj.pop(key)
+
+
+JSON_FAULTS: dict[str, Callable[[World], object]] = {
+    "area-negative": segment(setter("area", -5)),
+    "area-nan": segment(setter("area", float("nan"))),
+    "area-inf": segment(setter("area", float("inf"))),
+    "area-1e308": segment(setter("area", 1e308)),
+    "area-string": segment(setter("area", "12")),
+    "area-bool": segment(setter("area", True)),
+    "isthing-maybe": category(setter("isthing", "maybe")),
+    "isthing-2": category(setter("isthing", 2)),
+    "isthing-missing": category(dropper("isthing")),
+    "iscrowd-yes": segment(setter("iscrowd", "yes")),
+    "iscrowd-2": segment(setter("iscrowd", 2)),
+    "iscrowd-null": segment(setter("iscrowd", None)),
+    "segment-id-zero": segment(setter("id", 0)),
+    "segment-id-negative": segment(setter("id", -3)),
+    "segment-id-2^24": segment(setter("id", 2**24)),
+    "segment-id-float": segment(setter("id", 1.0)),
+    "segment-id-missing": segment(dropper("id")),
+    "category-id-string": segment(setter("category_id", "1")),
+    "category-id-unknown": segment(setter("category_id", 999)),
+    "category-id-missing": segment(dropper("category_id")),
+    "segment-not-object": annotation(lambda a: a["segments_info"].append([1, 2])),
+    "segment-duplicate": annotation(lambda a: a["segments_info"].append(dict(a["segments_info"][0]))),
+    "segment-absent-from-png": annotation(lambda a: a["segments_info"].append(
+        {"id": 4000, "category_id": a["segments_info"][0]["category_id"], "iscrowd": 0, "area": 5})),
+    "png-id-absent-from-json": annotation(lambda a: a["segments_info"].pop()),
+    "image-id-list": annotation(setter("image_id", [1])),
+    "image-id-object": annotation(setter("image_id", {"a": 1})),
+    "image-id-null": annotation(setter("image_id", None)),
+    "image-id-float": annotation(setter("image_id", 0.5)),
+    "image-id-duplicate": lambda w: w.edit_json(lambda d: d["annotations"][1].__setitem__(
+        "image_id", d["annotations"][0]["image_id"])),
+    "file-name-int": annotation(setter("file_name", 7)),
+    "file-name-empty": annotation(setter("file_name", "")),
+    "file-name-duplicate": lambda w: w.edit_json(lambda d: d["annotations"][1].__setitem__(
+        "file_name", d["annotations"][0]["file_name"])),
+    "file-name-parent": annotation(setter("file_name", "../x.png")),
+    "file-name-absolute": annotation(setter("file_name", "/tmp/ldmseg-fuzz-escape.png")),
+    "file-name-missing-png": annotation(setter("file_name", "no-such-file.png")),
+    "segments-info-null": annotation(setter("segments_info", None)),
+    "segments-info-string": annotation(setter("segments_info", "many")),
+    "annotations-object": lambda w: w.edit_json(setter("annotations", {})),
+    "annotations-missing": lambda w: w.edit_json(dropper("annotations")),
+    "categories-null": lambda w: w.edit_json(setter("categories", None)),
+    "categories-duplicate-id": lambda w: w.edit_json(lambda d: d["categories"].append(dict(d["categories"][0]))),
+    "category-id-not-int": category(setter("id", "one")),
+    "top-level-list": write_text("[1, 2, 3]"),
+    "deeply-nested": write_text("[" * 100_000 + "]" * 100_000),
+    "broken-json": write_text('{"annotations": [ {"image_id": 1,'),
+    "empty-file": write_text(""),
+    "binary-garbage": lambda w: w.pjson.write_bytes(bytes(range(256)) * 4),
+    "nan-literal-top": write_text("NaN"),
+}
+
+JSON_READERS: dict[str, Callable[..., list[str]]] = {
+    "evaluate": evaluate, "visualize": visualize, "reconstruct": reconstruct, "predict-gt": predict_gt,
+    "inpaint-set": inpaint_set,
+}
+PNG_FAULTS = ("segment-absent-from-png", "png-id-absent-from-json", "file-name-missing-png")
+for fault_name, fault in JSON_FAULTS.items():
+    for reader_name, reader in JSON_READERS.items():
+        if reader_name == "predict-gt" and fault_name in PNG_FAULTS:
+            continue  # predict reads the JSON's image list, not its PNGs
+        case(f"json/{fault_name}/{reader_name}", reader, fault)
+PNG_READERS = {name: reader for name, reader in JSON_READERS.items() if name != "predict-gt"}  # predict reads no PNG
+
+
+# --- panoptic PNGs and images ------------------------------------------------------------------------------------
+def png16_rgb(path: Path, height: int = 8, width: int = 8) -> None:
+    """A 16-bit-per-channel RGB PNG, written by hand: Pillow cannot write one."""
+    raw = b"".join(b"\x00" + np.full((width, 3), 4000, ">u2").tobytes() for _ in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
+                     + chunk(b"IEND", b""))
+
+
+def huge_header_png(path: Path) -> None:
+    """A PNG whose header claims 100000 x 100000 px (a decompression bomb)."""
+    png16_rgb(path)
+    data = bytearray(path.read_bytes())
+    data[16:24] = struct.pack(">II", 100_000, 100_000)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])) & 0xFFFFFFFF)
+    path.write_bytes(bytes(data))
+
+
+def on_first(folder: str, damage: Callable[[Path], object]) -> Callable[[World], object]:
+    return lambda w: damage(w.first(folder))
+
+
+FILE_FAULTS: dict[str, Callable[[Path], object]] = {
+    "truncated": lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]),
+    "empty": lambda p: p.write_bytes(b""),
+    "text": lambda p: p.write_text("not an image at all\n"),
+    "16bit-rgb": png16_rgb,
+    "huge-header": huge_header_png,
+    "folder": lambda p: (p.unlink(), p.mkdir()),
+    "missing": lambda p: p.unlink(),
+}
+PNG_ONLY_FAULTS: dict[str, Callable[[Path], object]] = {
+    "grayscale": lambda p: Image.new("L", (64, 64)).save(p),
+    "wrong-size": lambda p: Image.new("RGB", (40, 24), (1, 0, 0)).save(p),
+}
+for fault_name, damage in {**FILE_FAULTS, **PNG_ONLY_FAULTS}.items():
+    for reader_name, reader in PNG_READERS.items():
+        case(f"panoptic-png/{fault_name}/{reader_name}", reader, on_first("panoptic", damage))
+for fault_name, damage in FILE_FAULTS.items():
+    if fault_name == "missing":
+        continue  # a missing image in a folder is no fault: the folder is what was given
+    if fault_name == "16bit-rgb":  # a 16-bit photo is read (scaled to 8 bits): a fault only where sizes must agree
+        case("image/16bit-rgb-wrong-size/visualize", visualize, on_first("images", damage))
+        continue
+    for name, command in {"predict": predict, "visualize": visualize, "inpaint-set": inpaint_set}.items():
+        case(f"image/{fault_name}/{name}", command, on_first("images", damage))
+    case(f"image/{fault_name}/inpaint-one", inpaint_one, on_first("images", damage))
+    case(f"partial/{fault_name}/inpaint-one", inpaint_one, on_first("panoptic", damage))
+
+
+def nan_tiff(w: World) -> None:
+    for p in sorted(w.images.iterdir()):
+        p.unlink()
+    Image.fromarray(np.full((16, 16), np.nan, np.float32)).save(w.images / "nan.tif")
+
+
+def only_text_files(w: World) -> None:
+    for p in sorted(w.images.iterdir()):
+        p.unlink()
+    (w.images / "notes.txt").write_text("hello")
+
+
+case("images/all-nan-float-tiff/predict", predict, nan_tiff)
+case("images/folder-of-text/predict", predict, only_text_files)
+case("images/empty-folder/predict", predict, lambda w: [p.unlink() for p in w.images.iterdir()])
+case("images/missing-folder/predict", predict, lambda w: shutil.rmtree(w.images))
+case("images/glob-matches-nothing/predict", lambda w: predict(w, images=w.images / "*.nothing"))
+
+
+# --- numbers out of bounds: checked by the parser, before anything loads ------------------------------------------
+BOUNDS: dict[str, tuple[Callable[..., list[str]], list[tuple[str, ...]]]] = {
+    "predict": (predict, [
+        ("--steps", "0"), ("--steps", "-1"), ("--steps", "1001"), ("--steps", "100000"), ("--steps", "abc"),
+        ("--steps", "1e3"), ("--threads", "-2"), ("--threads", "100000"), ("--seed", "-1"),
+        ("--seed", str(2**80)), ("--seed", "x"), ("--resolution", "0"), ("--resolution", "-64"),
+        ("--resolution", "1048576"), ("--resolution", "nan"), ("--ensemble-size", "0"),
+        ("--ensemble-size", "1000000"), ("--batch-size", "0"), ("--preset", "nope"),
+        ("--task", "nope"), ("--precision", "nope"), ("--scheduler", "bogus")]),
+    "inpaint": (inpaint_set, [
+        ("--block-size", "100000000"), ("--block-size", "0"), ("--block-size", "-4"), ("--drop-rate", "1.5"),
+        ("--drop-rate", "-0.1"), ("--drop-rate", "nan"), ("--ensemble-size", "1000000"), ("--steps", "1001"),
+        ("--batch-size", "0"), ("--seed", str(2**64)), ("--threads", "100000"), ("--mask-type", "nope")]),
+    "reconstruct": (reconstruct, [
+        ("--latent-noise", "nan"), ("--latent-noise", "-1"), ("--latent-noise", "inf"), ("--threshold", "2"),
+        ("--threshold", "nan"), ("--min-area", "-1"), ("--min-core", "-1"), ("--resolution", "1048576"),
+        ("--resolution", "0"), ("--batch-size", "0"), ("--threads", "-1")]),
+    "evaluate": (evaluate, [("--workers", "0"), ("--workers", "100000"), ("--task", "nope")]),
+    "evaluate-semantic": (lambda w, *e: ["evaluate", "--task", "semantic", "--gt-dir", str(w.gt / "semantic"),
+                                         "--pred-dir", str(w.gt / "semantic"), "--output", str(w.out / "s.json"),
+                                         *e], [
+        ("--num-classes", "0"), ("--num-classes", "1000000"), ("--num-classes", "-3"), ("--ignore-label", "-5"),
+        ("--ignore-label", "70000")]),
+    "visualize": (visualize, [("--limit", "-1"), ("--limit", "abc")]),
+    "synth": (lambda w, *e: ["data", "synth", "--out", str(w.out), *e], [
+        ("--num", "-1"), ("--num", "1000000000"), ("--resolution", "1048576"), ("--resolution", "0")]),
+    "train-ae": (train_ae, [
+        ("--size", "100000"), ("--batch-size", "100000"), ("--lr", "nan"), ("--lr", "-1"), ("--lr", "inf"),
+        ("--max-steps", "-1"), ("--num-bits", "0"), ("--num-bits", "40"), ("--latent-channels", "0"),
+        ("--threads", "100000"), ("--seed", str(2**80)), ("--crop", "100000")]),
+    "train": (train, [
+        ("--size", "100000"), ("--batch-size", "100000"), ("--lr", "inf"), ("--inference-steps", "5000"),
+        ("--val-steps", "0"), ("--max-steps", "0"), ("--threads", "3")]),
+}
+for command_name, (command, flag_values) in BOUNDS.items():
+    for flag_value in flag_values:
+        case(f"bounds/{command_name}/{'='.join(flag_value)}",
+             lambda w, command=command, flag_value=flag_value: command(w, *flag_value))
+for value in ("inf", "-1", "abc", "0", "1e9", "12 MP"):
+    case(f"env/LDMSEG_MAX_PIXELS={value}/predict", predict,
+         lambda w, value=value: w.env.__setitem__("LDMSEG_MAX_PIXELS", value))
+
+
+# --- output paths that cannot be written --------------------------------------------------------------------------
+def out_is(path_of: Callable[[World], Path], make: Callable[[Path], object] | None = None):
+    def with_out(command: Callable[..., list[str]], flag: str = "--out") -> Callable[[World], list[str]]:
+        def argv(w: World) -> list[str]:
+            target = path_of(w)
+            if make is not None:
+                (w.root / "out").mkdir(exist_ok=True)
+                make(target)
+            args = command(w)
+            if flag in args:
+                args[args.index(flag) + 1] = str(target)
+            return args
+        return argv
+    return with_out
+
+
+OUTPUTS = {
+    "existing-file": out_is(lambda w: w.root / "out" / "file", lambda p: p.write_text("keep me")),
+    "under-a-file": out_is(lambda w: w.root / "out" / "file" / "child", lambda p: p.parent.write_text("keep me")),
+    "dev-null": out_is(lambda w: Path("/dev/null")),
+    "proc": out_is(lambda w: Path("/proc/ldmseg-fuzz/x")),
+}
+for out_name, with_out in OUTPUTS.items():
+    for command_name, command in {"predict": predict, "visualize": visualize, "reconstruct": reconstruct,
+                                  "inpaint-one": inpaint_one, "synth": BOUNDS["synth"][0]}.items():
+        case(f"out/{out_name}/{command_name}", with_out(command))
+    if out_name != "existing-file":  # evaluate --output names a file: an existing one is replaced
+        case(f"out/{out_name}/evaluate", with_out(evaluate, "--output"))
+case("out/evaluate-output-is-a-folder", lambda w: evaluate(w)[:-2] + ["--output", str(w.root)])
+
+
+# --- broken model directories ---------------------------------------------------------------------------------------
+def model_fault(damage: Callable[[Path], object]) -> Callable[[World], list[str]]:
+    def argv(w: World) -> list[str]:
+        model = w.model_copy()
+        damage(model)
+        return predict(w, "--model", str(model))
+    return argv
+
+
+def edit_config(path: Path, change: Callable[[dict], object]) -> None:
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 3])
+
+
+def reshape_first_tensor(path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(path)
+    key = sorted(tensors)[0]
+    tensors[key] = tensors[key].flatten()[:-1].clone() if tensors[key].numel() > 1 else tensors[key].repeat(2)
+    save_file(tensors, path)
+
+
+WEIGHTS = "diffusion_pytorch_model.safetensors"
+MODEL_FAULTS: dict[str, Callable[[Path], object]] = {
+    "model-index-missing": lambda m: (m / "model_index.json").unlink(),
+    "model-index-broken": lambda m: (m / "model_index.json").write_text("{"),
+    "model-index-list": lambda m: (m / "model_index.json").write_text("[]"),
+    "model-index-foreign-class": lambda m: edit_config(m / "model_index.json", setter("_class_name", "EvilPipeline")),
+    "model-index-component-type": lambda m: edit_config(m / "model_index.json", setter("unet", ["os", "system"])),
+    "model-index-component-foreign": lambda m: edit_config(m / "model_index.json",
+                                                           setter("unet", ["os", "system"])),
+    "unet-folder-missing": lambda m: shutil.rmtree(m / "unet"),
+    "unet-weights-missing": lambda m: (m / "unet" / WEIGHTS).unlink(),
+    "unet-weights-truncated": lambda m: truncate(m / "unet" / WEIGHTS),
+    "unet-weights-empty": lambda m: (m / "unet" / WEIGHTS).write_bytes(b""),
+    "unet-weights-wrong-shape": lambda m: reshape_first_tensor(m / "unet" / WEIGHTS),
+    "unet-config-broken": lambda m: (m / "unet" / "config.json").write_text("{"),
+    "unet-config-wrong-type": lambda m: edit_config(m / "unet" / "config.json", setter("sample_size", "big")),
+    "unet-config-foreign-class": lambda m: edit_config(m / "unet" / "config.json", setter("_class_name", "Evil")),
+    "mask-ae-weights-truncated": lambda m: truncate(m / "mask_autoencoder" / WEIGHTS),
+    "mask-ae-weights-wrong-shape": lambda m: reshape_first_tensor(m / "mask_autoencoder" / WEIGHTS),
+    "mask-ae-config-wrong-type": lambda m: edit_config(m / "mask_autoencoder" / "config.json",
+                                                       setter("num_bits", "seven")),
+    "image-encoder-missing": lambda m: shutil.rmtree(m / "image_encoder"),
+    "scheduler-config-broken": lambda m: (m / "scheduler" / "scheduler_config.json").write_text("]"),
+    "scale-factor-nan": lambda m: edit_config(m / "model_index.json", setter("scale_factor", float("nan"))),
+    "scale-factor-string": lambda m: edit_config(m / "model_index.json", setter("scale_factor", "big")),
+    "categories-broken": lambda m: edit_config(m / "model_index.json", setter("categories", [{"id": "x"}])),
+    "empty-folder": lambda m: [shutil.rmtree(p) if p.is_dir() else p.unlink() for p in m.iterdir()],
+    "a-file-not-a-folder": lambda m: (shutil.rmtree(m), m.write_text("model")),
+}
+for fault_name, damage in MODEL_FAULTS.items():
+    case(f"model/{fault_name}/predict", model_fault(damage))
+case("model/missing-path/predict", lambda w: predict(w, "--model", str(w.root / "nothing-here")))
+
+
+def ae_fault(damage: Callable[[Path], object]) -> Callable[[World], list[str]]:
+    def argv(w: World) -> list[str]:
+        ae = w.ae_copy()
+        damage(ae)
+        return reconstruct(w, ae=str(ae))
+    return argv
+
+
+for fault_name, damage in {
+    "weights-missing": lambda a: (a / WEIGHTS).unlink(),
+    "weights-truncated": lambda a: truncate(a / WEIGHTS),
+    "weights-wrong-shape": lambda a: reshape_first_tensor(a / WEIGHTS),
+    "config-missing": lambda a: (a / "config.json").unlink(),
+    "config-wrong-type": lambda a: edit_config(a / "config.json", setter("latent_channels", "four")),
+    "config-foreign-class": lambda a: edit_config(a / "config.json", setter("_class_name", "Evil")),
+}.items():
+    case(f"ae/{fault_name}/reconstruct", ae_fault(damage))
+
+
+# --- semantic and depth scoring: degenerate or mismatched ground truth ----------------------------------------------
+def semantic_eval(w: World) -> list[str]:
+    return ["evaluate", "--task", "semantic", "--gt-dir", str(w.gt / "semantic"), "--pred-dir",
+            str(w.gt / "semantic_pred"), "--num-classes", "13", "--output", str(w.out / "s.json")]
+
+
+def depth_eval(w: World) -> list[str]:
+    return ["evaluate", "--task", "depth", "--gt-dir", str(w.gt / "depth"), "--pred-dir", str(w.gt / "depth_pred"),
+            "--output", str(w.out / "d.json")]
+
+
+def with_pred_copy(kind: str, damage: Callable[[World], object]) -> Callable[[World], object]:
+    def fault(w: World) -> None:
+        shutil.copytree(w.gt / kind, w.gt / f"{kind}_pred")
+        damage(w)
+    return fault
+
+
+def fill_all(folder: str, value: int, dtype: str) -> Callable[[World], object]:
+    def fill(w: World) -> None:
+        for p in sorted((w.gt / folder).iterdir()):
+            Image.fromarray(np.full((64, 64), value, dtype)).save(p)
+    return fill
+
+
+case("semantic/all-ignore-gt", semantic_eval, with_pred_copy("semantic", fill_all("semantic", 0, "uint8")))
+case("semantic/label-over-num-classes", semantic_eval,
+     with_pred_copy("semantic", fill_all("semantic_pred", 200, "uint8")))
+case("semantic/pred-missing", semantic_eval, with_pred_copy("semantic", lambda w: w.first("semantic_pred").unlink()))
+case("semantic/pred-wrong-size", semantic_eval, with_pred_copy(
+    "semantic", lambda w: Image.new("L", (10, 10)).save(w.first("semantic_pred"))))
+case("semantic/pred-rgb", semantic_eval, with_pred_copy(
+    "semantic", lambda w: Image.new("RGB", (64, 64)).save(w.first("semantic_pred"))))
+case("depth/constant-zero-gt", depth_eval, with_pred_copy("depth", fill_all("depth", 0, "uint16")))
+case("depth/pred-missing", depth_eval, with_pred_copy("depth", lambda w: w.first("depth_pred").unlink()))
+case("depth/pred-8bit", depth_eval, with_pred_copy(
+    "depth", lambda w: Image.new("L", (64, 64)).save(w.first("depth_pred"))))
+case("depth/pred-wrong-size", depth_eval, with_pred_copy(
+    "depth", lambda w: Image.fromarray(np.zeros((8, 8), np.uint16)).save(w.first("depth_pred"))))
+
+
+# --- inpainting with nothing to go on, or masks that do not fit -----------------------------------------------------
+case("inpaint/partial-all-void", inpaint_one,
+     lambda w: Image.new("RGB", (64, 64)).save(w.first("panoptic")))
+case("inpaint/partial-wrong-size", inpaint_one,
+     lambda w: Image.new("RGB", (40, 24), (3, 0, 0)).save(w.first("panoptic")))
+case("inpaint/valid-all-zero", lambda w: inpaint_one(w, "--valid", str(w.gt / "valid.png")),
+     lambda w: Image.new("L", (64, 64)).save(w.gt / "valid.png"))
+case("inpaint/valid-wrong-size", lambda w: inpaint_one(w, "--valid", str(w.gt / "valid.png")),
+     lambda w: Image.new("L", (10, 10), 255).save(w.gt / "valid.png"))
+case("inpaint/valid-missing", lambda w: inpaint_one(w, "--valid", str(w.gt / "valid.png")))
+case("inpaint/drop-everything", lambda w: inpaint_set(w, "--drop-rate", "1"))
+case("inpaint/image-and-set-both", lambda w: inpaint_one(w, "--images", str(w.images)))
+
+
+# --- training: bad data, bad runs -----------------------------------------------------------------------------------
+case("train-ae/data-missing", lambda w: train_ae(w, "--data", str(w.root / "nothing")))
+case("train-ae/data-broken-json", lambda w: train_ae(w, "--data", str(w.gt)), write_text("{"))
+case("train-ae/data-png-corrupt", lambda w: train_ae(w, "--data", str(w.gt)),
+     lambda w: [p.write_bytes(b"junk") for p in w.pdir.iterdir()])
+case("train-ae/val-data-missing", lambda w: train_ae(w, "--val-data", str(w.root / "nothing")))
+case("train-ae/resume-missing-run", lambda w: train_ae(w, "--resume", str(w.root / "no-run")))
+case("train/ae-missing", lambda w: train(w, "--ae", str(w.root / "nothing")))
+case("train/data-missing", lambda w: train(w, "--data", str(w.root / "nothing")))
+case("train/config-missing", lambda w: train(w, "--config", str(w.root / "nothing.json")))
+case("train/config-broken", lambda w: train(w, "--config", str(w.gt / "c.json")),
+     lambda w: (w.gt / "c.json").write_text("{"))
+case("train/config-unknown-key", lambda w: train(w, "--config", str(w.gt / "c.json")),
+     lambda w: (w.gt / "c.json").write_text('{"no_such_option": 1}'))
+case("train/config-wrong-type", lambda w: train(w, "--config", str(w.gt / "c.json")),
+     lambda w: (w.gt / "c.json").write_text('{"lr": "fast"}'))
+
+
+def test_the_suite_is_large() -> None:
+    assert len(CASES) >= 250
+
+
+def test_a_16_bit_photo_is_read_scaled_and_a_16_bit_panoptic_png_refused(tmp_path: Path) -> None:
+    from ldmseg.data import formats
+    from ldmseg.errors import LDMSegError
+
+    png16_rgb(tmp_path / "deep.png")  # every channel 4000 / 65535
+    assert (formats.read_rgb(tmp_path / "deep.png") == 4000 * 255 // 65535).all()
+    with pytest.raises(LDMSegError, match="16-bit-per-channel panoptic PNG"):
+        formats.read_panoptic_png(tmp_path / "deep.png")
+
+
+def test_json_outputs_hold_no_nan(tmp_path: Path) -> None:
+    from ldmseg.data import formats
+
+    formats.write_json(tmp_path / "s.json", {"miou": float("nan"), "per_class": [1.0, float("inf")], "n": 3})
+    text = (tmp_path / "s.json").read_text()
+    assert json.loads(text) == {"miou": None, "per_class": [1.0, None], "n": 3} and "NaN" not in text
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and not p.is_symlink()}
+
+
+@pytest.fixture()
+def no_network(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Records (and refuses) every attempt to reach a host other than this one."""
+    attempts: list = []
+    real_connect = socket.socket.connect
+
+    def guarded_connect(sock: socket.socket, address: object) -> object:
+        local = not isinstance(address, tuple) or address[0] in ("127.0.0.1", "::1", "localhost")
+        if not local:  # AF_UNIX paths and loopback are this machine
+            attempts.append(address)
+            raise OSError("network attempt refused by the test")
+        return real_connect(sock, address)
+
+    def guarded_getaddrinfo(host: object, *args: object, **kwargs: object) -> list:
+        attempts.append(host)
+        raise OSError("name resolution refused by the test")
+
+    monkeypatch.setattr(socket.socket, "connect", guarded_connect)
+    monkeypatch.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
+    return attempts
+
+
+CASE_SECONDS = 60  # a bad input is refused quickly: a case that hangs fails instead of stalling the suite
+
+
+class TooSlow(BaseException):
+    """Not an Exception: the error boundary must not swallow it."""
+
+
+def too_slow(signum: int, frame: object) -> None:
+    raise TooSlow(f"no answer within {CASE_SECONDS} s")
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_bad_input_is_one_line_and_harms_nothing(name: str, synth_set: Path, tmp_path: Path, no_network: list,
+                                                 capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+                                                 ) -> None:
+    w = World(tmp_path)
+    shutil.copytree(synth_set, w.gt)
+    argv = CASES[name](w)
+    for key, value in w.env.items():
+        monkeypatch.setenv(key, value)
+    inputs, everything = digest(w.gt), digest(tmp_path)
+    capsys.readouterr()
+    signal.signal(signal.SIGALRM, too_slow)
+    signal.alarm(CASE_SECONDS)
+    try:
+        rc = main(argv)
+    finally:
+        signal.alarm(0)
+    err = capsys.readouterr().err
+    lines = [line for line in err.replace("\r", "\n").splitlines() if line.strip()]
+    assert rc == 2, f"{name}: exit {rc}, stderr {err[-500:]!r}"
+    assert "Traceback" not in err and lines and re.match(r"ldmseg( [a-z-]+)*: error: ", lines[-1]), err[-500:]
+    assert sum("error" in line.lower() for line in lines) == 1, err[-500:]
+    assert digest(w.gt) == inputs, "an input changed"
+    after = digest(tmp_path)
+    outside = {p for p in after if not p.startswith("out/") and after[p] != everything.get(p)}
+    assert not outside, f"written outside the output: {sorted(outside)}"
+    leftovers = [p for p in after if p.startswith("out/") and p not in everything and ("tmp" in Path(p).name)]
+    assert not leftovers, f"half-written files: {leftovers}"
+    assert not no_network, f"network attempts: {no_network}"
+    if name.startswith(("train", "bounds/", "model/", "env/", "ae/")):  # refused before any output (or a run
+        assert not w.out.exists(), f"{w.out} left behind"                # that failed before its first checkpoint)
+    assert not Path("/tmp/ldmseg-fuzz-escape.png").exists()
