@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from common import machine, save_results
 
-from ldmseg.data import formats
+from ldmseg.data import coco_panoptic, formats
 from ldmseg.metrics.panoptic import PanopticEvaluator, pq_image
 from ldmseg.metrics.panoptic_loop import pq_image_loop
 
@@ -62,8 +62,8 @@ def make_sets(root: Path, n: int) -> None:
 def run_python(root: Path, fn) -> tuple[float, dict]:
     """Whole single-process run inside this process: read JSON + PNGs, score, summarise."""
     t = time.perf_counter()
-    gt = formats.load_panoptic_json(root / "gt.json")
-    pred = formats.load_panoptic_json(root / "pred.json", gt.categories).by_image_id
+    gt = coco_panoptic.load_panoptic_json(root / "gt.json")
+    pred = coco_panoptic.load_panoptic_json(root / "pred.json", gt.categories).by_image_id
     ev = PanopticEvaluator(list(gt.categories.values()))
     for rec in gt.records:
         g = formats.read_panoptic_png(root / "gt" / rec.png_file)

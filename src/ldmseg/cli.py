@@ -23,43 +23,17 @@ from ldmseg.cli_flags import (
     add_threads,
     alias,
 )
-from ldmseg.data import formats
+from ldmseg.commands.data import add_data_commands
+from ldmseg.data import outputs
 from ldmseg.errors import LDMSegError, close_progress_bars
 from ldmseg.tasks import TASKS
-
-
-def _cmd_data_synth(a: argparse.Namespace) -> None:
-    from ldmseg.data.synthetic import SceneConfig, write_dataset
-
-    formats.check_output_place(a.out)
-    checks.fits_disk(f"{a.num} scenes of {a.resolution}^2", a.out, a.num * a.resolution**2)
-    path = write_dataset(a.out, a.num, SceneConfig.preset(a.preset, a.resolution), seed=a.seed)
-    print(f"wrote {a.num} scenes to {path}")
-
-
-def _cmd_data_instances_to_panoptic(a: argparse.Namespace) -> None:
-    from ldmseg.data.coco_instances import check_images, load_instances, write_panoptic
-
-    formats.check_outputs_apart(a.out, {"JSON": a.json, "IMAGES": a.images})
-    instances = load_instances(a.json)
-    check_images(instances, a.images)
-    n = write_panoptic(instances, a.out, a.class_agnostic)
-    print(f"wrote {n} panoptic maps to {a.out} (panoptic.json, panoptic/)")
-
-
-def _cmd_data_instances_split(a: argparse.Namespace) -> None:
-    from ldmseg.data.coco_instances import write_split
-
-    formats.check_outputs_apart(a.out, {"JSON": a.json, "IMAGES": a.images})
-    train, val = write_split(a.json, a.images, a.out, a.val, a.seed)
-    print(f"wrote {a.out}/train.json ({train} images) and {a.out}/val.json ({val} images)")
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> None:
     from ldmseg.data.formats import write_json
 
     if a.output:
-        formats.check_outputs_apart(a.output, {"--gt-json": a.gt_json, "--gt-dir": a.gt_dir,
+        outputs.check_outputs_apart(a.output, {"--gt-json": a.gt_json, "--gt-dir": a.gt_dir,
                                                "--pred-json": a.pred_json, "--pred-dir": a.pred_dir}, is_file=True)
     if a.task == "semantic":
         from ldmseg.metrics.semantic import evaluate_semantic_dirs, format_semantic
@@ -92,7 +66,7 @@ def _cmd_evaluate(a: argparse.Namespace) -> None:
 def _cmd_visualize(a: argparse.Namespace) -> None:
     from ldmseg.commands.visualize import visualize_sets
 
-    formats.check_outputs_apart(a.out, {"--images": a.images, "--gt-json": a.gt_json, "--gt-dir": a.gt_dir,
+    outputs.check_outputs_apart(a.out, {"--images": a.images, "--gt-json": a.gt_json, "--gt-dir": a.gt_dir,
                                         "--pred-json": a.pred_json, "--pred-dir": a.pred_dir})
     n = visualize_sets(a.images, a.gt_json, a.gt_dir, a.out, a.pred_json, a.pred_dir, a.limit)
     print(f"wrote {n} pictures to {a.out}")
@@ -110,7 +84,7 @@ def _training_config(cls: type, a: argparse.Namespace):
 
     explicit = explicit_fields(a.argv, cls) | set(a.config_keys)
     cfg = resumed_config(dataclass_from_args(cls, a), explicit)
-    formats.check_output_place(cfg.out)
+    outputs.check_output_place(cfg.out)
     checks.fits_memory(f"--batch-size {cfg.batch_size} at --size {cfg.size}", cfg.batch_size, cfg.size**2,
                        checks.TRAINING_BYTES_PER_PIXEL)
     return cfg
@@ -128,7 +102,7 @@ def _cmd_reconstruct(a: argparse.Namespace) -> None:
 
     if not (a.gt_json and a.gt_dir):
         raise LDMSegError("reconstruct: needs --gt-json and --gt-dir (the masks to encode and decode)")
-    formats.check_outputs_apart(a.out, {"--images": a.images, "--gt-json": a.gt_json, "--gt-dir": a.gt_dir,
+    outputs.check_outputs_apart(a.out, {"--images": a.images, "--gt-json": a.gt_json, "--gt-dir": a.gt_dir,
                                         "--ae": a.ae})
     checks.fits_memory(f"--batch-size {a.batch_size} at {a.resolution}^2", a.batch_size, a.resolution**2,
                        checks.SAMPLING_BYTES_PER_PIXEL)
@@ -147,7 +121,7 @@ def _cmd_train(a: argparse.Namespace) -> None:
 def _cmd_predict(a: argparse.Namespace) -> None:
     from ldmseg.commands.predict import predict_folder
 
-    formats.check_outputs_apart(a.out, {"--images": a.images, "--gt-json": a.gt_json, "--model": a.model})
+    outputs.check_outputs_apart(a.out, {"--images": a.images, "--gt-json": a.gt_json, "--model": a.model})
     checks.fits_sampling(a.batch_size, a.ensemble_size, getattr(a, "resolution", None))
     out = predict_folder(a.model, a.images, a.out, a.gt_json, a.steps, a.scheduler, a.seed, a.batch_size,
                          a.resolution, a.ensemble_size, a.task, a.precision, a.preset)
@@ -159,7 +133,7 @@ def _cmd_inpaint(a: argparse.Namespace) -> None:
 
     common = dict(steps=a.steps, scheduler=a.scheduler, seed=a.seed, mask_rule=a.mask_rule,
                   ensemble_size=a.ensemble_size, precision=a.precision)
-    formats.check_outputs_apart(a.out, {"--image": a.image, "--partial": a.partial, "--valid": a.valid,
+    outputs.check_outputs_apart(a.out, {"--image": a.image, "--partial": a.partial, "--valid": a.valid,
                                         "--images": a.images, "--gt-json": a.gt_json, "--gt-dir": a.gt_dir,
                                         "--model": a.model})
     checks.fits_sampling(a.batch_size, a.ensemble_size, getattr(a, "resolution", None))
@@ -216,31 +190,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
                       "is the guide.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
-    s = data.add_parser("synth", help="write synthetic scenes in COCO-panoptic layout")
-    s.add_argument("--out", required=True)
-    s.add_argument("--num", type=checks.positive, default=100, help="scenes to write (default 100)")
-    s.add_argument("--resolution", type=checks.resolution, default=128, help="square size in px (default 128)")
-    alias(s, "--size", "--resolution", checks.resolution)
-    s.add_argument("--seed", type=checks.seed, default=0, help="scene seed (default 0)")
-    s.add_argument("--preset", default="default", choices=["default", "easy", "dense", "coco"],
-                   help="scene preset (default: default)")
-    s.set_defaults(func=_cmd_data_synth)
-    ip2p = data.add_parser("instances-to-panoptic", help="COCO instance annotations (polygons, RLE) -> COCO-panoptic "
-                                                        "PNGs + JSON (larger objects first, smaller on top)")
-    ip2p.add_argument("json", help="COCO instances JSON")
-    ip2p.add_argument("images", help="its image folder (checked: every image there, at its annotated size)")
-    ip2p.add_argument("out", help="output folder: panoptic.json and panoptic/")
-    ip2p.add_argument("--class-agnostic", action="store_true", help="one category, 'object' (default: the JSON's)")
-    ip2p.set_defaults(func=_cmd_data_instances_to_panoptic)
-    isp = data.add_parser("instances-split", help="hold out images of a COCO instances set: OUT/train.json, "
-                                                 "OUT/val.json and OUT/images (a link)")
-    isp.add_argument("json", help="COCO instances JSON")
-    isp.add_argument("images", help="its image folder")
-    isp.add_argument("out", help="output folder")
-    isp.add_argument("--val", type=checks.positive, required=True, help="images held out for validation")
-    isp.add_argument("--seed", type=checks.seed, default=0, help="which images are held out (default 0)")
-    isp.set_defaults(func=_cmd_data_instances_split)
+    add_data_commands(sub)
 
     e = sub.add_parser("evaluate", help="PQ/SQ/RQ of COCO-panoptic predictions (panopticapi rules); "
                                         "mIoU or depth errors of PNG folders with --task")

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ldmseg.commands.baseline import colour_components
-from ldmseg.data import formats
+from ldmseg.data import coco_panoptic, formats
 from ldmseg.data.synthetic import SceneConfig, write_dataset
 from ldmseg.diffusion.postprocess import majority_categories
 from ldmseg.metrics.panoptic import evaluate_files, format_table
@@ -39,7 +39,7 @@ def run_demo(out: Path, num: int = 50, seed: int = 12345) -> dict:
 
     start = time.time()
     data = write_dataset(out / "data", num, SceneConfig.preset("default", DEMO_SIZE), seed=seed)
-    gt = formats.load_panoptic_json(data / "panoptic.json")
+    gt = coco_panoptic.load_panoptic_json(data / "panoptic.json")
     images = {r.png_file: formats.read_rgb(data / "images" / r.png_file) for r in gt.records}
     gt_ids = {r.png_file: formats.read_panoptic_png(data / "panoptic" / r.png_file) for r in gt.records}
 

@@ -10,7 +10,7 @@ import torch
 from tqdm import tqdm
 
 from ldmseg.commands.predict import load_pipeline
-from ldmseg.data import formats
+from ldmseg.data import coco_panoptic, formats, outputs
 from ldmseg.data.masks import make_mask
 from ldmseg.data.transforms import resize_labels
 from ldmseg.diffusion.inpainting import DEFAULT_MASK_RULE
@@ -74,16 +74,16 @@ def inpaint_set(model: str, images: str, panoptic_json: str, panoptic_dir: str, 
     file_name) plus OUT/masks/*.png (the known pixels given, white). Returns summary statistics."""
     from ldmseg.commands.visualize import find_image
 
-    gt = formats.load_panoptic_json(panoptic_json)
+    gt = coco_panoptic.load_panoptic_json(panoptic_json)
     pipe = _configure(model, scheduler, precision)
     resolution = pipe.config.default_processing_resolution
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     out_dir = Path(out)
-    annotations, agreements, given_share, log = [], [], [], formats.SkipLog()
+    annotations, agreements, given_share, log = [], [], [], outputs.SkipLog()
 
     def read(rec) -> tuple[np.ndarray, np.ndarray]:
-        rgb, ids = formats.read_rgb(find_image(Path(images), rec)), formats.read_panoptic_ids(panoptic_dir, rec)
+        rgb, ids = formats.read_rgb(find_image(Path(images), rec)), coco_panoptic.read_panoptic_ids(panoptic_dir, rec)
         if ids.shape != rgb.shape[:2]:
             raise LDMSegError(f"{Path(panoptic_dir) / rec.png_file}: size {ids.shape[::-1]} differs from its image")
         return rgb, ids

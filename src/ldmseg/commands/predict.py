@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ldmseg.data import formats
+from ldmseg.data import coco_panoptic, formats, outputs
 from ldmseg.errors import LDMSegError
 from ldmseg.tasks import check_task
 from ldmseg.viz import (
@@ -80,7 +80,7 @@ def model_domain(pipe) -> str:
 def _jobs(images: str, panoptic_json: str | None) -> list[tuple[object, Path, str]]:
     """(image_id, image path, output PNG name) per image: from the JSON when given, else `images` (image_files)."""
     if panoptic_json:
-        gt = formats.load_panoptic_json(panoptic_json)
+        gt = coco_panoptic.load_panoptic_json(panoptic_json)
         from ldmseg.commands.visualize import find_image
 
         return [(r.image_id, find_image(Path(images), r), r.png_file) for r in gt.records]
@@ -130,7 +130,7 @@ def predict_folder(model: str, images: str, out: str, panoptic_json: str | None 
     preset: one of the model's named settings (`presets` in its config, e.g. the converted paper model's "fast"),
     under the flags given explicitly."""
     jobs = _jobs(images, panoptic_json)
-    log = formats.SkipLog()
+    log = outputs.SkipLog()
     jobs = [job for job in jobs if log.attempt(str(job[1]), lambda p=job[1]: formats.check_image(p))]
     if not jobs:
         log.finish(Path(out))

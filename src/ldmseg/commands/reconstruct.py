@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ldmseg.data import formats, transforms
+from ldmseg.data import coco_panoptic, formats, outputs, transforms
 from ldmseg.diffusion.postprocess import logits_to_panoptic, majority_categories, scaled_area
 from ldmseg.models.loading import load_mask_autoencoder
 from ldmseg.models.mask_autoencoder import add_latent_noise, resize_distribution
@@ -54,15 +54,15 @@ def reconstruct_set(ae_path: str, images: str, panoptic_json: str, panoptic_dir:
                     min_core_at_512: float = DEFAULT_MIN_CORE_AT_512) -> dict:
     """Reconstruct every GT mask; write OUT/panoptic.json, OUT/panoptic/*.png and OUT/latent_stats.json."""
     ae = load_mask_autoencoder(resolve_model_path(ae_path, "mask_autoencoder"))
-    gt = formats.load_panoptic_json(panoptic_json)
+    gt = coco_panoptic.load_panoptic_json(panoptic_json)
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     stats = LatentStats()
     out_dir = Path(out)
-    annotations, log = [], formats.SkipLog()
+    annotations, log = [], outputs.SkipLog()
     records = gt.records
     for start in tqdm(range(0, len(records), batch_size), desc="reconstructing", unit="batch"):
-        read = [(r, log.attempt(r.png_file, lambda r=r: formats.read_panoptic_ids(panoptic_dir, r)))
+        read = [(r, log.attempt(r.png_file, lambda r=r: coco_panoptic.read_panoptic_ids(panoptic_dir, r)))
                 for r in records[start:start + batch_size]]
         chunk = [r for r, ids in read if ids is not None]
         originals = [ids.astype(np.int64) for _, ids in read if ids is not None]

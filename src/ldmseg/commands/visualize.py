@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ldmseg.data import formats
+from ldmseg.data import coco_panoptic, formats, outputs
 from ldmseg.errors import LDMSegError
 from ldmseg.viz import colorize, grid, overlay
 
 
-def find_image(image_dir: Path, record: formats.PanopticRecord) -> Path:
+def find_image(image_dir: Path, record: coco_panoptic.PanopticRecord) -> Path:
     """The image of a record: its `images[].file_name`, else the PNG's stem with a common suffix."""
     if record.image_file:
         return image_dir / record.image_file
@@ -26,16 +26,16 @@ def find_image(image_dir: Path, record: formats.PanopticRecord) -> Path:
 def visualize_sets(images: str, gt_json: str, gt_dir: str, out: str, pred_json: str | None = None,
                    pred_dir: str | None = None, limit: int | None = None) -> int:
     """Write one grid PNG per image (image, GT overlay, GT colours[, prediction overlay / colours])."""
-    gt = formats.load_panoptic_json(gt_json)
-    pred = formats.load_panoptic_json(pred_json, gt.categories).by_image_id if pred_json else None
+    gt = coco_panoptic.load_panoptic_json(gt_json)
+    pred = coco_panoptic.load_panoptic_json(pred_json, gt.categories).by_image_id if pred_json else None
     if pred is not None and not pred_dir:
         raise LDMSegError("--pred-dir is needed with --pred-json")
     records = gt.records[:limit] if limit else gt.records
-    log = formats.SkipLog()
+    log = outputs.SkipLog()
 
     def picture(rec) -> np.ndarray:
         image = formats.read_rgb(find_image(Path(images), rec))
-        gt_ids = formats.read_panoptic_ids(gt_dir, rec)
+        gt_ids = coco_panoptic.read_panoptic_ids(gt_dir, rec)
         if gt_ids.shape != image.shape[:2]:
             raise LDMSegError(f"{Path(gt_dir) / rec.png_file}: size {gt_ids.shape[::-1]} differs from its image "
                               f"{image.shape[1::-1]}")
@@ -43,7 +43,7 @@ def visualize_sets(images: str, gt_json: str, gt_dir: str, out: str, pred_json: 
         if pred is not None:
             if rec.image_id not in pred:
                 raise LDMSegError(f"{pred_json}: no prediction for image_id {rec.image_id!r}")
-            p_ids = formats.read_panoptic_ids(pred_dir, pred[rec.image_id])
+            p_ids = coco_panoptic.read_panoptic_ids(pred_dir, pred[rec.image_id])
             if p_ids.shape != gt_ids.shape:
                 raise LDMSegError(f"{Path(pred_dir) / pred[rec.image_id].png_file}: size {p_ids.shape[::-1]} differs "
                                   f"from the GT's {gt_ids.shape[::-1]}")

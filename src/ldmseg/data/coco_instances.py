@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ldmseg.data import formats
+from ldmseg.data import formats, outputs
 from ldmseg.errors import LDMSegError
 
 
@@ -53,7 +53,7 @@ def load_instances(path: str | Path) -> InstanceSet:
                 _is_int(im.get("height")) and _is_int(im.get("width")) and im["height"] > 0 and im["width"] > 0):
             raise LDMSegError(f"{path}: image {str(im)[:80]}: needs an integer 'id', 'file_name', 'height', 'width'")
         name = im["file_name"]
-        if not formats.is_plain_name(name):
+        if not outputs.is_plain_name(name):
             raise LDMSegError(f"{path}: image {im['id']}: file_name {name!r} leaves the image folder")
         images[im["id"]] = InstanceImage(im["id"], name, im["height"], im["width"], [])
     for ann in data["annotations"]:

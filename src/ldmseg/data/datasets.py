@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
-from ldmseg.data import formats, transforms
+from ldmseg.data import coco_panoptic, formats, transforms
 from ldmseg.data.classes import ClassList, load_class_list
 from ldmseg.data.synthetic import SceneConfig, generate_scene
 from ldmseg.errors import LDMSegError
@@ -174,7 +174,7 @@ class PanopticDataset(Dataset):
     def __init__(self, image_dir: str | Path, panoptic_json: str | Path, panoptic_dir: str | Path,
                  sample: SampleConfig, seed: int = 0):
         self.image_dir, self.panoptic_dir = Path(image_dir), Path(panoptic_dir)
-        self.set = formats.load_panoptic_json(panoptic_json)
+        self.set = coco_panoptic.load_panoptic_json(panoptic_json)
         self.sample, self.seed = sample, seed
         if not self.set.records:
             raise LDMSegError(f"{panoptic_json}: no annotations")
@@ -192,7 +192,7 @@ class PanopticDataset(Dataset):
         rec = self.set.records[index]
         image = formats.read_rgb(self.image_path(index))
         png = self.panoptic_dir / rec.png_file
-        ids = formats.read_panoptic_ids(self.panoptic_dir, rec)
+        ids = coco_panoptic.read_panoptic_ids(self.panoptic_dir, rec)
         if ids.shape != image.shape[:2]:
             raise LDMSegError(f"{png}: size {ids.shape[::-1]} differs from its image {image.shape[1::-1]}")
         return image, ids, rec.segments

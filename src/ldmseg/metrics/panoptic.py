@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ldmseg.data import formats
+from ldmseg.data import coco_panoptic, formats
 from ldmseg.errors import LDMSegError
 
 AGNOSTIC_CATEGORY = {"id": 1, "name": "object", "supercategory": "object", "isthing": 1}
@@ -224,7 +224,7 @@ def _evaluate_chunk(args: tuple) -> PQStat:
     return ev.stat
 
 
-def single_category_warning(gt: formats.PanopticSet, pred: formats.PanopticSet) -> str | None:
+def single_category_warning(gt: coco_panoptic.PanopticSet, pred: coco_panoptic.PanopticSet) -> str | None:
     """A sentence when the predictions use one category and the GT several: a class-agnostic model
     (task instances) scored class-aware, which is almost never what was meant."""
     used = {s["category_id"] for r in pred.records for s in r.segments}
@@ -240,8 +240,8 @@ def evaluate_files(gt_json: str | Path, gt_dir: str | Path, pred_json: str | Pat
                    class_agnostic: bool = False, workers: int = 1, warn=None) -> dict:
     """Score a COCO-panoptic prediction set against its ground truth, like panopticapi's pq_compute.
     `warn(message)` hears of a single-category prediction scored class-aware."""
-    gt = formats.load_panoptic_json(gt_json, need_area=True)
-    pred = formats.load_panoptic_json(pred_json, categories=gt.categories)
+    gt = coco_panoptic.load_panoptic_json(gt_json, need_area=True)
+    pred = coco_panoptic.load_panoptic_json(pred_json, categories=gt.categories)
     if warn is not None and not class_agnostic and (message := single_category_warning(gt, pred)):
         warn(message)
     by_id = pred.by_image_id
