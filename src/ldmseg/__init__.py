@@ -9,6 +9,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from ldmseg.fast_import import defer_diffusers_model_packages
+
+defer_diffusers_model_packages()  # before any diffusers import: ~1-2.5 s less start-up (ldmseg/fast_import.py)
+
 __version__ = "0.1.0"
 
 _LAZY = {

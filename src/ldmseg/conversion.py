@@ -47,7 +47,7 @@ def pipeline_from_original(ldm_file: str | Path, stable_diffusion: str, ae_file:
     weights) and the mask AE it was trained with (`vae_semseg`; an `ae_file` given beside must hold the same), the
     image encoder and the UNet's configuration from `stable_diffusion` (an SD directory or hub id: their code used
     CompVis/stable-diffusion-v1-4), served with their evaluation settings."""
-    from diffusers import UNet2DConditionModel
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 
     from ldmseg.diffusion.schedule import make_sampler
     from ldmseg.models.denoiser import TaskEmbeddings

@@ -8,10 +8,10 @@ at zero, so at step 0 the model computes exactly what the pretrained UNet comput
 from __future__ import annotations
 
 import torch
-from diffusers import UNet2DConditionModel
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.modeling_utils import ModelMixin
+from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 from torch import nn
 
 from ldmseg.errors import LDMSegError

@@ -171,7 +171,7 @@ def original_unet(state: dict[str, torch.Tensor], unet_config: dict, source: Pat
     """SD's UNet (its config; conv_in as wide as the checkpoint's) with their weights, attn2 / norm2 of every
     transformer block restored as a bypass (zero attn2, identity norm2)."""
     from accelerate import init_empty_weights
-    from diffusers import UNet2DConditionModel
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 
     if "conv_in.weight" not in state:
         raise LDMSegError(f"{source}: unet tensor 'conv_in.weight' is missing")

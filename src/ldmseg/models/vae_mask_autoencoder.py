@@ -8,8 +8,8 @@ comes from the pretrained VAE (a local diffusers directory or a hub id). Same in
 from __future__ import annotations
 
 import torch
-from diffusers import AutoencoderKL
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 from diffusers.models.modeling_utils import ModelMixin
 
 from ldmseg.data.bits import ids_to_bits
