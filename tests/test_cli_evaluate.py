@@ -135,3 +135,68 @@ def test_threads_flag_and_passive_waiting(command: str, monkeypatch: pytest.Monk
     finally:
         torch.set_num_threads(before)
     assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+
+
+def test_visualize_predictions_alone_and_matched_colours(tmp_path: Path) -> None:
+    """Predictions without GT draw (image, overlay, colours); beside GT, a matched prediction segment wears its
+    GT segment's colour even though its id differs."""
+    from PIL import Image
+
+    from ldmseg.data import coco_panoptic, formats
+    from ldmseg.viz import id_colours
+
+    assert main(["data", "synth", "--out", str(tmp_path / "s"), "--num", "1", "--resolution", "48"]) == 0
+    s = tmp_path / "s"
+    gt = coco_panoptic.load_panoptic_json(s / "panoptic.json")
+    rec = gt.records[0]
+    ids = formats.read_panoptic_png(s / "panoptic" / rec.png_file)
+    shifted = np.where(ids > 0, ids + 1000, 0)  # the same segments under other ids: what a sampler returns
+    (tmp_path / "p").mkdir()
+    formats.write_panoptic_png(tmp_path / "p" / rec.png_file, shifted)
+    segs = [{**seg, "id": seg["id"] + 1000} for seg in rec.segments]
+    doc = json.loads((s / "panoptic.json").read_text())
+    doc["annotations"][0]["segments_info"] = segs
+    (tmp_path / "pred.json").write_text(json.dumps(doc))
+    pred = ["--pred-json", str(tmp_path / "pred.json"), "--pred-dir", str(tmp_path / "p")]
+    assert main(["visualize", "--images", str(s / "images"), *pred, "--out", str(tmp_path / "alone")]) == 0
+    alone = np.asarray(Image.open(tmp_path / "alone" / rec.png_file))
+    assert alone.shape[1] >= 3 * 48 and alone.shape[1] < 5 * 48  # three panels: no GT drawn
+    both = ["--gt-json", str(s / "panoptic.json"), "--gt-dir", str(s / "panoptic"), *pred]
+    assert main(["visualize", "--images", str(s / "images"), *both, "--out", str(tmp_path / "both")]) == 0
+    grid_rgb = np.asarray(Image.open(tmp_path / "both" / rec.png_file))
+    gt_colours = {tuple(c) for c in id_colours(ids).reshape(-1, 3)}
+    pred_panel = grid_rgb[-52:-4, -52:-4].reshape(-1, 3)  # the last panel, inside the 4 px white padding
+    inside = [tuple(c) for c in pred_panel if tuple(c) != (255, 255, 255)]  # borders are white
+    assert inside and set(inside) <= gt_colours
+    assert main(["visualize", "--images", str(s / "images"), "--out", str(tmp_path / "none")]) == 2
+
+
+def test_match_ids_follows_pq_matching() -> None:
+    from ldmseg.viz import match_ids
+
+    gt = np.array([[1, 1, 2, 2], [1, 1, 2, 2], [0, 0, 3, 3]])
+    pred = np.array([[7, 7, 1, 1], [7, 7, 1, 1], [0, 5, 5, 5]])
+    assert match_ids(gt, pred).tolist() == [[1, 1, 2, 2], [1, 1, 2, 2], [0, 3, 3, 3]]
+    unmatched = np.array([[1, 1, 1, 1], [4, 4, 4, 4], [4, 4, 4, 4]])  # no IoU > 0.5: ids unused by the GT
+    relabelled = match_ids(gt, unmatched)
+    assert set(np.unique(relabelled)) & {0, 1, 2, 3} == set() and len(np.unique(relabelled)) == 2
+
+
+@pytest.mark.parametrize("band_pixels", [1, 7, 50, 1 << 20])
+def test_overlay_band_by_band_equals_whole_picture(band_pixels: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Full-size overlays are blended in row bands (81 MP in ~2 GB instead of ~7): any band height gives the
+    picture the whole-image formula gives, borders across band edges included."""
+    from ldmseg import viz
+
+    rng = np.random.default_rng(band_pixels)
+    image = rng.integers(0, 256, (37, 23, 3)).astype(np.uint8)
+    ids = rng.integers(0, 4, (37, 23)) * 70001  # large ids: the unique-id colour table
+    colours = viz.id_colours(ids).astype(np.float32)
+    whole = image.astype(np.float32)
+    whole[ids != 0] = 0.5 * whole[ids != 0] + 0.5 * colours[ids != 0]
+    whole[viz.segment_borders(ids)] = 255
+    whole_blend = (0.5 * image.astype(np.float32) + 0.5 * colours).round().astype(np.uint8)
+    real_bands = viz.row_bands
+    monkeypatch.setattr(viz, "row_bands", lambda h, w: real_bands(h, w, band_pixels))
+    assert np.array_equal(viz.overlay(image, ids), whole.round().astype(np.uint8))
+    assert np.array_equal(viz.blend(image, viz.id_colours(ids)), whole_blend)

@@ -24,4 +24,6 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     for res in results.values():
         assert 0.0 <= res["All"]["pq"] <= 1.0
     assert (tmp_path / "demo" / "summary.html").exists() and (tmp_path / "demo" / "summary.png").exists()
+    page = (tmp_path / "demo" / "summary.html").read_text()
+    assert "PQ = SQ x RQ" in page and "VOID" in page and "mask AE row" in page  # the page explains itself
     assert main(["demo", "--out", str(tmp_path / "cli"), "--num", "2"]) == 0

@@ -275,6 +275,11 @@ def test_predict_and_evaluate_per_task(tmp_path: Path, capsys: pytest.CaptureFix
     assert main(["evaluate", "--task", "semantic", "--gt-dir", str(s / "semantic"), "--pred-dir",
                  str(s / "semantic")]) == 0
     assert "mIoU 100.00" in capsys.readouterr().out
+    assert json.loads((tmp_path / "semantic" / "categories.json").read_text())["categories"] == CATEGORIES
+    assert main(["evaluate", "--task", "semantic", "--gt-dir", str(s / "semantic"), "--pred-dir",
+                 str(tmp_path / "semantic" / "semantic")]) == 0
+    table = capsys.readouterr().out  # names come from the categories.json predict wrote beside its PNGs
+    assert any(c["name"][:12] in table for c in CATEGORIES)
     assert main(["evaluate", "--task", "depth", "--gt-dir", str(s / "depth"), "--pred-dir",
                  str(tmp_path / "depth" / "depth"), "--output", str(tmp_path / "d.json")]) == 0
     assert 0 < json.loads((tmp_path / "d.json").read_text())["rmse"] < 1

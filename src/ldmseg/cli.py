@@ -36,7 +36,7 @@ def _cmd_evaluate(a: argparse.Namespace) -> None:
         outputs.check_outputs_apart(a.output, {"--gt-json": a.gt_json, "--gt-dir": a.gt_dir,
                                                "--pred-json": a.pred_json, "--pred-dir": a.pred_dir}, is_file=True)
     if a.task == "semantic":
-        from ldmseg.metrics.semantic import evaluate_semantic_dirs, format_semantic
+        from ldmseg.metrics.semantic import evaluate_semantic_dirs, format_semantic, predicted_names
 
         classes = None
         if a.classes:
@@ -44,7 +44,7 @@ def _cmd_evaluate(a: argparse.Namespace) -> None:
 
             classes = load_class_list(a.classes)
         results = evaluate_semantic_dirs(a.gt_dir, a.pred_dir, a.num_classes, a.ignore_label, classes)
-        names = {k + 1: n for k, n in enumerate(classes.names)} if classes else None
+        names = {k + 1: n for k, n in enumerate(classes.names)} if classes else predicted_names(a.pred_dir)
         print(format_semantic(results, names))
     elif a.task == "depth":
         from ldmseg.metrics.depth import evaluate_depth_dirs, format_depth
@@ -214,13 +214,15 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
                    help="processes to spread images over (default: all cores, like panopticapi)")
     e.set_defaults(func=_cmd_evaluate)
 
-    v = sub.add_parser("visualize", help="colour overlays and image / GT / prediction grids")
-    v.add_argument("--images", required=True)
-    v.add_argument("--gt-json", required=True)
-    v.add_argument("--gt-dir", required=True)
-    v.add_argument("--pred-json")
-    v.add_argument("--pred-dir")
-    v.add_argument("--out", required=True)
+    v = sub.add_parser("visualize", help="colour overlays and image / GT / prediction grids (GT, predictions "
+                                          "or both)")
+    v.add_argument("--images", required=True, help="the image folder")
+    v.add_argument("--gt-json", help="COCO-panoptic GT JSON (default: none, predictions alone)")
+    v.add_argument("--gt-dir", help="its PNG folder (default: none)")
+    v.add_argument("--pred-json", help="COCO-panoptic prediction JSON, e.g. predict's OUT/panoptic.json "
+                                       "(default: none, GT alone)")
+    v.add_argument("--pred-dir", help="its PNG folder, e.g. OUT/panoptic (default: none)")
+    v.add_argument("--out", required=True, help="output folder: one grid PNG per image (created)")
     v.add_argument("--limit", type=checks.positive, default=None, help="at most this many pictures")
     v.set_defaults(func=_cmd_visualize)
 

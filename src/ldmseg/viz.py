@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from PIL import Image, ImageDraw
 
@@ -9,11 +11,25 @@ from PIL import Image, ImageDraw
 def id_colours(ids: np.ndarray) -> np.ndarray:
     """Stable, well-spread colour per id (golden-ratio hues from a hash); id 0 (VOID) is black. Colours are
     computed once per distinct id and looked up (a full-size map has millions of pixels, few ids)."""
+    return colour_lookup(ids)(np.asarray(ids))
+
+
+def colour_lookup(ids: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """id_colours as a function built once for a whole map, so that bands of it can be coloured one at a time."""
     ids = np.asarray(ids)
-    if ids.size and ids.min() >= 0 and ids.max() < 1 << 24:
-        return _hashed_colours(np.arange(int(ids.max()) + 1, dtype=np.uint64))[ids]
-    uniq, inverse = np.unique(ids, return_inverse=True)
-    return _hashed_colours(uniq.astype(np.uint64))[inverse.reshape(ids.shape)]
+    if ids.size and ids.min() >= 0 and ids.max() < 1 << 20:
+        table = _hashed_colours(np.arange(int(ids.max()) + 1, dtype=np.uint64))
+        return lambda part: table[part]
+    uniq = np.unique(ids)
+    table = _hashed_colours(uniq.astype(np.uint64))
+    return lambda part: table[np.searchsorted(uniq, part)]
+
+
+def row_bands(height: int, width: int, pixels: int = 1 << 20) -> list[tuple[int, int]]:
+    """(start, stop) row ranges of about `pixels` each: full-size pictures (81 MP and more) are blended band by
+    band, so that their float temporaries stay a few MB instead of several GB."""
+    step = max(1, pixels // max(width, 1))
+    return [(r, min(r + step, height)) for r in range(0, height, step)]
 
 
 def _hashed_colours(ids: np.ndarray) -> np.ndarray:
@@ -50,6 +66,30 @@ def colorize(ids: np.ndarray, borders: bool = True) -> np.ndarray:
     return rgb
 
 
+def match_ids(reference: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """`ids` relabelled for side-by-side pictures: a segment that matches a reference segment (IoU > 0.5, VOID
+    left out, PQ's rule) takes that segment's id, hence its colour; the others take ids the reference does not
+    use, so no unmatched segment borrows a colour."""
+    ref, ids = np.asarray(reference, np.int64), np.asarray(ids, np.int64)
+    base = int(ids.max(initial=0)) + 1
+    keys, overlap = np.unique(ref.ravel() * base + ids.ravel(), return_counts=True)
+    pairs = np.stack([keys // base, keys % base])
+    ref_area = dict(zip(*np.unique(ref, return_counts=True), strict=True))
+    own_area = dict(zip(*np.unique(ids, return_counts=True), strict=True))
+    taken = set(ref_area)
+    mapping = {0: 0}
+    for (r, s), both in zip(pairs.T.tolist(), overlap.tolist(), strict=True):
+        if r and s and both / (ref_area[r] + own_area[s] - both) > 0.5:
+            mapping[s] = r
+    fresh = (n for n in range(1, 1 << 24) if n not in taken)
+    for s in own_area:
+        if s not in mapping:
+            mapping[s] = s if s not in taken else next(fresh)
+            taken.add(mapping[s])
+    keys = np.array(sorted(own_area))
+    return np.array([mapping[k] for k in keys.tolist()], np.int64)[np.searchsorted(keys, ids)]
+
+
 def class_palette(labels: np.ndarray, categories: list[dict] | None = None) -> np.ndarray:
     """Class-id map -> RGB: each category's own colour where `categories` gives one, else a stable colour per
     id; 0 (VOID / ignore) black."""
@@ -79,18 +119,25 @@ def colorize_depth(depth: np.ndarray) -> np.ndarray:
 
 
 def blend(image: np.ndarray, colours: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """Colours blended over the image everywhere (semantic maps)."""
-    return ((1 - alpha) * image.astype(np.float32) + alpha * colours.astype(np.float32)).round().astype(np.uint8)
+    """Colours blended over the image everywhere (semantic maps), band by band."""
+    out = np.empty(image.shape, np.uint8)
+    for r0, r1 in row_bands(*image.shape[:2]):
+        mixed = (1 - alpha) * image[r0:r1].astype(np.float32) + alpha * colours[r0:r1].astype(np.float32)
+        out[r0:r1] = mixed.round()
+    return out
 
 
 def overlay(image: np.ndarray, ids: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """Colourised ids blended over the image (VOID left as the image), with borders."""
-    colours = id_colours(ids).astype(np.float32)
-    out = image.astype(np.float32).copy()
-    labelled = ids != 0
-    out[labelled] = (1 - alpha) * out[labelled] + alpha * colours[labelled]
-    out[segment_borders(ids)] = 255
-    return out.round().astype(np.uint8)
+    """Colourised ids blended over the image (VOID left as the image), with white borders; band by band."""
+    lookup = colour_lookup(ids)
+    out = np.empty(image.shape, np.uint8)
+    for r0, r1 in row_bands(*ids.shape):
+        part = ids[r0:r1]
+        img = image[r0:r1].astype(np.float32)
+        mixed = np.where((part != 0)[..., None], (1 - alpha) * img + alpha * lookup(part).astype(np.float32), img)
+        mixed[segment_borders(ids[r0:r1 + 1])[:r1 - r0]] = 255  # one row more: the lower neighbours
+        out[r0:r1] = mixed.round()
+    return out
 
 
 def grid(panels: list[np.ndarray], titles: list[str] | None = None, pad: int = 4) -> np.ndarray:

@@ -123,7 +123,8 @@ def predict_folder(model: str, images: str, out: str, panoptic_json: str | None 
     """Predict `task` for every image (default: the model's, ldmseg.tasks) and write, with OUT/overlays/*.png:
     - instances / panoptic: OUT/panoptic.json (with the model's categories for panoptic) + OUT/panoptic/*.png
       (panoptic also writes the semantic maps it merged, OUT/semantic/*.png);
-    - semantic: OUT/semantic/<stem>.png, uint8 class ids (0 = none), the convention of `ldmseg data synth`;
+    - semantic: OUT/semantic/<stem>.png, uint8 class ids (0 = none), the convention of `ldmseg data synth`, and
+      OUT/categories.json naming them;
     - depth: OUT/depth/<stem>.png, uint16 = depth x 65535 (synth's), and with an ensemble
       OUT/depth_uncertainty/<stem>.png in the same units.
     ensemble_size: samples drawn per image (default: the model's); precision: fp32 | bf16 (default: the model's);
@@ -170,6 +171,8 @@ def predict_folder(model: str, images: str, out: str, panoptic_json: str | None 
                 formats.write_png(out_dir / "overlays" / png, overlay(rgb, ids))
                 annotations.append({"image_id": image_id, "file_name": png, "segments_info": result.segments_info[i]})
             log.succeeded()
+    if task in ("semantic", "panoptic") and log.done:  # names the ids of OUT/semantic for evaluate and people
+        formats.write_json(out_dir / "categories.json", {"categories": pipe.categories}, indent=1)
     if task in ("instances", "panoptic") and log.done:
         categories = pipe.categories if task == "panoptic" else AGNOSTIC_CATEGORIES
         formats.write_json(out_dir / "panoptic.json", {"annotations": annotations, "categories": categories})

@@ -1,4 +1,4 @@
-"""`ldmseg visualize`: image / ground truth / prediction grids for a COCO-panoptic set."""
+"""`ldmseg visualize`: image / ground truth / prediction grids for COCO-panoptic sets (GT, predictions or both)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from tqdm import tqdm
 
 from ldmseg.data import coco_panoptic, formats, outputs
 from ldmseg.errors import LDMSegError
-from ldmseg.viz import colorize, grid, overlay
+from ldmseg.viz import colorize, grid, match_ids, overlay
 
 
 def find_image(image_dir: Path, record: coco_panoptic.PanopticRecord) -> Path:
@@ -23,30 +23,41 @@ def find_image(image_dir: Path, record: coco_panoptic.PanopticRecord) -> Path:
     raise LDMSegError(f"{image_dir}: no image for {record.png_file}")
 
 
-def visualize_sets(images: str, gt_json: str, gt_dir: str, out: str, pred_json: str | None = None,
+def visualize_sets(images: str, gt_json: str | None, gt_dir: str | None, out: str, pred_json: str | None = None,
                    pred_dir: str | None = None, limit: int | None = None) -> int:
-    """Write one grid PNG per image (image, GT overlay, GT colours[, prediction overlay / colours])."""
-    gt = coco_panoptic.load_panoptic_json(gt_json)
-    pred = coco_panoptic.load_panoptic_json(pred_json, gt.categories).by_image_id if pred_json else None
-    if pred is not None and not pred_dir:
-        raise LDMSegError("--pred-dir is needed with --pred-json")
-    records = gt.records[:limit] if limit else gt.records
+    """Write one grid PNG per image: the image, then overlay and colours of the GT and/or the prediction. Side by
+    side, a predicted segment that matches a GT segment (IoU > 0.5) wears its colour (viz.match_ids)."""
+    if bool(gt_json) != bool(gt_dir) or bool(pred_json) != bool(pred_dir):
+        raise LDMSegError("--gt-json goes with --gt-dir, and --pred-json with --pred-dir")
+    if not gt_json and not pred_json:
+        raise LDMSegError("nothing to draw: give --gt-json/--gt-dir, --pred-json/--pred-dir or both")
+    gt = coco_panoptic.load_panoptic_json(gt_json) if gt_json else None
+    pred_set = coco_panoptic.load_panoptic_json(pred_json, gt.categories if gt else None) if pred_json else None
+    pred = pred_set.by_image_id if pred_set else None
+    records = (gt or pred_set).records
+    records = records[:limit] if limit else records
     log = outputs.SkipLog()
 
-    def picture(rec) -> np.ndarray:
-        image = formats.read_rgb(find_image(Path(images), rec))
-        gt_ids = coco_panoptic.read_panoptic_ids(gt_dir, rec)
-        if gt_ids.shape != image.shape[:2]:
-            raise LDMSegError(f"{Path(gt_dir) / rec.png_file}: size {gt_ids.shape[::-1]} differs from its image "
+    def ids_of(folder: str, rec: coco_panoptic.PanopticRecord, image: np.ndarray) -> np.ndarray:
+        ids = coco_panoptic.read_panoptic_ids(folder, rec)
+        if ids.shape != image.shape[:2]:
+            raise LDMSegError(f"{Path(folder) / rec.png_file}: size {ids.shape[::-1]} differs from its image "
                               f"{image.shape[1::-1]}")
-        panels, titles = [image, overlay(image, gt_ids), colorize(gt_ids)], ["image", "GT overlay", "GT"]
+        return ids
+
+    def picture(rec: coco_panoptic.PanopticRecord) -> np.ndarray:
+        image = formats.read_rgb(find_image(Path(images), rec))
+        panels, titles = [image], ["image"]
+        gt_ids = ids_of(gt_dir, rec, image) if gt else None
+        if gt_ids is not None:
+            panels += [overlay(image, gt_ids), colorize(gt_ids)]
+            titles += ["GT overlay", "GT"]
         if pred is not None:
             if rec.image_id not in pred:
                 raise LDMSegError(f"{pred_json}: no prediction for image_id {rec.image_id!r}")
-            p_ids = coco_panoptic.read_panoptic_ids(pred_dir, pred[rec.image_id])
-            if p_ids.shape != gt_ids.shape:
-                raise LDMSegError(f"{Path(pred_dir) / pred[rec.image_id].png_file}: size {p_ids.shape[::-1]} differs "
-                                  f"from the GT's {gt_ids.shape[::-1]}")
+            p_ids = ids_of(pred_dir, pred[rec.image_id], image)
+            if gt_ids is not None:
+                p_ids = match_ids(gt_ids, p_ids)
             panels += [overlay(image, p_ids), colorize(p_ids)]
             titles += ["prediction overlay", "prediction"]
         return grid(panels, titles)

@@ -94,6 +94,19 @@ def evaluate_semantic_dirs(gt_dir: str | Path, pred_dir: str | Path, num_classes
     return res
 
 
+def predicted_names(pred_dir: str | Path) -> dict[int, str] | None:
+    """Class names of a prediction folder: the categories.json `ldmseg predict` writes beside OUT/semantic (None
+    where there is none or it does not read as {"categories": [{"id", "name"}, ...]})."""
+    path = Path(pred_dir).parent / "categories.json"
+    if not path.is_file():
+        return None
+    try:
+        listed = formats.read_json(path).get("categories", [])
+        return {int(c["id"]): str(c["name"]) for c in listed}
+    except (LDMSegError, AttributeError, KeyError, TypeError, ValueError):
+        return None
+
+
 def format_semantic(res: dict, names: dict[int, str] | None = None) -> str:
     """The scores x100, one line per class present, with its name where `names` gives one."""
     names = names or {}
