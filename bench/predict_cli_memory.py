@@ -72,11 +72,13 @@ def main() -> None:
     md = (f"## Predict on one {mp:.0f} MP image: the whole command's peak memory\n\n"
           f"`ldmseg predict` (demo, default task, serving defaults, {args.threads} threads) on one {args.size}x"
           f"{args.size} image, peak RSS of the process: model, pipeline and every output it writes (panoptic and "
-          f"semantic PNGs, the overlay). Overlays and blends are computed in row bands. {machine()}. "
+          f"semantic PNGs, the overlay). Overlays and blends are computed in row bands, COCO-RGB ids read in place. "
+          f"{machine()}. "
           "`python bench/predict_cli_memory.py --old-src OLD/src`.\n\n"
           "| code | peak RSS, wall |\n|---|---|\n"
           f"| now | {cell(results['now'])} |\n"
-          + (f"| before (whole-image float overlay) | {cell(results['old'])} |\n" if "old" in results else ""))
+          + (f"| before (whole-image float overlay, uint32 id2rgb) | {cell(results['old'])} |\n"
+             if "old" in results else ""))
     save_results("predict_cli_memory", results, md)
     print(md, f"({time.time() - started:.0f} s)")
 

@@ -180,6 +180,33 @@ def test_upload_above_the_pixel_cap_is_refused_from_its_header(served: str, tmp_
     assert "segments, seed 0" in _segment_job(client, path).result(timeout=300)[2]
 
 
+@pytest.mark.slow
+def test_unreadable_uploads_get_one_plain_line_and_the_page_states_its_limits(served: str, tmp_path: Path) -> None:
+    """A 0-byte or text upload is answered with one plain line naming the file (not Gradio's internals with the
+    server's temporary path); the page says the upload limits before anything is uploaded."""
+    import urllib.request
+
+    from gradio_client import Client
+
+    from ldmseg.commands.app import MAX_SIDE, MAX_UPLOAD_MB
+
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "notes.png").write_text("not an image")
+    client = Client(served, verbose=False)
+    for name in ("empty.png", "notes.png"):
+        with pytest.raises(Exception) as refused:
+            _segment_job(client, tmp_path / name).result(timeout=120)
+        message = str(refused.value)
+        assert message.startswith("the upload is not an image that can be read") and name in message, message
+        assert "/tmp" not in message and "preprocess" not in message and "\n" not in message
+    with urllib.request.urlopen(served + "config", timeout=30) as answer:
+        page = answer.read().decode()
+    assert f"up to {MAX_UPLOAD_MB} MB and {MAX_SIDE} px per side" in page
+    path = tmp_path / "ok.png"
+    Image.new("RGB", (64, 64), (40, 90, 160)).save(path)
+    assert "segments, seed 0" in _segment_job(client, path).result(timeout=300)[2]
+
+
 def test_page_errors_show_no_server_paths() -> None:
     from ldmseg.commands.app import public_message
 
@@ -233,3 +260,38 @@ def test_requests_from_two_events_never_share_the_pipeline_at_once(monkeypatch: 
         t.join(timeout=300)
     assert len(results) == 3 and len(overlaps) == 3 and not any(overlaps)
     assert len({files[0] for _, files, _ in results}) == 3  # each request its own result folder
+
+
+@pytest.mark.slow
+def test_sigterm_removes_the_apps_temporary_folders(tmp_path: Path) -> None:
+    """`ldmseg app` stopped by SIGTERM (a service manager, `kill`) cleans up as Ctrl-C does: nothing of it is
+    left in the temporary folder."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = _free_port()
+    env = {**os.environ, "TMPDIR": str(tmp_path), "GRADIO_TEMP_DIR": str(tmp_path / "gradio")}
+    proc = subprocess.Popen([sys.executable, "-m", "ldmseg.cli", "app", "--port", str(port), "--steps", "1",
+                             "--threads", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=5).close()
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read()
+                time.sleep(0.5)
+        else:
+            raise AssertionError("the app never answered")
+        assert [p.name for p in tmp_path.glob("ldmseg-*")]  # its folders exist while it runs
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) in (143, -signal.SIGTERM, 0)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not list(tmp_path.glob("ldmseg-*")), list(tmp_path.glob("ldmseg-*"))

@@ -21,6 +21,12 @@ def test_rgb_id_round_trip() -> None:
     ids = np.array([[0, 1, 255, 256], [65535, 65536, 2**24 - 1, 12345]], np.uint32)
     assert (formats.rgb2id(formats.id2rgb(ids)) == ids).all()
     assert formats.rgb2id(np.array([[[1, 2, 3]]], np.uint8))[0, 0] == 1 + 2 * 256 + 3 * 65536
+    assert formats.id2rgb(np.array([[1 + 2 * 256 + 3 * 65536]], np.int64)).tolist() == [[[1, 2, 3]]]
+    for dtype in (np.int64, np.int32, np.uint16):  # whatever the map's dtype and layout: R, G, B bytes in order
+        wide = ids.astype(dtype) if dtype != np.uint16 else (ids & 0xFFFF).astype(dtype)
+        rgb = formats.id2rgb(wide.T)  # a transposed (non-contiguous) view
+        assert rgb.dtype == np.uint8 and rgb.shape == (4, 2, 3) and rgb.flags.c_contiguous
+        assert (formats.rgb2id(rgb) == wide.T).all()
 
 
 def test_atomic_write_leaves_nothing_on_failure(tmp_path: Path) -> None:

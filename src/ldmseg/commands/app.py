@@ -36,7 +36,8 @@ from ldmseg.viz import (
 PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
            "#fabed4", "#469990", "#9a6324", "#800000"]  # palette colour k paints segment id k + 1
 MAX_SIDE = 4096
-MAX_UPLOAD = "20mb"
+MAX_UPLOAD_MB = 20
+MAX_UPLOAD = f"{MAX_UPLOAD_MB}mb"
 KEEP_RESULTS = 32  # result folders kept on disk at a time
 TIME_LIMIT = 120.0  # seconds one request may run (checked after every sampling step)
 
@@ -190,10 +191,27 @@ def build_app(segmenter: Segmenter, examples: list[str]):
         except Exception as err:  # never take the server down on bad input; say what happened
             raise gr.Error(public_message(f"{type(err).__name__}: {err}")) from None
 
+    def refuse_unreadable(preprocess):
+        """The editor's preprocess, saying in one plain line (no server path) that an upload is no image it can
+        read: Gradio reports a failed decode as its own internals with the upload's temporary path. (Wrapped on
+        the instance: a subclass of a Gradio component makes Gradio write a .pyi file beside this module.)"""
+
+        def checked(payload):
+            try:
+                return preprocess(payload)
+            except gr.Error:
+                raise
+            except Exception as err:
+                raise gr.Error(public_message(f"the upload is not an image that can be read ({type(err).__name__}: "
+                                              f"{err})")) from None
+        return checked
+
     with gr.Blocks(title="LDMSeg") as app:
         gr.Markdown("# LDMSeg: segmentation and mask inpainting by latent diffusion\n"
                     "Upload an image and press **Segment**. To guide it, paint rough strokes (one palette colour "
-                    "per segment; eraser and undo in the toolbar) and press **Complete**.")
+                    "per segment; eraser and undo in the toolbar) and press **Complete**. "
+                    f"Uploads: PNG, JPEG or WebP images up to {MAX_UPLOAD_MB} MB and {MAX_SIDE} px per side.",
+                    elem_id="intro")
         gr.Markdown(f"**This model:** {model_domain(segmenter.pipe)}", elem_id="domain")
         seed = gr.State(0)
         used_strokes = gr.State(False)
@@ -202,6 +220,7 @@ def build_app(segmenter: Segmenter, examples: list[str]):
                                     brush=gr.Brush(colors=PALETTE, color_mode="fixed", default_size=12),
                                     eraser=gr.Eraser(), sources=("upload", "clipboard"), layers=False,
                                     transforms=(), elem_id="editor")
+            editor.preprocess = refuse_unreadable(editor.preprocess)
             result = gr.Image(label="prediction", type="numpy", interactive=False, elem_id="result")
         with gr.Row():
             segment_btn = gr.Button("Segment", variant="primary", elem_id="segment")
