@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import typing
 from pathlib import Path
 
@@ -163,3 +164,33 @@ def test_outputs_get_the_umask_permissions(tmp_path: Path) -> None:
         os.umask(old)
     assert all((tmp_path / f).stat().st_mode & 0o777 == 0o644 for f in ("a.png", "a.json"))
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def _flags(parser, prefix: str = ""):
+    """(command, action) for every option of every (sub)command."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _flags(sub, f"{prefix} {name}".strip())
+        elif action.option_strings and action.dest != "help" and action.help != argparse.SUPPRESS:
+            yield prefix, action
+
+
+def test_every_flag_has_help_that_says_its_default() -> None:
+    """One formatter for all commands: each visible flag has a help line, and one that is optional and takes a
+    value says its default (or that it is required)."""
+    import argparse
+
+    from ldmseg.cli import build_parser
+
+    missing = []
+    for command, action in _flags(build_parser()):
+        text = action.help or ""
+        if "%(" in text:
+            text = text % {"default": action.default, "prog": command}
+        takes_value = not isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction)
+        if not text or (takes_value and not action.required and not re.search("default|required", text, re.I)):
+            missing.append(f"{command} {action.option_strings[0]}")
+    assert not missing, missing

@@ -197,9 +197,9 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     e.add_argument("--task", default="panoptic", choices=["panoptic", "semantic", "depth"],
                    help="panoptic: COCO-panoptic JSON + PNGs (default); semantic: class-id PNGs (mIoU); "
                         "depth: 16-bit depth PNGs (RMSE, AbsRel, delta<1.25)")
-    e.add_argument("--gt-json", help="GT panoptic JSON (panoptic)")
+    e.add_argument("--gt-json", help="GT COCO-panoptic JSON (needed for panoptic scoring; default: none)")
     e.add_argument("--gt-dir", required=True, help="GT PNG folder")
-    e.add_argument("--pred-json", help="predicted panoptic JSON (panoptic)")
+    e.add_argument("--pred-json", help="predicted COCO-panoptic JSON (needed for panoptic scoring; default: none)")
     e.add_argument("--pred-dir", required=True, help="predicted PNG folder (files named as the GT's)")
     e.add_argument("--num-classes", type=checks.positive, default=256,
                    help="semantic: class ids live in 0..C-1 (default 256)")
@@ -209,7 +209,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
                    help="semantic: the GT's class list (a classes JSON or 'camvid'): GT PNGs hold its raw label "
                         "values, mapped to ldmseg's ids; names in the table (default: none, GT in ldmseg's ids)")
     e.add_argument("--class-agnostic", action="store_true", help="all categories as one thing class (Table 1)")
-    e.add_argument("--output", help="write pq_compute-shaped results JSON here")
+    e.add_argument("--output", help="write the results as JSON here (pq_compute-shaped; default: printed only)")
     e.add_argument("--workers", type=checks.processes, default=os.cpu_count() or 1,
                    help="processes to spread images over (default: all cores, like panopticapi)")
     e.set_defaults(func=_cmd_evaluate)
@@ -223,7 +223,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
                                        "(default: none, GT alone)")
     v.add_argument("--pred-dir", help="its PNG folder, e.g. OUT/panoptic (default: none)")
     v.add_argument("--out", required=True, help="output folder: one grid PNG per image (created)")
-    v.add_argument("--limit", type=checks.positive, default=None, help="at most this many pictures")
+    v.add_argument("--limit", type=checks.positive, default=None, help="at most this many pictures (default: all)")
     v.set_defaults(func=_cmd_visualize)
 
     d = sub.add_parser("demo", help="the main job on the embedded default: synthetic scenes end to end")
@@ -238,7 +238,8 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     t.set_defaults(func=_cmd_train_ae)
 
     tr = sub.add_parser("train", help="train the stage-2 diffusion model (--config FILE.json for presets)")
-    tr.add_argument("--config", help="JSON with DiffusionConfig fields, e.g. configs/coco_paper.json")
+    tr.add_argument("--config", help="JSON with DiffusionConfig fields, e.g. configs/coco_paper.json; flags given "
+                    "override it (default: none)")
     add_dataclass_arguments(tr, DiffusionConfig)
     if train_defaults:
         tr.set_defaults(**train_defaults)
@@ -273,13 +274,16 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     ip = sub.add_parser("inpaint", help="complete a partial panoptic mask (one image, or a COCO set with "
                                         "parts of the GT hidden)")
     ip.add_argument("--model", default="demo", help=MODEL_HELP)
-    ip.add_argument("--out", required=True)
-    ip.add_argument("--image", help="one image ...")
-    ip.add_argument("--partial", help="... and its partial mask: COCO-RGB ids, 0 = unknown unless --valid")
-    ip.add_argument("--valid", help="optional mask of the given pixels (non-zero = given)")
-    ip.add_argument("--images", help="or a COCO-panoptic set: image folder ...")
-    ip.add_argument("--gt-json", help="... its panoptic JSON ...")
-    ip.add_argument("--gt-dir", help="... and PNG folder; parts of each GT are hidden, then completed")
+    ip.add_argument("--out", required=True, help="output folder (created)")
+    ip.add_argument("--image", help="one image ... (default: none; or give --images)")
+    ip.add_argument("--partial", help="... and its partial mask: COCO-RGB ids, 0 = unknown unless --valid (default: "
+                    "none)")
+    ip.add_argument("--valid", help="mask of the given pixels, non-zero = given (default: every non-zero id of "
+                    "--partial)")
+    ip.add_argument("--images", help="or a COCO-panoptic set: image folder ... (default: none)")
+    ip.add_argument("--gt-json", help="... its panoptic JSON ... (default: none)")
+    ip.add_argument("--gt-dir", help="... and PNG folder; parts of each GT are hidden, then completed (default: "
+                    "none)")
     alias(ip, "--panoptic-json", "--gt-json")
     alias(ip, "--panoptic-dir", "--gt-dir")
     ip.add_argument("--mask-type", default="blocks", choices=["blocks", "beit", "strokes"],
@@ -316,11 +320,12 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
 
     c = sub.add_parser("convert-original", help="the authors' released checkpoints (ldmseg.pt, ae.pt) -> an ldmseg "
                                                 "pipeline or mask AE directory (safetensors)")
-    c.add_argument("--ldm", help="their LDM checkpoint (ldmseg.pt, ~3.3 GB); needs --stable-diffusion")
+    c.add_argument("--ldm", help="their LDM checkpoint (ldmseg.pt, ~3.3 GB); needs --stable-diffusion (default: none, "
+                                 "--ae alone)")
     c.add_argument("--ae", help="their mask-AE checkpoint (ae.pt, ~23 MB): alone, a mask AE directory for "
-                                "reconstruct / train --ae; with --ldm, checked to be the LDM's own")
+                                "reconstruct / train --ae; with --ldm, checked to be the LDM's own (default: none)")
     c.add_argument("--stable-diffusion", help="SD directory or hub id giving the UNet config and the image encoder "
-                                              "(theirs: CompVis/stable-diffusion-v1-4)")
+                                              "(theirs: CompVis/stable-diffusion-v1-4; required with --ldm)")
     c.add_argument("--weights", default="ema", choices=["ema", "raw"],
                    help="the UNet's EMA copy where the file has one, or its raw weights (default: ema)")
     c.add_argument("--out", required=True, help="new output directory")
@@ -328,20 +333,21 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
 
     r = sub.add_parser("reconstruct", help="encode + decode GT masks with a mask AE; write COCO-panoptic")
     r.add_argument("--ae", required=True, help="model directory or 'demo'")
-    r.add_argument("--images", required=True)
+    r.add_argument("--images", required=True, help="the image folder of the set (names the outputs)")
     r.add_argument("--gt-json", help="COCO-panoptic JSON of the masks (required)")
     r.add_argument("--gt-dir", help="their PNG folder (required)")
     alias(r, "--panoptic-json", "--gt-json")
     alias(r, "--panoptic-dir", "--gt-dir")
-    r.add_argument("--out", required=True)
+    r.add_argument("--out", required=True, help="output folder: panoptic.json, panoptic/, latent_stats.json")
     r.add_argument("--resolution", type=checks.resolution, default=512,
                    help="square processing size (default 512, the paper's)")
     alias(r, "--size", "--resolution", checks.resolution)
     r.add_argument("--batch-size", type=checks.positive, default=8, help="masks per batch (default 8)")
     r.add_argument("--latent-noise", type=checks.non_negative_float, default=0.0,
-                   help="Gaussian noise x latent std (robustness)")
+                   help="Gaussian noise x latent std added before decoding: robustness (default 0)")
     r.add_argument("--min-area", type=checks.non_negative_float, default=0.0,
-                   help="segments smaller than this many px at 512^2 (scaled to the image) become VOID")
+                   help="segments smaller than this many px at 512^2 (scaled to the image) become VOID "
+                        "(default 0)")
     r.add_argument("--seed", type=checks.seed, default=0, help="seed of the random id reassignment (default 0)")
     r.add_argument("--threshold", type=checks.probability, default=None,
                    help="pixels whose top softmax probability is below this become VOID (0 = argmax; default 0.5, "

@@ -40,7 +40,7 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
     """The `data` command group and its three subcommands."""
     data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
     s = data.add_parser("synth", help="write synthetic scenes in COCO-panoptic layout")
-    s.add_argument("--out", required=True)
+    s.add_argument("--out", required=True, help="output folder: images/, panoptic/, panoptic.json, semantic/, depth/")
     s.add_argument("--num", type=checks.positive, default=100, help="scenes to write (default 100)")
     s.add_argument("--resolution", type=checks.resolution, default=128, help="square size in px (default 128)")
     alias(s, "--size", "--resolution", checks.resolution)
