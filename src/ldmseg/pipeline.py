@@ -134,6 +134,19 @@ class LDMSegPipeline(DiffusionPipeline):
                 module.to(memory_format=torch.channels_last)
         return self
 
+    def serves_bf16(self, precision: str | None = None) -> bool:
+        """Whether a call with `precision` (default: the config's default_precision) runs the networks in bf16."""
+        precision = precision or self.config.default_precision
+        return precision == "bf16" or (precision == "auto" and native_bf16(self.unet.device))
+
+    def keep_unet_in_bf16(self) -> LDMSegPipeline:
+        """The UNet's weights cast to bfloat16, for a process that serves bf16 only (the CLI and the app do this
+        when their precision is bf16): its float32 copy goes (3.4 GB for SD's UNet), and so do the bf16 copies
+        autocast makes of it in every call. Calls then run bf16 whatever their precision says, and asking for
+        "fp32" is an error: load the pipeline again for that."""
+        self.unet.to(torch.bfloat16)
+        return self
+
     @property
     def trained_tasks(self) -> tuple[str, ...]:
         """The tasks with an embedding and an autoencoder (ldmseg.tasks)."""
@@ -244,7 +257,12 @@ class LDMSegPipeline(DiffusionPipeline):
         if precision not in PRECISIONS:
             raise LDMSegError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self._step_callback = callback_on_step_end
-        bf16 = precision == "bf16" or (precision == "auto" and native_bf16(self.unet.device))
+        bf16 = self.serves_bf16(precision)
+        if self.unet.dtype == torch.bfloat16:  # keep_unet_in_bf16: no float32 weights left to run
+            if precision == "fp32":
+                raise LDMSegError("precision fp32: this pipeline's UNet holds bf16 weights only (keep_unet_in_bf16); "
+                                  "load it again to run in fp32")
+            bf16 = True
         try:
             with torch.autocast(self.unet.device.type, torch.bfloat16, enabled=bf16):
                 out = self._predict(images, task, steps, res, k, generator, show_progress, partial_mask, valid_mask,

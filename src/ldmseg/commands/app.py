@@ -72,6 +72,8 @@ class Segmenter:
         from ldmseg.commands.predict import load_pipeline
 
         self.pipe = load_pipeline(model, precision)
+        if self.pipe.serves_bf16():  # the app serves one precision: no float32 UNet beside the bf16 one
+            self.pipe.keep_unet_in_bf16()
         self.pipe.set_progress_bar_config(disable=True)
         self.steps = steps
         self.time_limit = time_limit

@@ -23,6 +23,8 @@ CATEGORIES = [{"id": 1, "name": "object", "supercategory": "object", "isthing": 
 def _configure(model: str, scheduler: str | None, precision: str | None = None):
     pipe = load_pipeline(model, precision)
     pipe.set_progress_bar_config(disable=True)
+    if pipe.serves_bf16():  # the command serves one precision: no float32 UNet beside the bf16 one
+        pipe.keep_unet_in_bf16()
     if scheduler:
         pipe.use_sampler(scheduler)
     return pipe

@@ -142,6 +142,8 @@ def predict_folder(model: str, images: str, out: str, panoptic_json: str | None 
     steps = steps or named.get("num_inference_steps")
     if not precision and named.get("precision"):
         pipe.register_to_config(default_precision=named["precision"])
+    if pipe.serves_bf16():  # this process serves bf16 only: no float32 UNet weights kept beside the bf16 ones
+        pipe.keep_unet_in_bf16()
     hint_slow_default(pipe, task, steps)
     if task in ("semantic", "panoptic") and max((c["id"] for c in pipe.categories), default=0) > 255:
         raise LDMSegError("this model's class ids go above 255: they do not fit uint8 semantic PNGs")
