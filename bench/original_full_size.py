@@ -30,12 +30,17 @@ SD14_UNET = {  # CompVis/stable-diffusion-v1-4's unet/config.json
     "downsample_padding": 1, "flip_sin_to_cos": True, "freq_shift": 0, "in_channels": 4, "layers_per_block": 2,
     "mid_block_scale_factor": 1, "norm_eps": 1e-5, "norm_num_groups": 32, "out_channels": 4, "sample_size": 64,
     "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3}
-SETTINGS = {  # name: (steps, precision, ensemble)
-    "authors' default: 50 steps, fp32": (50, "fp32", 1),
-    "50 steps, bf16": (50, "bf16", 1),
-    "fast preset: 20 steps, bf16": (20, "bf16", 1),
-    "4 steps, bf16": (4, "bf16", 1),
-    "4 steps, bf16, ensemble of 4": (4, "bf16", 4),
+SETTINGS = {  # name: (steps, precision, ensemble, UNet weights kept in bf16 as the CLI does when serving bf16)
+    "authors' default: 50 steps, fp32": (50, "fp32", 1, False),
+    "50 steps, bf16": (50, "bf16", 1, True),
+    "fast preset: 20 steps, bf16": (20, "bf16", 1, True),
+    "4 steps, bf16": (4, "bf16", 1, True),
+    "4 steps, bf16, ensemble of 4": (4, "bf16", 4, True),
+}
+MEMORY_SETTINGS = {  # --memory-only: one sampling step each, for the peak RSS of each way of serving
+    "fp32": (1, "fp32", 1, False),
+    "bf16 autocast over float32 weights (before)": (1, "bf16", 1, False),
+    "bf16, UNet weights kept in bf16 (predict / inpaint / app now)": (1, "bf16", 1, True),
 }
 
 
@@ -103,8 +108,10 @@ def test_image():
 
 @torch.no_grad()
 def predict(work: Path, name: str, device: str) -> dict:
-    steps, precision, k = SETTINGS[name]
+    steps, precision, k, keep_bf16 = {**SETTINGS, **MEMORY_SETTINGS}[name]
     pipe = load(work, device)
+    if keep_bf16:
+        pipe.keep_unet_in_bf16()
     calls: list[float] = []
     forward = pipe.unet.forward
 
@@ -177,6 +184,7 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/ldmseg-original-bench")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--child", default=None)
+    ap.add_argument("--memory-only", action="store_true", help="one step per way of serving: peak RSS only")
     args = ap.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -190,6 +198,9 @@ def main() -> None:
         print(json.dumps(predict(work, args.child, args.device)))
         return
     base = ["--work", str(work), "--device", args.device]
+    if args.memory_only:
+        memory_only(base, args.device)
+        return
     results = {"machine": machine() if args.device == "cpu" else torch.cuda.get_device_name(),
                "threads": torch.get_num_threads(), "convert": run_child([*base, "--child", "convert"]),
                "unet_call": run_child([*base, "--child", "unet"]), "predict": {}}
@@ -197,6 +208,26 @@ def main() -> None:
         results["predict"][name] = run_child([*base, "--child", name])
         print(name, results["predict"][name], file=sys.stderr)
     save_results(f"original_full_size_{args.device}", results, table(results))
+
+
+def memory_only(base: list[str], device: str) -> None:
+    """Peak RSS of one 1-step 512x512 prediction per way of serving (fp32, bf16 autocast, bf16 weights), each in
+    its own process; writes the original_memory_<device> section."""
+    results = {"machine": machine() if device == "cpu" else torch.cuda.get_device_name(),
+               "convert": run_child([*base, "--child", "convert"]), "predict": {}}
+    for name in MEMORY_SETTINGS:
+        results["predict"][name] = run_child([*base, "--child", name])
+        print(name, results["predict"][name], file=sys.stderr)
+    rows = [f"| {name} | {p['peak_rss_gb']:.2f} | {p['seconds']:.1f} |" if "error" not in p
+            else f"| {name} | failed: {p['error']} | |" for name, p in results["predict"].items()]
+    md = "\n".join([f"## The authors' model, full size: peak memory per way of serving ({results['machine']})", "",
+                    "`bench/original_full_size.py --memory-only`: the converted full-size model (random weights of "
+                    "the released shapes, 860 M-parameter UNet), one 512x512 prediction with one sampling step, "
+                    "each way in its own process; peak RSS includes loading. Time is not comparable across CPUs: "
+                    "without native bf16 (AVX512-BF16 / AMX) bf16 is emulated and slower than fp32.", "",
+                    "| serving | peak RSS, GB | s (1 step) |", "|---|---|---|", *rows])
+    save_results(f"original_memory_{device}", results, md)
+    print(md)
 
 
 def table(r: dict) -> str:

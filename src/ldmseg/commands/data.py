@@ -36,6 +36,13 @@ def _cmd_data_instances_split(a: argparse.Namespace) -> None:
     print(f"wrote {a.out}/train.json ({train} images) and {a.out}/val.json ({val} images)")
 
 
+def instances_inputs(parser: argparse.ArgumentParser, images_help: str, out_help: str) -> None:
+    """The positional JSON IMAGES OUT of the commands that read a COCO instances set."""
+    parser.add_argument("json", help="COCO instances JSON")
+    parser.add_argument("images", help=images_help)
+    parser.add_argument("out", help=out_help)
+
+
 def add_data_commands(sub: argparse._SubParsersAction) -> None:
     """The `data` command group and its three subcommands."""
     data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
@@ -50,16 +57,13 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=_cmd_data_synth)
     ip2p = data.add_parser("instances-to-panoptic", help="COCO instance annotations (polygons, RLE) -> COCO-panoptic "
                                                         "PNGs + JSON (larger objects first, smaller on top)")
-    ip2p.add_argument("json", help="COCO instances JSON")
-    ip2p.add_argument("images", help="its image folder (checked: every image there, at its annotated size)")
-    ip2p.add_argument("out", help="output folder: panoptic.json and panoptic/")
+    instances_inputs(ip2p, "its image folder (checked: every image there, at its annotated size)",
+                     "output folder: panoptic.json and panoptic/")
     ip2p.add_argument("--class-agnostic", action="store_true", help="one category, 'object' (default: the JSON's)")
     ip2p.set_defaults(func=_cmd_data_instances_to_panoptic)
     isp = data.add_parser("instances-split", help="hold out images of a COCO instances set: OUT/train.json, "
                                                  "OUT/val.json and OUT/images (a link)")
-    isp.add_argument("json", help="COCO instances JSON")
-    isp.add_argument("images", help="its image folder")
-    isp.add_argument("out", help="output folder")
+    instances_inputs(isp, "its image folder", "output folder")
     isp.add_argument("--val", type=checks.positive, required=True, help="images held out for validation")
     isp.add_argument("--seed", type=checks.seed, default=0, help="which images are held out (default 0)")
     isp.set_defaults(func=_cmd_data_instances_split)
