@@ -200,3 +200,23 @@ def test_overlay_band_by_band_equals_whole_picture(band_pixels: int, monkeypatch
     monkeypatch.setattr(viz, "row_bands", lambda h, w: real_bands(h, w, band_pixels))
     assert np.array_equal(viz.overlay(image, ids), whole.round().astype(np.uint8))
     assert np.array_equal(viz.blend(image, viz.id_colours(ids)), whole_blend)
+
+
+def test_predictions_name_their_images_so_visualize_finds_any_format(tmp_path: Path) -> None:
+    """predict's panoptic.json lists its images (file_name, size), so `visualize` draws predictions alone for
+    photos of any format, a WebP and a JPEG with a space in its name included."""
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(4)
+    for name in ("b.webp", "street one.JPG"):
+        Image.fromarray(rng.integers(0, 255, (48, 64, 3), np.uint8)).save(photos / name)
+    assert main(["predict", "--images", str(photos), "--out", str(tmp_path / "pred"), "--task", "instances",
+                 "--ensemble-size", "1", "--steps", "1"]) == 0
+    listed = json.loads((tmp_path / "pred" / "panoptic.json").read_text())["images"]
+    assert sorted((im["file_name"], im["width"], im["height"]) for im in listed) == [
+        ("b.webp", 64, 48), ("street one.JPG", 64, 48)]
+    assert main(["visualize", "--images", str(photos), "--pred-json", str(tmp_path / "pred" / "panoptic.json"),
+                 "--pred-dir", str(tmp_path / "pred" / "panoptic"), "--out", str(tmp_path / "viz")]) == 0
+    assert sorted(p.name for p in (tmp_path / "viz").iterdir()) == ["b.png", "street one.png"]

@@ -22,8 +22,6 @@ from ldmseg.viz import (
     with_legend,
 )
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
-
 
 def load_pipeline(model: str, precision: str | None = None, announce: bool = True):
     """The pipeline of a directory, hub id or 'demo'; `precision` (fp32 | bf16) replaces its default one. With
@@ -92,6 +90,14 @@ def _jobs(images: str, panoptic_json: str | None) -> list[tuple[object, Path, st
     return [(p.stem, p, p.with_suffix(".png").name) for p in files]
 
 
+def image_name(path: Path, images: str) -> str:
+    """An image's `file_name` in the output JSON: its path inside the --images folder, else its name."""
+    try:
+        return path.relative_to(images).as_posix() if Path(images).is_dir() else path.name
+    except ValueError:
+        return path.name
+
+
 def image_files(spec: str) -> list[Path]:
     """The images `--images` names: a folder (its image files), one file, a glob pattern, or '-' (paths on stdin,
     one per line)."""
@@ -101,15 +107,15 @@ def image_files(spec: str) -> list[Path]:
     if spec == "-":
         files = [Path(line.strip()) for line in sys.stdin if line.strip()]
     elif Path(spec).is_dir():
-        files = sorted(p for p in Path(spec).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(p for p in Path(spec).iterdir() if p.suffix.lower() in formats.IMAGE_SUFFIXES)
     elif Path(spec).is_file():
         files = [Path(spec)]
     elif glob.has_magic(spec):
-        files = sorted(Path(p) for p in glob.glob(spec) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(Path(p) for p in glob.glob(spec) if Path(p).suffix.lower() in formats.IMAGE_SUFFIXES)
     else:
         raise LDMSegError(f"{spec}: no such image file or folder")
     if not files:
-        raise LDMSegError(f"{spec}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise LDMSegError(f"{spec}: no images ({', '.join(formats.IMAGE_SUFFIXES)})")
     return files
 
 
@@ -151,7 +157,7 @@ def predict_folder(model: str, images: str, out: str, panoptic_json: str | None 
         pipe.use_sampler(scheduler)
     gen = torch.Generator().manual_seed(seed)
     out_dir = Path(out)
-    annotations = []
+    annotations, pictures = [], []
     for start in tqdm(range(0, len(jobs), batch_size), desc=f"predicting {task}", unit="batch"):
         chunk = [(job, log.attempt(str(job[1]), lambda p=job[1]: formats.read_rgb(p)))
                  for job in jobs[start:start + batch_size]]
@@ -160,7 +166,7 @@ def predict_folder(model: str, images: str, out: str, panoptic_json: str | None 
             continue
         result = pipe([rgb for _, rgb in chunk], num_inference_steps=steps, processing_resolution=resolution,
                       generator=gen, ensemble_size=ensemble_size, task=task)
-        for i, ((image_id, _, png), rgb) in enumerate(chunk):
+        for i, ((image_id, path, png), rgb) in enumerate(chunk):
             if task == "semantic":
                 write_semantic(out_dir, png, rgb, result.semantic[i], pipe.categories)
             elif task == "depth":
@@ -172,12 +178,15 @@ def predict_folder(model: str, images: str, out: str, panoptic_json: str | None 
                 formats.write_panoptic_png(out_dir / "panoptic" / png, ids)
                 formats.write_png(out_dir / "overlays" / png, overlay(rgb, ids))
                 annotations.append({"image_id": image_id, "file_name": png, "segments_info": result.segments_info[i]})
+                pictures.append({"id": image_id, "file_name": image_name(path, images), "height": rgb.shape[0],
+                                 "width": rgb.shape[1]})
             log.succeeded()
     if task in ("semantic", "panoptic") and log.done:  # names the ids of OUT/semantic for evaluate and people
         formats.write_json(out_dir / "categories.json", {"categories": pipe.categories}, indent=1)
     if task in ("instances", "panoptic") and log.done:
         categories = pipe.categories if task == "panoptic" else AGNOSTIC_CATEGORIES
-        formats.write_json(out_dir / "panoptic.json", {"annotations": annotations, "categories": categories})
+        formats.write_json(out_dir / "panoptic.json", {"images": pictures, "annotations": annotations,
+                                                      "categories": categories})
     log.finish(out_dir)
     return out_dir
 

@@ -16,10 +16,10 @@ def find_image(image_dir: Path, record: coco_panoptic.PanopticRecord) -> Path:
     """The image of a record: its `images[].file_name`, else the PNG's stem with a common suffix."""
     if record.image_file:
         return image_dir / record.image_file
-    for suffix in (".jpg", ".png", ".jpeg"):
-        path = image_dir / Path(record.png_file).with_suffix(suffix).name
-        if path.exists():
-            return path
+    stem = Path(record.png_file).stem
+    for name in [stem + s for s in formats.IMAGE_SUFFIXES] + [stem + s.upper() for s in formats.IMAGE_SUFFIXES]:
+        if (image_dir / name).exists():
+            return image_dir / name
     raise LDMSegError(f"{image_dir}: no image for {record.png_file}")
 
 

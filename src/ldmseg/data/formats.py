@@ -28,6 +28,7 @@ except ImportError:
     _spng = None
 
 VOID = 0
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")  # image files commands read
 
 
 def rgb2id(rgb: np.ndarray) -> np.ndarray:
