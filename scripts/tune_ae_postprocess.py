@@ -2,21 +2,26 @@
 on tuning scenes.
 
     python scripts/tune_ae_postprocess.py [--ae demo] [--num 48] [--size 256] [--process-size 512]
+        [--real runs/coco-split/train.json --real-num 64]
 
 Each mask is encoded and decoded once (at --process-size, as `ldmseg reconstruct --resolution` does) and every
 candidate post-processing scores the same decoded distributions. The scenes (default and dense presets) use a
 seed of their own: neither the AE's training scenes, nor its validation scenes, nor bench/autoencoder.py's.
-Prints PQ per candidate and preset, and the best by the presets' mean.
+With --real (a COCO instances JSON with images/ beside it: the training split, never the held-out one that
+bench/ae_real.py scores) its first --real-num photos' masks at 512^2 count as a third set beside the presets.
+Prints PQ per candidate and set, and the best by the sets' mean.
 """
 
 from __future__ import annotations
 
 import argparse
 from itertools import product
+from pathlib import Path
 
 import torch
+from torch.utils.data import Subset
 
-from ldmseg.data.datasets import SampleConfig, SyntheticDataset
+from ldmseg.data.datasets import CocoInstancesDataset, SampleConfig, SyntheticDataset
 from ldmseg.data.synthetic import SceneConfig
 from ldmseg.data.transforms import resize_labels
 from ldmseg.diffusion.postprocess import logits_to_panoptic, scaled_area
@@ -26,8 +31,8 @@ from ldmseg.training.autoencoder import VAL_SEED_OFFSET
 from ldmseg.weights import resolve_model_path
 
 TUNING_SEED = 31 + VAL_SEED_OFFSET
-THRESHOLDS = (0.0, 0.5)
-CORES_AT_512 = (0, 32, 64, 128, 256, 512, 1024)
+THRESHOLDS = (0.0, 0.3, 0.4, 0.5)
+CORES_AT_512 = (0, 16, 32, 64, 128, 256, 512)
 
 
 @torch.no_grad()
@@ -54,19 +59,25 @@ def main() -> None:
     ap.add_argument("--num", type=int, default=48)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--process-size", type=int, default=512)
+    ap.add_argument("--real", default=None, help="COCO instances JSON of real masks to tune on (a training split)")
+    ap.add_argument("--real-num", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     ae = load_mask_autoencoder(resolve_model_path(args.ae, "mask_autoencoder"))
     scores = {}
     for preset in ("default", "dense"):
         ds = SyntheticDataset(SceneConfig.preset(preset, args.size), SampleConfig(size=args.size, num_ids=ae.num_ids),
                               seed=TUNING_SEED, length=args.num)
         scores[preset] = pq_by_postprocess(ae, ds, args.process_size)
+    if args.real:
+        sample = SampleConfig(size=512, num_ids=ae.num_ids, reassign=True, crowd_to_void=True)
+        real = CocoInstancesDataset(Path(args.real).parent / "images", args.real, sample, seed=TUNING_SEED)
+        scores["real"] = pq_by_postprocess(ae, Subset(real, range(min(args.real_num, len(real)))), args.process_size)
     mean = {c: sum(s[c] for s in scores.values()) / len(scores) for c in scores["default"]}
     for (threshold, core), pq in mean.items():
-        default, dense = (scores[preset][threshold, core] for preset in ("default", "dense"))
-        print(f"threshold {threshold:.1f}, min_core_at_512 {core:5d}: PQ default {default:.1f}, dense {dense:.1f}, "
-              f"mean {pq:.1f}")
+        per_set = ", ".join(f"{name} {s[threshold, core]:.1f}" for name, s in scores.items())
+        print(f"threshold {threshold:.1f}, min_core_at_512 {core:5d}: PQ {per_set}, mean {pq:.1f}")
     threshold, core = max(mean, key=mean.get)
     print(f"best: threshold {threshold}, min_core_at_512 {core}")
 
