@@ -36,6 +36,7 @@ def main() -> None:
     ap.add_argument("--ae", nargs="+", default=["demo"], help="mask AEs: 'demo' or directories")
     ap.add_argument("--synthetic", type=int, default=64, help="held-out synthetic scenes (default 64)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--name", default="ae_real", help="results file and docs/benchmarks.md section (default ae_real)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from pathlib import Path
@@ -50,11 +51,12 @@ def main() -> None:
         ae = load_mask_autoencoder(resolve_model_path(name, "mask_autoencoder"))
         results["rows"][name] = {"real": rows(ae, real), "synthetic": rows(ae, synthetic)}
         print(name, results["rows"][name])
-    save_results("ae_real", results, table(results))
+    save_results(args.name, results, table(results, args.name))
 
 
-def table(r: dict) -> str:
-    lines = ["## Mask AEs on real masks they never saw", "",
+def table(r: dict, name: str = "ae_real") -> str:
+    title = "## Mask AEs on real masks they never saw" + ("" if name == "ae_real" else f" ({name})")
+    lines = [title, "",
              f"`bench/ae_real.py` ({r['machine']}): {r['real_images']} held-out COCO train photos' instance masks "
              f"(things only, crowd VOID, {r['real']}) and {r['synthetic']} held-out synthetic scenes (default "
              f"preset), both squashed to {SIZE}^2; class-agnostic recon PQ, default post-processing / argmax.", "",
