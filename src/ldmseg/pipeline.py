@@ -15,7 +15,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import DiffusionPipeline
-from PIL import Image
 
 from ldmseg import checks
 from ldmseg.data.images import ImageInput, image_size, load_image, to_processing_size
@@ -35,6 +34,7 @@ from ldmseg.diffusion.merge import merge_panoptic
 from ldmseg.diffusion.postprocess import (
     decide,
     labels_at_size,
+    log_probabilities_at,
     paint,
     scaled_area,
     segment_infos,
@@ -53,7 +53,7 @@ from ldmseg.models import vae_mask_autoencoder as _vae_mask_autoencoder  # noqa:
 from ldmseg.models.denoiser import task_prediction
 from ldmseg.models.layers import native_bf16
 from ldmseg.models.mask_autoencoder import resize_probabilities
-from ldmseg.pipeline_output import LDMSegOutput
+from ldmseg.pipeline_output import LDMSegOutput, as_pictures
 from ldmseg.tasks import TRAINABLE, available_tasks, check_task
 
 # diffusers resolves custom components from sys.modules: importing their modules above lets
@@ -270,7 +270,7 @@ class LDMSegPipeline(DiffusionPipeline):
         finally:
             self._step_callback = None
         if output_type == "pil":
-            self._as_pictures(out)
+            as_pictures(out, self.categories)
         return out if return_dict else out.to_tuple()
 
     def _predict(self, images: list[ImageInput], task: str, steps: int | None, res: int, k: int,
@@ -431,23 +431,7 @@ class LDMSegPipeline(DiffusionPipeline):
             merged.append(merge_panoptic(ids, sem, self.categories, area, scores))
         return [m[0] for m in merged], [m[1] for m in merged]
 
-    def _as_pictures(self, out: LDMSegOutput) -> None:
-        from ldmseg.viz import colorize, colorize_depth, colorize_semantic
-
-        if out.panoptic is not None:
-            out.panoptic = [Image.fromarray(colorize(p)) for p in out.panoptic]
-        if out.semantic is not None:
-            out.semantic = [Image.fromarray(colorize_semantic(s, self.categories)) for s in out.semantic]
-        if out.depth is not None:
-            out.depth = [Image.fromarray(colorize_depth(d)) for d in out.depth]
-
 
 def _repeat(items: list, k: int) -> list:
     """Each item k times in a row: [a, b] -> [a, a, b, b] for k = 2."""
     return [item for item in items for _ in range(k)]
-
-
-def log_probabilities_at(probs: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """`output_logits`: one sample's id probabilities [N, r, r] as log-probabilities resized to the input size."""
-    resized = F.interpolate(probs[None].float(), size=size, mode="bilinear", align_corners=False)[0]
-    return resized.clamp_min_(torch.finfo(resized.dtype).tiny).log_().cpu()

@@ -37,3 +37,18 @@ class LDMSegOutput(BaseOutput):
         out = cls(**fields)
         object.__setattr__(out, "task", task)
         return out
+
+
+def as_pictures(out: LDMSegOutput, categories: list[dict]) -> None:
+    """`output_type="pil"`: every map of `out` replaced by its coloured picture (ids, classes with the model's
+    colours, depth)."""
+    from PIL import Image
+
+    from ldmseg.viz import colorize, colorize_depth, colorize_semantic
+
+    if out.panoptic is not None:
+        out.panoptic = [Image.fromarray(colorize(p)) for p in out.panoptic]
+    if out.semantic is not None:
+        out.semantic = [Image.fromarray(colorize_semantic(s, categories)) for s in out.semantic]
+    if out.depth is not None:
+        out.depth = [Image.fromarray(colorize_depth(d)) for d in out.depth]

@@ -296,3 +296,9 @@ def paint(decision: Decision, keep: set[int], size: tuple[int, int], threshold: 
                  "bbox": [int(x0[m]), int(y0s[m]), int(x1[m] - x0[m] + 1), int(y1s[m] - y0s[m] + 1)],
                  "score": float(score[m] / area[m])} for m in order]
     return lut[model_map], segments
+
+
+def log_probabilities_at(probs: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """`output_logits`: one sample's id probabilities [N, r, r] as log-probabilities resized to the input size."""
+    resized = F.interpolate(probs[None].float(), size=size, mode="bilinear", align_corners=False)[0]
+    return resized.clamp_min_(torch.finfo(resized.dtype).tiny).log_().cpu()
