@@ -4,161 +4,59 @@ nothing half-written, no network attempt. Each case builds its fault from a tiny
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
 import signal
-import socket
-import struct
-import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fuzz_harness import (
+    CASE_SECONDS,
+    CASES,
+    WEIGHTS,
+    World,
+    ae_fault,
+    annotation,
+    case,
+    category,
+    depth_eval,
+    digest,
+    dropper,
+    edit_config,
+    evaluate,
+    fill_all,
+    huge_header_png,
+    inpaint_one,
+    inpaint_set,
+    model_fault,
+    nan_tiff,
+    on_first,
+    only_text_files,
+    out_is,
+    png16_rgb,
+    predict,
+    predict_gt,
+    reconstruct,
+    reshape_first_tensor,
+    segment,
+    semantic_eval,
+    setter,
+    too_slow,
+    train,
+    train_ae,
+    truncate,
+    visualize,
+    with_pred_copy,
+    write_text,
+)
 from PIL import Image
 
 from ldmseg.cli import main
-from ldmseg.weights import resolve_model_path, resolve_pipeline_path
-
-
-@dataclass
-class World:
-    """A copy of the tiny set under `root/in`, the output under `root/out`, env vars for the case."""
-
-    root: Path
-    env: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def gt(self) -> Path:
-        return self.root / "in"
-
-    @property
-    def images(self) -> Path:
-        return self.gt / "images"
-
-    @property
-    def pjson(self) -> Path:
-        return self.gt / "panoptic.json"
-
-    @property
-    def pdir(self) -> Path:
-        return self.gt / "panoptic"
-
-    @property
-    def out(self) -> Path:
-        return self.root / "out" / "result"
-
-    def first(self, folder: str) -> Path:
-        return sorted((self.gt / folder).iterdir())[0]
-
-    def edit_json(self, change: Callable[[dict], object]) -> None:
-        data = json.loads(self.pjson.read_text())
-        change(data)
-        self.pjson.write_text(json.dumps(data))
-
-    def model_copy(self, name: str = "demo") -> Path:
-        copy = self.root / "in" / "model"
-        shutil.copytree(resolve_pipeline_path(name), copy)
-        return copy
-
-    def ae_copy(self) -> Path:
-        copy = self.root / "in" / "ae"
-        shutil.copytree(resolve_model_path("demo", "mask_autoencoder"), copy)
-        return copy
-
-
-def predict(w: World, *extra: str, images: Path | None = None) -> list[str]:
-    return ["predict", "--images", str(images or w.images), "--out", str(w.out), "--steps", "1", "--resolution",
-            "64", "--threads", "1", *extra]
-
-
-def predict_gt(w: World, *extra: str) -> list[str]:
-    return predict(w, "--gt-json", str(w.pjson), *extra)
-
-
-def evaluate(w: World, *extra: str) -> list[str]:
-    """The GT scored against itself: a fault in the file is a fault on both sides."""
-    return ["evaluate", "--gt-json", str(w.pjson), "--gt-dir", str(w.pdir), "--pred-json", str(w.pjson),
-            "--pred-dir", str(w.pdir), "--workers", "1", "--output", str(w.out / "scores.json"), *extra]
-
-
-def visualize(w: World, *extra: str) -> list[str]:
-    return ["visualize", "--images", str(w.images), "--gt-json", str(w.pjson), "--gt-dir", str(w.pdir), "--out",
-            str(w.out), *extra]
-
-
-def reconstruct(w: World, *extra: str, ae: str = "demo") -> list[str]:
-    return ["reconstruct", "--ae", ae, "--images", str(w.images), "--gt-json", str(w.pjson), "--gt-dir",
-            str(w.pdir), "--out", str(w.out), "--resolution", "64", "--threads", "1", *extra]
-
-
-def inpaint_set(w: World, *extra: str) -> list[str]:
-    return ["inpaint", "--images", str(w.images), "--gt-json", str(w.pjson), "--gt-dir", str(w.pdir), "--out",
-            str(w.out), "--steps", "1", "--threads", "1", *extra]
-
-
-def inpaint_one(w: World, *extra: str) -> list[str]:
-    return ["inpaint", "--image", str(w.first("images")), "--partial", str(w.first("panoptic")), "--out",
-            str(w.out), "--steps", "1", "--threads", "1", *extra]
-
-
-TINY_AE = ["--size", "32", "--val-size", "32", "--batch-size", "2", "--val-every", "100", "--checkpoint-every", "1",
-           "--threads", "1", "--encoder-channels", "8", "8", "8", "8", "--decoder-channels", "8", "--max-steps", "1"]
-
-
-def train_ae(w: World, *extra: str) -> list[str]:
-    return ["train-ae", "--out", str(w.out), *TINY_AE, *extra]
-
-
-TINY_LDM = ["--size", "32", "--batch-size", "2", "--max-steps", "1", "--val-every", "100", "--checkpoint-every", "1",
-            "--threads", "1", "--unet", "tiny"]
-
-
-def train(w: World, *extra: str) -> list[str]:
-    return ["train", "--out", str(w.out), *TINY_LDM, *extra]
-
-
-CASES: dict[str, Callable[[World], list[str]]] = {}
-
-
-def case(name: str, argv: Callable[[World], list[str]], fault: Callable[[World], object] | None = None) -> None:
-    """Register a case: `fault` damages the world, then the command `argv` runs on it."""
-    assert name not in CASES, name
-
-    def build(w: World) -> list[str]:
-        if fault is not None:
-            fault(w)
-        return argv(w)
-
-    CASES[name] = build
-
 
 # --- COCO-panoptic JSON: every kind of bad value, fed to every command that reads one --------------------------
-def segment(change: Callable[[dict], object]) -> Callable[[World], object]:
-    return lambda w: w.edit_json(lambda d: change(d["annotations"][0]["segments_info"][0]))
-
-
-def annotation(change: Callable[[dict], object]) -> Callable[[World], object]:
-    return lambda w: w.edit_json(lambda d: change(d["annotations"][0]))
-
-
-def category(change: Callable[[dict], object]) -> Callable[[World], object]:
-    return lambda w: w.edit_json(lambda d: change(d["categories"][0]))
-
-
-def write_text(text: str) -> Callable[[World], object]:
-    return lambda w: w.pjson.write_text(text)
-
-
-def setter(key: str, value: object) -> Callable[[dict], object]:
-    return lambda obj: obj.__setitem__(key, value)
-
-
-def dropper(key: str) -> Callable[[dict], object]:
-    return lambda obj: obj.pop(key)
 
 
 JSON_FAULTS: dict[str, Callable[[World], object]] = {
@@ -229,29 +127,6 @@ PNG_READERS = {name: reader for name, reader in JSON_READERS.items() if name != 
 
 
 # --- panoptic PNGs and images ------------------------------------------------------------------------------------
-def png16_rgb(path: Path, height: int = 8, width: int = 8) -> None:
-    """A 16-bit-per-channel RGB PNG, written by hand: Pillow cannot write one."""
-    raw = b"".join(b"\x00" + np.full((width, 3), 4000, ">u2").tobytes() for _ in range(height))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
-                     + chunk(b"IEND", b""))
-
-
-def huge_header_png(path: Path) -> None:
-    """A PNG whose header claims 100000 x 100000 px (a decompression bomb)."""
-    png16_rgb(path)
-    data = bytearray(path.read_bytes())
-    data[16:24] = struct.pack(">II", 100_000, 100_000)
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])) & 0xFFFFFFFF)
-    path.write_bytes(bytes(data))
-
-
-def on_first(folder: str, damage: Callable[[Path], object]) -> Callable[[World], object]:
-    return lambda w: damage(w.first(folder))
 
 
 FILE_FAULTS: dict[str, Callable[[Path], object]] = {
@@ -280,18 +155,6 @@ for fault_name, damage in FILE_FAULTS.items():
         case(f"image/{fault_name}/{name}", command, on_first("images", damage))
     case(f"image/{fault_name}/inpaint-one", inpaint_one, on_first("images", damage))
     case(f"partial/{fault_name}/inpaint-one", inpaint_one, on_first("panoptic", damage))
-
-
-def nan_tiff(w: World) -> None:
-    for p in sorted(w.images.iterdir()):
-        p.unlink()
-    Image.fromarray(np.full((16, 16), np.nan, np.float32)).save(w.images / "nan.tif")
-
-
-def only_text_files(w: World) -> None:
-    for p in sorted(w.images.iterdir()):
-        p.unlink()
-    (w.images / "notes.txt").write_text("hello")
 
 
 case("images/all-nan-float-tiff/predict", predict, nan_tiff)
@@ -345,19 +208,6 @@ for value in ("inf", "-1", "abc", "0", "1e9", "12 MP"):
 
 
 # --- output paths that cannot be written --------------------------------------------------------------------------
-def out_is(path_of: Callable[[World], Path], make: Callable[[Path], object] | None = None):
-    def with_out(command: Callable[..., list[str]], flag: str = "--out") -> Callable[[World], list[str]]:
-        def argv(w: World) -> list[str]:
-            target = path_of(w)
-            if make is not None:
-                (w.root / "out").mkdir(exist_ok=True)
-                make(target)
-            args = command(w)
-            if flag in args:
-                args[args.index(flag) + 1] = str(target)
-            return args
-        return argv
-    return with_out
 
 
 OUTPUTS = {
@@ -376,34 +226,8 @@ case("out/evaluate-output-is-a-folder", lambda w: evaluate(w)[:-2] + ["--output"
 
 
 # --- broken model directories ---------------------------------------------------------------------------------------
-def model_fault(damage: Callable[[Path], object]) -> Callable[[World], list[str]]:
-    def argv(w: World) -> list[str]:
-        model = w.model_copy()
-        damage(model)
-        return predict(w, "--model", str(model))
-    return argv
 
 
-def edit_config(path: Path, change: Callable[[dict], object]) -> None:
-    data = json.loads(path.read_text())
-    change(data)
-    path.write_text(json.dumps(data))
-
-
-def truncate(path: Path) -> None:
-    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 3])
-
-
-def reshape_first_tensor(path: Path) -> None:
-    from safetensors.torch import load_file, save_file
-
-    tensors = load_file(path)
-    key = sorted(tensors)[0]
-    tensors[key] = tensors[key].flatten()[:-1].clone() if tensors[key].numel() > 1 else tensors[key].repeat(2)
-    save_file(tensors, path)
-
-
-WEIGHTS = "diffusion_pytorch_model.safetensors"
 MODEL_FAULTS: dict[str, Callable[[Path], object]] = {
     "model-index-missing": lambda m: (m / "model_index.json").unlink(),
     "model-index-broken": lambda m: (m / "model_index.json").write_text("{"),
@@ -437,14 +261,6 @@ for fault_name, damage in MODEL_FAULTS.items():
 case("model/missing-path/predict", lambda w: predict(w, "--model", str(w.root / "nothing-here")))
 
 
-def ae_fault(damage: Callable[[Path], object]) -> Callable[[World], list[str]]:
-    def argv(w: World) -> list[str]:
-        ae = w.ae_copy()
-        damage(ae)
-        return reconstruct(w, ae=str(ae))
-    return argv
-
-
 for fault_name, damage in {
     "weights-missing": lambda a: (a / WEIGHTS).unlink(),
     "weights-truncated": lambda a: truncate(a / WEIGHTS),
@@ -457,28 +273,6 @@ for fault_name, damage in {
 
 
 # --- semantic and depth scoring: degenerate or mismatched ground truth ----------------------------------------------
-def semantic_eval(w: World) -> list[str]:
-    return ["evaluate", "--task", "semantic", "--gt-dir", str(w.gt / "semantic"), "--pred-dir",
-            str(w.gt / "semantic_pred"), "--num-classes", "13", "--output", str(w.out / "s.json")]
-
-
-def depth_eval(w: World) -> list[str]:
-    return ["evaluate", "--task", "depth", "--gt-dir", str(w.gt / "depth"), "--pred-dir", str(w.gt / "depth_pred"),
-            "--output", str(w.out / "d.json")]
-
-
-def with_pred_copy(kind: str, damage: Callable[[World], object]) -> Callable[[World], object]:
-    def fault(w: World) -> None:
-        shutil.copytree(w.gt / kind, w.gt / f"{kind}_pred")
-        damage(w)
-    return fault
-
-
-def fill_all(folder: str, value: int, dtype: str) -> Callable[[World], object]:
-    def fill(w: World) -> None:
-        for p in sorted((w.gt / folder).iterdir()):
-            Image.fromarray(np.full((64, 64), value, dtype)).save(p)
-    return fill
 
 
 case("semantic/all-ignore-gt", semantic_eval, with_pred_copy("semantic", fill_all("semantic", 0, "uint8")))
@@ -549,44 +343,6 @@ def test_json_outputs_hold_no_nan(tmp_path: Path) -> None:
     formats.write_json(tmp_path / "s.json", {"miou": float("nan"), "per_class": [1.0, float("inf")], "n": 3})
     text = (tmp_path / "s.json").read_text()
     assert json.loads(text) == {"miou": None, "per_class": [1.0, None], "n": 3} and "NaN" not in text
-
-
-def digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and not p.is_symlink()}
-
-
-@pytest.fixture()
-def no_network(monkeypatch: pytest.MonkeyPatch) -> list:
-    """Records (and refuses) every attempt to reach a host other than this one."""
-    attempts: list = []
-    real_connect = socket.socket.connect
-
-    def guarded_connect(sock: socket.socket, address: object) -> object:
-        local = not isinstance(address, tuple) or address[0] in ("127.0.0.1", "::1", "localhost")
-        if not local:  # AF_UNIX paths and loopback are this machine
-            attempts.append(address)
-            raise OSError("network attempt refused by the test")
-        return real_connect(sock, address)
-
-    def guarded_getaddrinfo(host: object, *args: object, **kwargs: object) -> list:
-        attempts.append(host)
-        raise OSError("name resolution refused by the test")
-
-    monkeypatch.setattr(socket.socket, "connect", guarded_connect)
-    monkeypatch.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
-    return attempts
-
-
-CASE_SECONDS = 60  # a bad input is refused quickly: a case that hangs fails instead of stalling the suite
-
-
-class TooSlow(BaseException):
-    """Not an Exception: the error boundary must not swallow it."""
-
-
-def too_slow(signum: int, frame: object) -> None:
-    raise TooSlow(f"no answer within {CASE_SECONDS} s")
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
