@@ -167,6 +167,51 @@ def unet_call(work: Path, device: str) -> dict:
             "peak_rss_gb": peak_rss_gb()}
 
 
+@torch.no_grad()
+def layouts_and_compile(work: Path, device: str) -> dict:
+    """One UNet call at 64x64 latents per way of running the served UNet, all in this process at this thread
+    count: NCHW vs channels_last weights, eager vs torch.compile (inductor, with and without weight freezing), and
+    the same in bf16 weights where the CPU has native bf16. Compile time (first call) is reported beside."""
+    import torch._inductor.config as inductor_config
+
+    from ldmseg.models.layers import native_bf16
+
+    pipe = load(work, device)
+    unet = pipe.unet
+    hidden = pipe.task_embeddings("instances", 1).to(device)
+    t = torch.tensor([500], device=device)
+    rows: dict[str, dict] = {}
+
+    def measure(name: str, model, layout, dtype=torch.float32) -> None:
+        x = torch.randn(1, 12, 64, 64, device=device, dtype=dtype).contiguous(memory_format=layout)
+        start = time.perf_counter()
+        model(x, t, encoder_hidden_states=hidden.to(dtype))
+        first = time.perf_counter() - start
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            model(x, t, encoder_hidden_states=hidden.to(dtype))
+            times.append(time.perf_counter() - start)
+        rows[name] = {"seconds": min(times), "first_call_seconds": first}
+        print(name, rows[name], file=sys.stderr)
+
+    dtypes = [torch.float32] + ([torch.bfloat16] if device != "cpu" or native_bf16(torch.device(device)) else [])
+    for dtype in dtypes:
+        tag = "fp32" if dtype == torch.float32 else "bf16 weights"
+        unet.to(dtype)
+        unet.to(memory_format=torch.contiguous_format)
+        measure(f"{tag}, NCHW, eager", unet, torch.contiguous_format, dtype)
+        unet.to(memory_format=torch.channels_last)
+        measure(f"{tag}, channels_last, eager (served)", unet, torch.channels_last, dtype)
+        for freezing in (False, True):
+            torch._dynamo.reset()
+            inductor_config.freezing = freezing
+            measure(f"{tag}, channels_last, torch.compile{' + freezing' if freezing else ''}", torch.compile(unet),
+                    torch.channels_last, dtype)
+    inductor_config.freezing = False
+    return {"threads": torch.get_num_threads(), "rows": rows, "peak_rss_gb": peak_rss_gb()}
+
+
 def drop_bypassed_cross_attention(unet) -> int:
     """attn2 = norm2 = None where attn2's output projection is all zero (diffusers then skips them): what the
     bypass costs. Not done when serving: a UNet saved without those tensors would load them random."""
@@ -185,6 +230,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--child", default=None)
     ap.add_argument("--memory-only", action="store_true", help="one step per way of serving: peak RSS only")
+    ap.add_argument("--compile-only", action="store_true",
+                    help="one UNet call per layout and eager / torch.compile, in one process at this thread count")
     args = ap.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -194,12 +241,18 @@ def main() -> None:
     if args.child == "unet":
         print(json.dumps(unet_call(work, args.device)))
         return
+    if args.child == "compile":
+        print(json.dumps(layouts_and_compile(work, args.device)))
+        return
     if args.child:
         print(json.dumps(predict(work, args.child, args.device)))
         return
     base = ["--work", str(work), "--device", args.device]
     if args.memory_only:
         memory_only(base, args.device)
+        return
+    if args.compile_only:
+        compile_only(base, args.device)
         return
     results = {"machine": machine() if args.device == "cpu" else torch.cuda.get_device_name(),
                "threads": torch.get_num_threads(), "convert": run_child([*base, "--child", "convert"]),
@@ -228,6 +281,33 @@ def memory_only(base: list[str], device: str) -> None:
                     "| serving | peak RSS, GB | s (1 step) |", "|---|---|---|", *rows])
     save_results(f"original_memory_{device}", results, md)
     print(md)
+
+
+def compile_only(base: list[str], device: str) -> None:
+    """The served UNet's call per memory layout and eager vs torch.compile; writes the original_compile_<device>
+    section."""
+    results = {"machine": machine() if device == "cpu" else torch.cuda.get_device_name(),
+               "convert": run_child([*base, "--child", "convert"]),
+               "unet": run_child([*base, "--child", "compile"])}
+    md = compile_table(results)
+    save_results(f"original_compile_{device}", results, md)
+    print(md)
+
+
+def compile_table(results: dict) -> str:
+    unet = results["unet"]
+    rows = [f"| {name} | {r['seconds']:.2f} | {r['first_call_seconds']:.0f} |"
+            for name, r in unet.get("rows", {}).items()]
+    return "\n".join([f"## The authors' model, full size: the UNet call per layout, eager vs torch.compile "
+                      f"({results['machine']}, {unet.get('threads', '?')} threads)", "",
+                      "`bench/original_full_size.py --compile-only`: the converted full-size UNet (random weights of "
+                      "the released shapes, 860 M parameters), one call at 64x64 latents (a 512x512 image), best of 3 "
+                      "after a first call that includes compiling; all rows in one process. torch.compile is "
+                      "inductor's default mode; freezing (`torch._inductor.config.freezing`) also folds the "
+                      "weights in as constants and lets oneDNN prepack them. bf16 rows only where bf16 is native.",
+                      *([f"Failed: {unet['error']}"] if "error" in unet else []), "",
+                      "| UNet | s per call | first call, s |", "|---|---|---|", *rows, "",
+                      f"Peak RSS of the process: {unet.get('peak_rss_gb', float('nan')):.1f} GB."])
 
 
 def table(r: dict) -> str:

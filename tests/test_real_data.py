@@ -246,3 +246,32 @@ def test_evaluate_maps_a_class_lists_raw_gt_and_names_the_classes(tmp_path: Path
     assert "mIoU 100.00" in out and "Sky" in out and "Road" in out
     assert main(["evaluate", "--task", "semantic", "--gt-dir", str(root / "valannot"), "--pred-dir", str(pred)]) == 0
     assert "mIoU 100.00" not in capsys.readouterr().out  # raw GT values read as ids: no longer the same classes
+
+
+def test_silhouettes_paste_real_outlines_small_ones_on_top(tmp_path: Path) -> None:
+    from ldmseg.data.silhouettes import SilhouetteBank, SilhouetteScenes, paste_silhouettes, scaled_shape
+    from ldmseg.data.synthetic import SceneConfig
+
+    bank = SilhouetteBank.from_instances(tiny_instances(tmp_path / "set", num=2))
+    assert sorted(s.shape for s in bank.shapes) == [(6, 6), (6, 6), (26, 26), (26, 26)]  # crowd left out
+    assert scaled_shape(bank.shapes[-1], 54).shape == (54, 54) and scaled_shape(bank.shapes[-1], 54).all()
+    assert scaled_shape(bank.shapes[-1], 9).shape == (9, 9)
+    rng = np.random.default_rng(0)
+    pasted = paste_silhouettes(np.ones((64, 64), np.int64), bank, 12, rng, scale=(0.05, 0.6))
+    assert pasted.max() > 1 and (np.unique(pasted) == np.arange(1, pasted.max() + 1)).all()  # fresh id per shape
+    assert bank.pick(50, rng).shape == (26, 26)  # enlarged at most twice: only the large outline reaches 50 px
+    scenes = SilhouetteScenes(bank, [SceneConfig.preset("dense", 64)], num_ids=32, seed=3)
+    one, again = scenes[(5, 9)]["ids"], scenes[(5, 9)]["ids"]
+    assert one.shape == (64, 64) and torch.equal(one, again) and int(one.max()) < 32
+    assert not torch.equal(one, scenes[(5, 10)]["ids"])  # the sample seed draws other outlines / ids
+
+
+def test_silhouettes_as_training_data(tmp_path: Path) -> None:
+    path = tiny_instances(tmp_path / "set", num=2)
+    args = ["train-ae", "--data", f"synthetic+silhouettes:{path}", "--size", "32", "--val-size", "32", "--crop",
+            "16", "--crops-per-mask", "2", "--batch-size", "2", "--max-steps", "2", "--val-every", "2", "--val-num",
+            "2", "--threads", "1", "--encoder-channels", "8", "8", "8", "8", "--decoder-channels", "8"]
+    assert main([*args, "--out", str(tmp_path / "ae")]) == 0
+    assert (tmp_path / "ae" / "model" / "config.json").exists()
+    assert main([*args[:2], f"silhouettes:{tmp_path / 'nope.json'}", *args[3:], "--out", str(tmp_path / "x")]) == 2
+    assert main([*args, "--target", "semantic", "--out", str(tmp_path / "y")]) == 2

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ldmseg.data import silhouettes
 from ldmseg.data.bits import ids_to_bits
 from ldmseg.data.datasets import (
     MaskCrops,
@@ -46,6 +47,11 @@ def mask_dataset(source: str, size: int, num_ids: int, seed: int, preset: str, t
     instances = target == "instances"  # other targets leave the instance ids alone (no pruning, no reassignment)
     sample = SampleConfig(size=size, num_ids=num_ids if instances else 2**24, reassign=instances, hflip=train,
                           crowd_to_void=False)
+    if source.startswith(silhouettes.PREFIX):
+        if not instances:
+            raise LDMSegError(f"--data {source}: silhouettes are for --target instances")
+        bank = silhouettes.cached_bank(source[len(silhouettes.PREFIX):])
+        return silhouettes.SilhouetteScenes(bank, SceneConfig.presets(preset, size), num_ids, seed, length=length)
     if source == "synthetic":
         items: Dataset = SyntheticDataset(SceneConfig.presets(preset, size), sample, seed=seed, length=length,
                                           render=False)

@@ -253,9 +253,9 @@ class AutoencoderConfig(LoopConfig):
 
     out: str = "runs/mask-ae"
     target: str = "instances"  # what the AE encodes: instances (panoptic ids) | semantic (class ids) | depth
-    # 'synthetic', a labelled folder (COCO-panoptic, COCO instances JSON, ADE20K, label folder) or, with --crop, a
-    # '+' mix whose sources take turns ('synthetic+split/train.json')
-    data: str = "synthetic"
+    # a labelled folder is COCO-panoptic, a COCO instances JSON, ADE20K or a label folder; silhouettes paste the
+    # instances' object outlines over synthetic masks; a '+' mix takes turns between its sources
+    data: str = "synthetic"  # 'synthetic', a labelled folder, 'silhouettes:INSTANCES.json' or a mix ('a+b', --crop)
     val_data: str = ""  # '' = held-out synthetic scenes
     classes: str = ""  # semantic label folders (CamVid, your own): a classes JSON or 'camvid' (else its classes.json)
     preset: str = "dense"  # synthetic scene preset(s) for training; "default+dense" mixes them
