@@ -161,10 +161,17 @@ def unet_call(work: Path, device: str) -> dict:
         unet(x, t, encoder_hidden_states=hidden)
     gflop = sum(e.flops or 0 for e in prof.events()) / 1e9
     rows = {"fp32, attn2 zeroed": best(False), "bf16, attn2 zeroed": best(True)}
+    pipe.keep_unet_in_bf16()
+    rows["bf16 weights (served), attn2 zeroed"] = best(True)
+    with torch.autocast(device, torch.bfloat16), profile(activities=[ProfilerActivity.CPU]) as prof:
+        unet(x, t, encoder_hidden_states=hidden)
+    top_ops = [(e.key, e.self_cpu_time_total / 1e6) for e in
+               sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:8]]
+    unet.float()
     dropped = drop_bypassed_cross_attention(unet)
     rows.update({"fp32, attn2 dropped": best(False), "bf16, attn2 dropped": best(True)})
     return {"gflop": gflop, "dropped_blocks": dropped, "peaks_tflops": peaks, "seconds": rows,
-            "peak_rss_gb": peak_rss_gb()}
+            "served_bf16_top_ops": top_ops, "peak_rss_gb": peak_rss_gb()}
 
 
 @torch.no_grad()
@@ -326,6 +333,9 @@ def table(r: dict) -> str:
             share = f"{100 * call['gflop'] / s / 1e3 / peak:.0f} % of {peak:.2f} TFLOP/s" if peak else "-"
             lines.append(f"| {name} | {s:.2f} | {share} |")
         lines.append(f"\n{call['gflop']:.0f} GFLOP per call (torch.profiler).\n")
+        if call.get("served_bf16_top_ops"):
+            lines.append("Where the served bf16 call spends its time (torch.profiler, self CPU time): " + ", ".join(
+                f"{name} {seconds:.2f} s" for name, seconds in call["served_bf16_top_ops"]) + ".\n")
     lines += ["| setting | whole prediction, s | UNet calls | UNet call's share of the peak above | overhead beyond "
               "the UNet calls | peak RSS, GB |", "|---|---|---|---|---|---|"]
     for name, p in r["predict"].items():
