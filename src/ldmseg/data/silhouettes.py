@@ -19,6 +19,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ldmseg.data import transforms
+from ldmseg.data.datasets import _key
 from ldmseg.data.synthetic import SceneConfig, generate_scene
 from ldmseg.errors import LDMSegError
 
@@ -67,7 +68,7 @@ def cached_bank(path: str) -> SilhouetteBank:
 
 def scaled_shape(shape: np.ndarray, extent: float) -> np.ndarray:
     """The outline resized so that its longer side is `extent` px: area-averaged when shrinking (no aliasing when
-    a large outline becomes a small one), bilinear when enlarging (no staircase), then halved."""
+    a large outline becomes a small one), bilinear when enlarging (no staircase), then thresholded at one half."""
     factor = extent / max(shape.shape)
     size = (max(1, round(shape.shape[1] * factor)), max(1, round(shape.shape[0] * factor)))
     resized = Image.fromarray(shape.astype(np.uint8) * 255).resize(size, Image.BOX if factor < 1 else Image.BILINEAR)
@@ -108,7 +109,7 @@ class SilhouetteScenes(Dataset):
         return self.length if self.length is not None else 2**62
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
-        index, sample_seed = key if isinstance(key, tuple) else (int(key), int(key))
+        index, sample_seed = _key(key)
         scene = generate_scene([self.seed, index, 7], self.scenes[index % len(self.scenes)], render=False)
         rng = np.random.default_rng([self.seed, sample_seed, 7])
         ids = paste_silhouettes(scene.ids, self.bank, int(rng.integers(4, self.max_pasted + 1)), rng)
