@@ -71,6 +71,12 @@ def write_inputs(work: Path) -> tuple[Path, Path]:
     return sd, ldm
 
 
+def synchronize(device: str) -> None:
+    """Wait for queued GPU work, so a timing covers the call and not just its launch."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
 def run_child(args: list[str]) -> dict:
     res = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, timeout=3600)
     if res.returncode:
@@ -118,8 +124,7 @@ def predict(work: Path, name: str, device: str) -> dict:
     def timed(*a, **kw):
         start = time.perf_counter()
         out = forward(*a, **kw)
-        if device == "cuda":
-            torch.cuda.synchronize()
+        synchronize(device)
         calls.append(time.perf_counter() - start)
         return out
 
@@ -151,9 +156,11 @@ def unet_call(work: Path, device: str) -> dict:
         times = []
         with torch.autocast(device, torch.bfloat16, enabled=bf16):
             unet(x, t, encoder_hidden_states=hidden)
+            synchronize(device)
             for _ in range(3):
                 start = time.perf_counter()
                 unet(x, t, encoder_hidden_states=hidden)
+                synchronize(device)
                 times.append(time.perf_counter() - start)
         return min(times)
 
@@ -193,11 +200,13 @@ def layouts_and_compile(work: Path, device: str) -> dict:
         x = torch.randn(1, 12, 64, 64, device=device, dtype=dtype).contiguous(memory_format=layout)
         start = time.perf_counter()
         model(x, t, encoder_hidden_states=hidden.to(dtype))
+        synchronize(device)
         first = time.perf_counter() - start
         times = []
         for _ in range(3):
             start = time.perf_counter()
             model(x, t, encoder_hidden_states=hidden.to(dtype))
+            synchronize(device)
             times.append(time.perf_counter() - start)
         rows[name] = {"seconds": min(times), "first_call_seconds": first}
         print(name, rows[name], file=sys.stderr)
