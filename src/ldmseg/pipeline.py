@@ -70,7 +70,8 @@ class LDMSegPipeline(DiffusionPipeline):
     count where it differs from `default_num_inference_steps`, e.g. {"depth": 1}), and `final_x0` (the last
     sampling step returns the model's x0 estimate, as the authors' sampler does, instead of the scheduler's step to
     the schedule's first timestep), `trained_on` (what the model knows, printed by the commands) and `presets`
-    (named serving settings, e.g. {"fast": {"num_inference_steps": 20, "precision": "auto"}})."""
+    (named serving settings, e.g. {"fast": {"num_inference_steps": 20, "precision": "auto"}}), `initial_noise`
+    ("gaussian", or "zeros" for a one-step model fine-tuned from the noise's mean: deterministic, diffusion.one_step)."""
 
     model_cpu_offload_seq = "image_encoder->unet->mask_autoencoder"
     _optional_components = ["mask_autoencoder", "semantic_autoencoder", "depth_autoencoder"]
@@ -82,7 +83,7 @@ class LDMSegPipeline(DiffusionPipeline):
                  min_area_at_512: float = 512.0, min_core_at_512: float = 512.0, default_ensemble_size: int = 1,
                  ensemble_min_support: float = 0.25, default_precision: str = "fp32",
                  task_num_inference_steps: dict | None = None, final_x0: bool = False, trained_on: str = "",
-                 presets: dict | None = None):
+                 presets: dict | None = None, initial_noise: str = "gaussian"):
         super().__init__()
         self.register_modules(unet=unet, image_encoder=image_encoder, mask_autoencoder=mask_autoencoder,
                               scheduler=scheduler, task_embeddings=task_embeddings,
@@ -95,7 +96,7 @@ class LDMSegPipeline(DiffusionPipeline):
                                 min_core_at_512=min_core_at_512, default_ensemble_size=default_ensemble_size,
                                 ensemble_min_support=ensemble_min_support, default_precision=default_precision,
                                 task_num_inference_steps=task_num_inference_steps, final_x0=final_x0,
-                                trained_on=trained_on, presets=presets)
+                                trained_on=trained_on, presets=presets, initial_noise=initial_noise)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> LDMSegPipeline:
@@ -215,7 +216,8 @@ class LDMSegPipeline(DiffusionPipeline):
         on_step = (lambda i, t: callback(self, i, t, {"task": task})) if callback is not None else None
         z = sample_latents(self._denoise(task), self.scheduler, z_img, self.latent_channels, steps,
                            self.config.self_condition, generator=generator, progress=progress, known=known,
-                           known_mask=known_mask, on_step=on_step, final_x0=bool(self.config.get("final_x0", False)))
+                           known_mask=known_mask, on_step=on_step, final_x0=bool(self.config.get("final_x0", False)),
+                           initial_noise=self.config.get("initial_noise", "gaussian"))
         return z / self.task_scale(task)
 
     @torch.no_grad()

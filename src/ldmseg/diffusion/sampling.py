@@ -25,18 +25,24 @@ Denoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 def sample_latents(denoise: Denoise, scheduler, z_img: torch.Tensor, latent_channels: int, num_steps: int,
                    self_condition: bool, generator: torch.Generator | None = None, progress: bool = False,
                    known: torch.Tensor | None = None, known_mask: torch.Tensor | None = None,
-                   on_step: Callable[[int, torch.Tensor], None] | None = None, final_x0: bool = False
-                   ) -> torch.Tensor:
+                   on_step: Callable[[int, torch.Tensor], None] | None = None, final_x0: bool = False,
+                   initial_noise: str = "gaussian") -> torch.Tensor:
     """Start from Gaussian noise and denoise to clean mask latents, conditioned on image latents.
     `on_step(i, t)` runs after each step (progress, time limits: it may raise to stop). `final_x0`: the last step
     returns the model's x0 estimate (the authors' sampler) instead of the scheduler's step, which with
-    set_alpha_to_one=False stops at the first training timestep (a little noise left).
+    set_alpha_to_one=False stops at the first training timestep (a little noise left). `initial_noise` "zeros":
+    start from the noise's mean instead of a draw (one-step models, diffusion.one_step: deterministic).
 
     Inpainting: `known` [B, D, h, w] latents and `known_mask` [B, 1, h, w] in [0, 1] (1 = known).
     RePaint-style resampling (jump-backs) was tried and dropped: +0.5 PQ at 3x the cost (docs/benchmarks.md).
     """
     b, _, h, w = z_img.shape
-    z = randn_tensor((b, latent_channels, h, w), generator=generator, device=z_img.device, dtype=z_img.dtype)
+    if initial_noise not in ("gaussian", "zeros"):
+        raise ValueError(f"initial_noise {initial_noise!r}: gaussian | zeros")
+    if initial_noise == "zeros":
+        z = z_img.new_zeros((b, latent_channels, h, w))
+    else:
+        z = randn_tensor((b, latent_channels, h, w), generator=generator, device=z_img.device, dtype=z_img.dtype)
     scheduler.set_timesteps(num_steps, device=z_img.device)
     z = z * scheduler.init_noise_sigma
     prediction_type = scheduler.config.prediction_type

@@ -109,7 +109,7 @@ FIELD_CHOICES: dict[str, tuple[str, ...]] = {
     "autoencoder": ("shallow", "sd-vae"), "input_stem": ("conv", "unshuffle"), "head": ("pixel", "slots"),
     "image_encoder": ("learned", "sd-vae", "vit"), "unet": ("tiny", "base", "small", "sd15"),
     "conditioning": ("task-embedding", "task-embedding+time", "none"),
-    "prediction_type": ("epsilon", "v_prediction", "sample"), "objective": ("diffusion", "direct"),
+    "prediction_type": ("epsilon", "v_prediction", "sample"), "objective": ("diffusion", "direct", "one-step"),
     "loss_weighting": ("paper", "min-snr", "none"), "reduction": ("sum", "mean"),
     "sampler": ("ddim", "dpm++", "unipc", "euler", "ddpm"), "timestep_spacing": ("trailing", "leading", "linspace"),
 }
@@ -331,8 +331,9 @@ class DiffusionConfig(LoopConfig):
     task_balance: float = 0.0  # > 0: each task's loss divided by its running mean (an EMA of this momentum, e.g.
     # 0.99), so that every task trains at one loss scale; the tasks' shares of examples stay --task-weights
     task_tokens: int = 1
-    objective: str = "diffusion"  # 'diffusion' (the paper) or 'direct': the discriminative baseline (semantic only;
-    # the same networks predict the labels' latents in one step, cross-entropy through the frozen AE decoder)
+    objective: str = "diffusion"  # 'diffusion' (the paper), 'direct': the discriminative baseline (semantic only;
+    # the same networks predict the labels' latents in one step, cross-entropy through the frozen AE decoder), or
+    # 'one-step': fine-tune an --init-from model to one deterministic call per task (diffusion.one_step)
     prediction_type: str = "epsilon"  # epsilon (paper) | v_prediction | sample
     loss_weighting: str = "paper"  # paper | min-snr | none
     snr_gamma: float = 2.0

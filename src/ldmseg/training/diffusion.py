@@ -21,6 +21,7 @@ from ldmseg.data.datasets import (
 from ldmseg.data.synthetic import SceneConfig
 from ldmseg.data.synthetic import categories as synthetic_categories
 from ldmseg.diffusion.objective import DiffusionObjective, DirectObjective, ObjectiveConfig
+from ldmseg.diffusion.one_step import OneStepObjective
 from ldmseg.diffusion.postprocess import logits_to_panoptic, scaled_area
 from ldmseg.diffusion.schedule import make_sampler
 from ldmseg.errors import LDMSegError
@@ -92,13 +93,14 @@ class Denoiser(nn.Module):
     def forward(self, images: torch.Tensor, z0: torch.Tensor, valid: torch.Tensor, tasks: torch.Tensor,
                 labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
         """tasks: [B] index of each example's task embedding (its target latent is z0's row); labels: the label
-        maps, for the direct objective."""
+        map (direct objective) or the target maps by key (one-step objective)."""
         z_img = self.image_encoder.encode(images)
         tokens = self.task_embeddings(tasks)
         names = self.task_embeddings.tasks
-        groups = {name: tasks == k for k, name in enumerate(names)} if len(names) > 1 else None
+        one_step = isinstance(self.objective, OneStepObjective)
+        groups = {name: tasks == k for k, name in enumerate(names)} if len(names) > 1 or one_step else None
         denoise = lambda x, t: task_prediction(self.unet, x, t, tokens, tasks, self.latent_channels)  # noqa: E731
-        extra = {"labels": labels} if isinstance(self.objective, DirectObjective) else {}
+        extra = {"labels": labels} if isinstance(self.objective, (DirectObjective, OneStepObjective)) else {}
         loss, logs = self.objective(denoise, z0, z_img, valid, groups, self.balance_weights(tasks), **extra)
         if self.task_balance and self.training:
             self.update_task_loss_mean(logs)
@@ -160,9 +162,8 @@ class DiffusionTask:
                                           or cfg.prediction_type != "sample"):
             raise LDMSegError("--objective direct (the discriminative baseline) trains --tasks semantic with "
                               "--prediction-type sample and --self-condition-prob 0")
-        objective = DiffusionObjective(ObjectiveConfig(cfg.prediction_type, cfg.loss_weighting, cfg.snr_gamma,
-                                                       cfg.self_condition_prob, cfg.mask_void, cfg.reduction))
         base = LDMSegPipeline.from_pretrained(resolve_pipeline_path(cfg.init_from)) if cfg.init_from else None
+        objective = self.objective(base)
         self.autoencoders = self.load_autoencoders(base)
         ae = next(iter(self.autoencoders.values()))
         d, factor = ae.config.get("latent_channels", 4), ae.config.get("downsample_factor", 8)
@@ -189,6 +190,18 @@ class DiffusionTask:
         self.scales = self.latent_scales(base)
         if cfg.objective == "direct":
             self.model.objective = DirectObjective(self.autoencoders["semantic"], self.scales["semantic"])
+        if isinstance(self.model.objective, OneStepObjective):
+            self.model.objective.attach(self.autoencoders, self.scales)
+
+    def objective(self, base: LDMSegPipeline | None) -> DiffusionObjective | OneStepObjective:
+        """The training loss: denoising (the paper), or one-step fine-tuning of a trained model's denoiser."""
+        cfg = self.cfg
+        if cfg.objective == "one-step":
+            if base is None:
+                raise LDMSegError("--objective one-step fine-tunes a trained model: give --init-from MODEL")
+            return OneStepObjective(bool(base.config.self_condition))
+        return DiffusionObjective(ObjectiveConfig(cfg.prediction_type, cfg.loss_weighting, cfg.snr_gamma,
+                                                  cfg.self_condition_prob, cfg.mask_void, cfg.reduction))
 
     def load_autoencoders(self, base: LDMSegPipeline | None) -> dict[str, nn.Module]:
         """One frozen AE per task of the model: --ae / --semantic-ae / --depth-ae, else the --init-from pipeline's."""
@@ -291,11 +304,27 @@ class DiffusionTask:
             return torch.ones_like(batch["depth"], dtype=torch.bool)
         return batch[TRAINABLE[task].target] != 0
 
+    def objective_labels(self, batch: dict[str, torch.Tensor]) -> dict:
+        """What the objective reads beside the latents: the label map (direct) or the target maps (one-step)."""
+        if self.cfg.objective == "direct":
+            return {"labels": batch["semantic"]}
+        if self.cfg.objective == "one-step":
+            return {"labels": {k: v for k, v in batch.items() if k in ("ids", "semantic", "depth")}}
+        return {}
+
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
         model_tasks = getattr(model, "module", model).task_embeddings.tasks
         task_ids = batch["task"]
         z0, valid = None, torch.ones(batch["image"].shape[:1] + batch["image"].shape[2:], dtype=torch.bool,
                                      device=task_ids.device)
+        if self.cfg.objective == "one-step":  # no latent targets: the losses are taken on the decoded maps
+            image = batch["image"]
+            factor = next(iter(self.autoencoders.values())).config.get("downsample_factor", 8)
+            d = getattr(model, "module", model).latent_channels
+            z0 = image.new_zeros((len(image), d, image.shape[-2] // factor, image.shape[-1] // factor))
+            loss, logs = model(image, z0, valid, task_ids, **self.objective_labels(batch))
+            logs.update({f"share/{t}": float((task_ids == model_tasks.index(t)).float().mean()) for t in self.tasks})
+            return loss, logs
         with torch.no_grad():
             for k, task in enumerate(model_tasks):
                 sel = task_ids == k
@@ -306,8 +335,7 @@ class DiffusionTask:
                 z0 = z.new_zeros((len(task_ids), *z.shape[1:])) if z0 is None else z0
                 z0[sel] = z.to(z0.dtype)
                 valid[sel] = self.valid_pixels(task, part)
-        direct = self.cfg.objective == "direct"
-        loss, logs = model(batch["image"], z0, valid, task_ids, **({"labels": batch["semantic"]} if direct else {}))
+        loss, logs = model(batch["image"], z0, valid, task_ids, **self.objective_labels(batch))
         if len(self.tasks) > 1:
             logs.update({f"share/{t}": float((task_ids == model_tasks.index(t)).float().mean()) for t in self.tasks})
         return loss, logs
@@ -321,17 +349,23 @@ class DiffusionTask:
                               depth_autoencoder=aes.get("depth"), scale_factor=self.scales.get("instances", 1.0),
                               scale_factors=self.scales, categories=self.categories,
                               self_condition=model.objective.self_condition,
-                              default_num_inference_steps=1 if cfg.objective == "direct" else cfg.inference_steps,
-                              default_processing_resolution=cfg.size, final_x0=cfg.objective == "direct",
-                              trained_on=self.trained_on,
+                              default_num_inference_steps=1 if cfg.objective != "diffusion" else cfg.inference_steps,
+                              default_processing_resolution=cfg.size, final_x0=cfg.objective != "diffusion",
+                              trained_on=self.trained_on, initial_noise=self.initial_noise,
                               **self.postprocess)
+
+    @property
+    def initial_noise(self) -> str:
+        """'zeros' for a one-step model (it was trained on the noise's mean), else 'gaussian'."""
+        return "zeros" if self.cfg.objective == "one-step" else "gaussian"
 
     def validate(self, model: nn.Module, step: int, log_image: LogImage) -> dict[str, float]:
         """A metric per trained task on held-out scenes: PQ (instances), mIoU (semantic), RMSE (depth)."""
         pipe = self.pipeline(model)
         metrics: dict[str, float] = {}
         for task in self.tasks:
-            metrics.update(sampled_metrics(pipe, self.val_dataset, task, self.cfg.val_steps, step=step,
+            steps = self.cfg.val_steps if self.cfg.objective == "diffusion" else 1
+            metrics.update(sampled_metrics(pipe, self.val_dataset, task, steps, step=step,
                                            log_image=log_image))
         return metrics
 
