@@ -3,36 +3,17 @@
 from __future__ import annotations
 
 import json
-import platform
 import re
 from pathlib import Path
 
 import numpy as np
 
 from ldmseg.data.formats import atomic_path, write_json
+from ldmseg.machine import cpu_model, machine  # noqa: F401 - the benchmarks' machine line, shared with the demo
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 DOC = ROOT / "docs" / "benchmarks.md"
-
-
-def machine() -> str:
-    """The machine in words: CPU model (timings differ several-fold between the CPUs sessions get), cores, Python."""
-    import os
-
-    return f"{platform.machine()} {cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo, with whether it computes bf16 natively ('' where unknown)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return ""
-    name = re.search(r"^model name\s*:\s*(.+)$", info, re.M)
-    flags = re.search(r"^flags\s*:\s*(.+)$", info, re.M)
-    bf16 = flags is not None and ("amx_bf16" in flags.group(1).split() or "avx512_bf16" in flags.group(1).split())
-    return f"({name.group(1).strip() if name else 'unknown CPU'}, {'native' if bf16 else 'no native'} bf16)"
 
 
 def bench_pipeline(model: str):

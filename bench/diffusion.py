@@ -21,8 +21,7 @@ from ldmseg.diffusion.objective import denoiser_input
 from ldmseg.diffusion.postprocess import logits_to_panoptic, scaled_area
 from ldmseg.diffusion.schedule import predicted_x0
 from ldmseg.training.autoencoder import VAL_SEED_OFFSET
-from ldmseg.training.diffusion import sampled_pq
-from ldmseg.training.validation import agnostic_pq, item_image
+from ldmseg.training.validation import agnostic_pq, item_image, sampled_pq
 
 BENCH_SEED = 4242 + VAL_SEED_OFFSET
 STEPS = (1, 2, 4, 10, 20, 50)

@@ -88,7 +88,7 @@ def run_cli(root: Path, workers: int) -> tuple[float, dict]:
     t = time.perf_counter()
     subprocess.run([sys.executable, "-m", "ldmseg", "evaluate", "--gt-json", str(root / "gt.json"), "--gt-dir",
                     str(root / "gt"), "--pred-json", str(root / "pred.json"), "--pred-dir", str(root / "pred"),
-                    "--output", str(out), "--workers", str(workers)], check=True, capture_output=True)
+                    "--out", str(out), "--workers", str(workers)], check=True, capture_output=True)
     return time.perf_counter() - t, json.loads(out.read_text())
 
 

@@ -46,7 +46,7 @@ def build_image_encoder(kind: str):
 def build_denoiser(gradient_checkpointing: bool, encoder: str = "sd-vae"):
     from ldmseg.diffusion.objective import DiffusionObjective, ObjectiveConfig
     from ldmseg.models.denoiser import TaskEmbeddings, build_unet, widen_conv_in
-    from ldmseg.training.diffusion import Denoiser
+    from ldmseg.training.stage2_model import Denoiser
 
     latent = SIZE // 8
     image_encoder = build_image_encoder(encoder)

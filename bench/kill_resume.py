@@ -26,8 +26,8 @@ from common import machine, save_results
 from ldmseg.training import checkpoint
 
 FLAGS = ["--max-steps", "8", "--checkpoint-every", "1", "--val-every", "0", "--checkpoints-total-limit", "2",
-         "--size", "32", "--val-size", "32", "--val-num", "4", "--batch-size", "2", "--encoder-channels", "4", "8",
-         "8", "8", "--decoder-channels", "8", "--warmup-steps", "2", "--threads", "1"]
+         "--resolution", "32", "--val-resolution", "32", "--val-num", "4", "--batch-size", "2",
+         "--encoder-channels", "4", "8", "8", "8", "--decoder-channels", "8", "--warmup-steps", "2", "--threads", "1"]
 
 
 def train(out: Path, *extra: str) -> subprocess.CompletedProcess:

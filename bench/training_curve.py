@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 import torch
 from common import RESULTS, ROOT, machine, new_plot, save_plot, save_results
@@ -23,7 +24,9 @@ from diffusion import BENCH_SEED
 from ldmseg.commands.predict import load_pipeline
 from ldmseg.data.datasets import SampleConfig, SyntheticDataset
 from ldmseg.data.synthetic import SceneConfig
-from ldmseg.training.diffusion import sampled_pq_by_min_core
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from tune_min_core import sampled_pq_by_min_core  # noqa: E402  (the tuning script's helper)
 
 STEPS = 4
 

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The test command (README, .ci/run): a fresh venv ($VENV, default .venv) with the CPU torch wheel,
-# the project's test extras (pytest, ruff, Gradio, Playwright) and panopticapi's own evaluation code
-# (the tests' reference), Debian's chromium for the app's browser test when it is missing (Playwright
-# cannot download browsers here), then pytest.
+# The test command (README, .ci/run): its own venv ($VENV, default .venv-tests, apart from the .venv you
+# use, which it never touches) with the CPU torch wheel, the project's test extras (pytest, ruff, Gradio,
+# Playwright) and panopticapi's own evaluation code (the tests' reference), Debian's chromium for the app's
+# browser test when it is missing (Playwright cannot download browsers here), then pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VENV=${VENV:-.venv}
+VENV=${VENV:-.venv-tests}
 if ! command -v chromium >/dev/null; then
     as_root=$([ "$(id -u)" = 0 ] || echo sudo)
     $as_root apt-get update -q && $as_root apt-get install -y -q chromium

@@ -69,10 +69,10 @@ from_start() {  # NAME TASKS STEPS SEED [FLAGS...]: one model trained from the c
     local name=$1 tasks=$2 steps=$3 seed=$4
     shift 4
     $LDMSEG train --init-from "$START" --ae "$AE" --semantic-ae demo --depth-ae demo --tasks "$tasks" "$@" \
-        --out "$RUNS/table3-$name" --seed "$seed" --max-steps "$steps" --size 128 --batch-size 32 --lr 2e-4 \
+        --out "$RUNS/table3-$name" --seed "$seed" --max-steps "$steps" --resolution 128 --batch-size 32 --lr 2e-4 \
         --weight-decay 0.01 --warmup-steps 100 --unet base --image-channels 64 --prediction-type sample \
         --loss-weighting none --reduction mean --self-condition-prob 0.5 --ema-decay 0.999 --sampler dpm++ \
-        --inference-steps 4 --val-steps 4 --val-num 48 --num-workers "$WORKERS" --val-every 1000 \
+        --inference-steps 4 --val-steps 4 --val-num 48 --workers "$WORKERS" --val-every 1000 \
         --checkpoint-every 500 --log-every 50 --mixed-precision "$PRECISION" --resume latest
 }
 MULTI=demo

@@ -14,9 +14,9 @@ INIT=${INIT:-demo-v2}
 DATA=${DATA:-synthetic}
 WORKERS=${WORKERS:-$(( $(nproc) - 1 ))}
 LDMSEG=${LDMSEG:-ldmseg}
-$LDMSEG train-ae --out "$RUNS/ae-gpu" --init-from "$INIT" --max-steps 1000000 --time-limit-minutes "$MINUTES" \
+$LDMSEG train-ae --out "$RUNS/ae-gpu" --init-from "$INIT" --max-steps 1000000 --time-limit $(( MINUTES * 60 )) \
     --data "$DATA" --preset coco+dense+default --scene-sizes 256 512 --crop 256 --crops-per-mask 4 --batch-size 16 \
     --lr 3e-4 --warmup-steps 100 --latent-noise 0.2 --mixed-precision bf16 --channels-last true \
-    --val-size 512 --val-num 64 --num-workers "$WORKERS" --val-every 1000 --checkpoint-every 1000 \
+    --val-resolution 512 --val-num 64 --workers "$WORKERS" --val-every 1000 --checkpoint-every 1000 \
     --log-every 50 --resume latest
 echo "next: $LDMSEG train --init-from demo --ae $RUNS/ae-gpu/model --tasks instances,semantic,depth ... (stage 2 on it)"

@@ -17,25 +17,25 @@ export OMP_WAIT_POLICY=PASSIVE
 [ -f "$RUNS/coco-split/val.json" ] || ldmseg data instances-split "$COCO/instances.json" "$COCO/images" \
     "$RUNS/coco-split" --val 37 --seed 0
 if [ "${SILHOUETTES:-0}" = 1 ]; then  # part 3: the shipped AE continued with real outlines pasted into synthetic masks
-    ldmseg train-ae --init-from demo --latent-anchor 10 --size 512 --scene-sizes 512 --crop 128 --crops-per-mask 4 \
+    ldmseg train-ae --init-from demo --latent-anchor 10 --resolution 512 --scene-sizes 512 --crop 128 --crops-per-mask 4 \
         --batch-size 4 --preset coco+dense+default --lr 1e-4 --warmup-steps 50 --latent-noise 0.35 \
         --mixed-precision "${PRECISION:-bf16}" --channels-last true --max-steps "${STEPS:-1400}" --val-every 100000 \
-        --checkpoint-every 200 --threads 1 --resume latest --seed 5 --time-limit-minutes "${SIL_MINUTES:-100}" \
+        --checkpoint-every 200 --threads 1 --resume latest --seed 5 --time-limit $(( ${SIL_MINUTES:-100} * 60 )) \
         --data "synthetic+silhouettes:$RUNS/coco-split/train.json+$RUNS/coco-split/train.json" \
         --out "$RUNS/ae-real-silhouettes"
     python3 bench/ae_real.py --real "$RUNS/coco-split/val.json" --name ae_real_silhouettes --ae demo \
         "$RUNS/ae-real-silhouettes/model"
     exit 0
 fi
-common="--init-from demo --freeze-encoder true --size 512 --scene-sizes 512 --crop 128 --crops-per-mask 4 \
+common="--init-from demo --freeze-encoder true --resolution 512 --scene-sizes 512 --crop 128 --crops-per-mask 4 \
     --batch-size 4 --preset coco+dense+default --lr 2e-4 --warmup-steps 50 --latent-noise 0.35 \
-    --mixed-precision bf16 --channels-last true --max-steps 4000 --time-limit-minutes $MINUTES --val-every 100000 \
+    --mixed-precision bf16 --channels-last true --max-steps 4000 --time-limit $(( MINUTES * 60 )) --val-every 100000 \
     --checkpoint-every 500 --threads 1 --resume latest"
 ldmseg train-ae $common --data synthetic --out "$RUNS/ae-real-synth" &
 ldmseg train-ae $common --data "synthetic+$RUNS/coco-split/train.json" --out "$RUNS/ae-real-mix" &
 wait
 if [ "${ANCHOR:-0}" = 1 ]; then
-    ldmseg train-ae --init-from demo --latent-anchor 10 --size 512 --scene-sizes 512 --crop 128 --crops-per-mask 4 \
+    ldmseg train-ae --init-from demo --latent-anchor 10 --resolution 512 --scene-sizes 512 --crop 128 --crops-per-mask 4 \
         --batch-size 4 --preset coco+dense+default --lr 2e-4 --warmup-steps 50 --latent-noise 0.35 \
         --mixed-precision bf16 --channels-last true --max-steps 3000 --val-every 100000 --checkpoint-every 250 \
         --threads 1 --resume latest --seed 3 --data "synthetic+$RUNS/coco-split/train.json" --out "$RUNS/ae-real-anchor"

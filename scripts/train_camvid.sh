@@ -9,14 +9,14 @@ DATA=${1:?usage: train_camvid.sh CAMVID_DIR (train/, trainannot/, val/, valannot
 RUNS=${RUNS:-runs}
 MINUTES=${MINUTES:-95}
 export OMP_WAIT_POLICY=PASSIVE
-common="--data $DATA --val-data $DATA --classes camvid --size 256 --mixed-precision bf16 --channels-last true"
-ldmseg train-ae --target semantic --num-bits 4 --out "$RUNS/camvid-sem-ae" $common --val-size 256 --val-num 32 \
+common="--data $DATA --val-data $DATA --classes camvid --resolution 256 --mixed-precision bf16 --channels-last true"
+ldmseg train-ae --target semantic --num-bits 4 --out "$RUNS/camvid-sem-ae" $common --val-resolution 256 --val-num 32 \
     --crop 128 --crops-per-mask 4 --batch-size 4 --lr 1e-3 --warmup-steps 50 --max-steps 800 --val-every 200 \
     --checkpoint-every 200 --latent-noise 0.25 --threads 2 --resume latest
 stage2="--tasks semantic --semantic-ae $RUNS/camvid-sem-ae/model $common --unet base --image-channels 64 \
     --prediction-type sample --loss-weighting none --reduction mean --self-condition-prob 0 --lr 5e-4 \
     --weight-decay 0.01 --warmup-steps 100 --ema-decay 0.999 --threads 1 --batch-size 8 \
-    --time-limit-minutes $MINUTES --val-num 24 --checkpoint-every 250 --log-every 25 --resume latest"
+    --time-limit $(( MINUTES * 60 )) --val-num 24 --checkpoint-every 250 --log-every 25 --resume latest"
 ldmseg train $stage2 --out "$RUNS/camvid-ldmseg" --max-steps 2500 --val-every 500 --val-steps 2 \
     --inference-steps 4 > "$RUNS/camvid-ldmseg.log" 2>&1 &
 ldmseg train $stage2 --out "$RUNS/camvid-direct" --objective direct --max-steps 1800 --val-every 450 \

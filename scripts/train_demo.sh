@@ -11,15 +11,15 @@ set -euo pipefail
 RUNS=${RUNS:-runs}
 WORKERS=${WORKERS:-$(( $(nproc) - 1 ))}
 LDMSEG=${LDMSEG:-ldmseg}
-$LDMSEG train-ae --out "$RUNS/demo-ae" --max-steps 2460 --size 256 --preset default+dense --batch-size 16 \
+$LDMSEG train-ae --out "$RUNS/demo-ae" --max-steps 2460 --resolution 256 --preset default+dense --batch-size 16 \
     --lr 1e-3 --warmup-steps 200 --encoder-channels 32 64 128 256 --decoder-channels 256 --decoder-blocks 1 \
-    --latent-noise 0.2 --val-size 256 --val-num 64 --mixed-precision bf16 --num-workers "$WORKERS" \
+    --latent-noise 0.2 --val-resolution 256 --val-num 64 --mixed-precision bf16 --workers "$WORKERS" \
     --val-every 1000 --checkpoint-every 1000 --log-every 50 --resume latest
 python3 "$(dirname "$0")/package_demo.py" --ae "$RUNS/demo-ae/model"  # stage 2 trains on the packaged (fp16) AE
-$LDMSEG train --ae demo --out "$RUNS/demo-ldmseg" --max-steps 2300 --size 128 --batch-size 64 --lr 5e-4 \
+$LDMSEG train --ae demo --out "$RUNS/demo-ldmseg" --max-steps 2300 --resolution 128 --batch-size 64 --lr 5e-4 \
     --weight-decay 0.01 --warmup-steps 200 --unet base --image-channels 64 --prediction-type sample \
     --loss-weighting none --reduction mean --self-condition-prob 0 --ema-decay 0.999 --inference-steps 10 \
-    --val-num 64 --num-workers "$WORKERS" --val-every 1000 --checkpoint-every 1000 --log-every 50 --resume latest
+    --val-num 64 --workers "$WORKERS" --val-every 1000 --checkpoint-every 1000 --log-every 50 --resume latest
 python3 "$(dirname "$0")/package_demo.py" --ae "$RUNS/demo-ae/model" --pipeline "$RUNS/demo-ldmseg/model"
 # stage 2, second part: fine-tune the packaged model on new scenes at batch 32 and a lower lr, choose its
 # id-pruning size on validation scenes of its own, and package it; five times, on new scenes each time
@@ -27,10 +27,10 @@ python3 "$(dirname "$0")/package_demo.py" --ae "$RUNS/demo-ae/model" --pipeline 
 # fourth and fifth keep it and train under bf16 autocast (1.06-1.25 instead of 1.45 s/step on this
 # AVX512-BF16 CPU). These parts ran on the 2-core CPU (~95, ~80, ~85, ~105 and ~105 min): no GPU was at hand.
 fine_tune() {  # OUT SEED STEPS SELF_CONDITION_PROB MIXED_PRECISION
-    $LDMSEG train --ae demo --init-from demo --out "$1" --seed "$2" --max-steps "$3" --size 128 \
+    $LDMSEG train --ae demo --init-from demo --out "$1" --seed "$2" --max-steps "$3" --resolution 128 \
         --batch-size 32 --lr 2e-4 --weight-decay 0.01 --warmup-steps 100 --unet base --image-channels 64 \
         --prediction-type sample --loss-weighting none --reduction mean --self-condition-prob "$4" --ema-decay 0.999 \
-        --inference-steps 10 --val-num 64 --num-workers "$WORKERS" --val-every $(( $3 / 4 )) --checkpoint-every 350 \
+        --inference-steps 10 --val-num 64 --workers "$WORKERS" --val-every $(( $3 / 4 )) --checkpoint-every 350 \
         --log-every 50 --mixed-precision "$5" --resume latest
     python3 "$(dirname "$0")/tune_min_core.py" --pipeline "$1/model" --write
     python3 "$(dirname "$0")/package_demo.py" --ae "$RUNS/demo-ae/model" --pipeline "$1/model"
@@ -45,11 +45,11 @@ fine_tune "$RUNS/demo-ldmseg-sc3" 5 4000 0.5 bf16
 $LDMSEG train-ae --out "$RUNS/ae-v2" --init-from "$RUNS/demo-ae/model" --decoder-refine true --max-steps 6000 \
     --crop 128 --crops-per-mask 8 --batch-size 4 --scene-sizes 256 512 --preset coco+dense+default \
     --mixed-precision bf16 --channels-last true --lr 2e-4 --warmup-steps 200 --latent-noise 0.2 --val-every 1500 \
-    --val-size 256 --val-num 48 --num-workers "$WORKERS" --resume latest
+    --val-resolution 256 --val-num 48 --workers "$WORKERS" --resume latest
 # multi-task: a semantic AE (12 classes in 4 bits) and a depth AE (~10 min each on the CPU), then the packaged
 # single-task model fine-tuned into instances (on the v2 AE) + semantic + depth, one task drawn per example
-common_ae="--size 128 --preset default+dense --batch-size 16 --lr 1e-3 --warmup-steps 100 --mixed-precision bf16 \
-    --channels-last true --val-num 48 --val-size 128 --val-every 500 --checkpoint-every 500 --log-every 50 \
+common_ae="--resolution 128 --preset default+dense --batch-size 16 --lr 1e-3 --warmup-steps 100 --mixed-precision bf16 \
+    --channels-last true --val-num 48 --val-resolution 128 --val-every 500 --checkpoint-every 500 --log-every 50 \
     --resume latest"
 $LDMSEG train-ae --target semantic --num-bits 4 --out "$RUNS/sem-ae" --max-steps 1500 $common_ae
 $LDMSEG train-ae --target depth --out "$RUNS/depth-ae" --max-steps 1500 --encoder-channels 16 32 64 128 \
@@ -58,11 +58,11 @@ mt_stretch() {  # OUT SEED TASK_WEIGHTS MINUTES MAX_STEPS AE_FLAGS...: one multi
     local out=$1 seed=$2 weights=$3 minutes=$4 steps=$5
     shift 5
     $LDMSEG train --init-from demo "$@" --tasks instances,semantic,depth --task-weights "$weights" \
-        --out "$out" --seed "$seed" --max-steps "$steps" --size 128 --batch-size 32 --lr "${LR:-2e-4}" \
+        --out "$out" --seed "$seed" --max-steps "$steps" --resolution 128 --batch-size 32 --lr "${LR:-2e-4}" \
         --weight-decay 0.01 --warmup-steps 100 --unet base --image-channels 64 --prediction-type sample \
         --loss-weighting none --reduction mean --self-condition-prob 0.5 --ema-decay 0.999 --sampler dpm++ \
-        --inference-steps 4 --val-steps 4 --val-num 48 --num-workers "$WORKERS" --val-every 1000 \
-        --checkpoint-every 500 --log-every 50 --mixed-precision bf16 --time-limit-minutes "$minutes" --resume latest
+        --inference-steps 4 --val-steps 4 --val-num 48 --workers "$WORKERS" --val-every 1000 \
+        --checkpoint-every 500 --log-every 50 --mixed-precision bf16 --time-limit $(( minutes * 60 )) --resume latest
     python3 "$(dirname "$0")/package_demo.py" --pipeline "$out/model"
 }
 mt_stretch "$RUNS/mt" 6 0.4,0.3,0.3 95 5000 --ae "$RUNS/ae-v2/model" --semantic-ae "$RUNS/sem-ae/model" \
@@ -82,7 +82,7 @@ mt_stretch "$RUNS/mt5" 10 0.1,0.3,0.6 85 1500 --ae demo
 $LDMSEG train-ae --out "$RUNS/pilot-slots" --init-from "$RUNS/ae-v2/model" --freeze-encoder true --head slots \
     --slots 2 --max-steps 3000 --crop 128 --crops-per-mask 8 --batch-size 4 --scene-sizes 256 512 \
     --preset coco+dense+default --mixed-precision bf16 --channels-last true --lr 5e-4 --warmup-steps 50 \
-    --latent-noise 0.2 --val-every 250 --val-size 256 --val-num 48 --num-workers "$WORKERS" --resume latest
+    --latent-noise 0.2 --val-every 250 --val-resolution 256 --val-num 48 --workers "$WORKERS" --resume latest
 python3 "$(dirname "$0")/package_demo.py" --ae "$RUNS/pilot-slots/model"
 python3 "$(dirname "$0")/tune_min_core.py" --pipeline "$(dirname "$0")/../src/ldmseg/weights/demo" --write
 # stage 1, fourth part (50 min on the 2-core CPU): the slot-head AE fine-tuned whole, encoder included, its latents
@@ -91,13 +91,13 @@ python3 "$(dirname "$0")/tune_min_core.py" --pipeline "$(dirname "$0")/../src/ld
 $LDMSEG train-ae --out "$RUNS/pilot-anchor" --init-from "$RUNS/pilot-slots/model" --latent-anchor 10 --max-steps 1200 \
     --crop 128 --crops-per-mask 8 --batch-size 4 --scene-sizes 256 512 --preset coco+dense+default \
     --mixed-precision bf16 --channels-last true --lr 2e-4 --warmup-steps 50 --latent-noise 0.2 --val-every 300 \
-    --val-size 256 --val-num 48 --num-workers "$WORKERS" --resume latest
+    --val-resolution 256 --val-num 48 --workers "$WORKERS" --resume latest
 LR=1e-4 mt_stretch "$RUNS/mt6-anchor" 15 0.5,0.3,0.2 45 2000 --ae "$RUNS/pilot-anchor/model"
 python3 "$(dirname "$0")/tune_min_core.py" --pipeline "$(dirname "$0")/../src/ldmseg/weights/demo" --write
 # stage 1, fifth part (33 min on the 2-core CPU): the shipped AE fine-tuned 1200 more anchored steps with stronger
 # latent noise (robustness), then a seventh multi-task stretch on its latents (1800 steps, 33 min), packaged with it
 $LDMSEG train-ae --out "$RUNS/ae-anchor2" --init-from demo --latent-anchor 10 --max-steps 1200 --crop 128 \
     --crops-per-mask 8 --batch-size 4 --scene-sizes 256 512 --preset coco+dense+default --mixed-precision bf16 \
-    --channels-last true --lr 2e-4 --warmup-steps 50 --latent-noise 0.35 --val-every 300 --val-size 256 \
-    --val-num 48 --num-workers "$WORKERS" --seed 21 --resume latest
+    --channels-last true --lr 2e-4 --warmup-steps 50 --latent-noise 0.35 --val-every 300 --val-resolution 256 \
+    --val-num 48 --workers "$WORKERS" --seed 21 --resume latest
 LR=1e-4 mt_stretch "$RUNS/mt7" 16 0.5,0.3,0.2 42 1800 --ae "$RUNS/ae-anchor2/model"

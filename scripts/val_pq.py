@@ -13,7 +13,8 @@ import argparse
 from ldmseg.commands.predict import load_pipeline
 from ldmseg.training.autoencoder import VAL_SEED_OFFSET
 from ldmseg.training.config import DiffusionConfig
-from ldmseg.training.diffusion import image_dataset, sampled_pq
+from ldmseg.training.diffusion import image_dataset
+from ldmseg.training.validation import sampled_pq
 
 
 def main() -> None:

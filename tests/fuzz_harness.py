@@ -21,10 +21,12 @@ from ldmseg.weights import resolve_model_path, resolve_pipeline_path
 
 @dataclass
 class World:
-    """A copy of the tiny set under `root/in`, the output under `root/out`, env vars for the case."""
+    """A copy of the tiny set under `root/in`, the output under `root/out`, env vars for the case, and what its
+    error line must name (any one of them: the flag, file or key at fault)."""
 
     root: Path
     env: dict[str, str] = field(default_factory=dict)
+    named: tuple[str, ...] = ()
 
     @property
     def gt(self) -> Path:
@@ -77,7 +79,7 @@ def predict_gt(w: World, *extra: str) -> list[str]:
 def evaluate(w: World, *extra: str) -> list[str]:
     """The GT scored against itself: a fault in the file is a fault on both sides."""
     return ["evaluate", "--gt-json", str(w.pjson), "--gt-dir", str(w.pdir), "--pred-json", str(w.pjson),
-            "--pred-dir", str(w.pdir), "--workers", "1", "--output", str(w.out / "scores.json"), *extra]
+            "--pred-dir", str(w.pdir), "--workers", "1", "--out", str(w.out / "scores.json"), *extra]
 
 
 def visualize(w: World, *extra: str) -> list[str]:
@@ -100,16 +102,17 @@ def inpaint_one(w: World, *extra: str) -> list[str]:
             str(w.out), "--steps", "1", "--threads", "1", *extra]
 
 
-TINY_AE = ["--size", "32", "--val-size", "32", "--batch-size", "2", "--val-every", "100", "--checkpoint-every", "1",
-           "--threads", "1", "--encoder-channels", "8", "8", "8", "8", "--decoder-channels", "8", "--max-steps", "1"]
+TINY_AE = ["--resolution", "32", "--val-resolution", "32", "--batch-size", "2", "--val-every", "100",
+           "--checkpoint-every", "1", "--threads", "1", "--encoder-channels", "8", "8", "8", "8", "--decoder-channels",
+           "8", "--max-steps", "1"]
 
 
 def train_ae(w: World, *extra: str) -> list[str]:
     return ["train-ae", "--out", str(w.out), *TINY_AE, *extra]
 
 
-TINY_LDM = ["--size", "32", "--batch-size", "2", "--max-steps", "1", "--val-every", "100", "--checkpoint-every", "1",
-            "--threads", "1", "--unet", "tiny"]
+TINY_LDM = ["--resolution", "32", "--batch-size", "2", "--max-steps", "1", "--val-every", "100",
+            "--checkpoint-every", "1", "--threads", "1", "--unet", "tiny"]
 
 
 def train(w: World, *extra: str) -> list[str]:
@@ -119,17 +122,35 @@ def train(w: World, *extra: str) -> list[str]:
 CASES: dict[str, Callable[[World], list[str]]] = {}
 
 
-def case(name: str, argv: Callable[[World], list[str]], fault: Callable[[World], object] | None = None) -> None:
-    """Register a case: `fault` damages the world, then the command `argv` runs on it."""
+def case(name: str, argv: Callable[[World], list[str]], fault: Callable[[World], object] | None = None,
+         names: Callable[[World], tuple[str, ...]] | None = None) -> None:
+    """Register a case: `fault` damages the world, then the command `argv` runs on it; `names`, read before the
+    damage (a file it deletes still has its name), says what the error line must name."""
     assert name not in CASES, name
 
     def build(w: World) -> list[str]:
+        if names is not None:
+            w.named = names(w)
         if fault is not None:
             fault(w)
         return argv(w)
 
     CASES[name] = build
 
+
+def first_name(folder: str) -> Callable[[World], tuple[str, ...]]:
+    """The name of the first file of `folder` (the one `on_first` damages)."""
+    return lambda w: (w.first(folder).name,)
+
+
+def under(*parts: str) -> Callable[[World], tuple[str, ...]]:
+    """A path below the case's root, as commands print it."""
+    return lambda w: (str(w.root.joinpath(*parts)),)
+
+
+def said(*words: str) -> Callable[[World], tuple[str, ...]]:
+    """Fixed words: a flag, a key, an environment variable."""
+    return lambda w: words
 
 
 def digest(folder: Path) -> dict[str, str]:
@@ -265,12 +286,12 @@ def ae_fault(damage: Callable[[Path], object]) -> Callable[[World], list[str]]:
 
 def semantic_eval(w: World) -> list[str]:
     return ["evaluate", "--task", "semantic", "--gt-dir", str(w.gt / "semantic"), "--pred-dir",
-            str(w.gt / "semantic_pred"), "--num-classes", "13", "--output", str(w.out / "s.json")]
+            str(w.gt / "semantic_pred"), "--num-classes", "13", "--out", str(w.out / "s.json")]
 
 
 def depth_eval(w: World) -> list[str]:
     return ["evaluate", "--task", "depth", "--gt-dir", str(w.gt / "depth"), "--pred-dir", str(w.gt / "depth_pred"),
-            "--output", str(w.out / "d.json")]
+            "--out", str(w.out / "d.json")]
 
 
 def with_pred_copy(kind: str, damage: Callable[[World], object]) -> Callable[[World], object]:

@@ -207,6 +207,31 @@ def test_unreadable_uploads_get_one_plain_line_and_the_page_states_its_limits(se
     assert "segments, seed 0" in _segment_job(client, path).result(timeout=300)[2]
 
 
+@pytest.mark.parametrize("verbose", [False, True])
+def test_the_command_prints_the_address_not_gradios_hints(verbose: bool, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    """`ldmseg app` prints where the page is, not Gradio's start-up lines (its `share=True` hint names a setting
+    the command has no flag for); --verbose gives Gradio's own lines instead."""
+    import gradio
+
+    from ldmseg.commands.app import serve
+
+    launched: dict = {}
+
+    def launch(self, **kwargs):
+        launched.update(kwargs)
+        self.local_url = "http://127.0.0.1:7999/"
+
+    monkeypatch.setattr(gradio.Blocks, "launch", launch)
+    monkeypatch.setattr(gradio.Blocks, "block_thread", lambda self: launched.update(blocked=True))
+    monkeypatch.setattr("signal.signal", lambda *args: None)  # serve(block=True) installs a SIGTERM handler
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # and lowers Pillow's limit
+    serve("demo", "127.0.0.1", 7999, steps=1, block=True, verbose=verbose)
+    assert launched["quiet"] is not verbose and launched["blocked"] and launched["prevent_thread_lock"]
+    out = capsys.readouterr().out
+    assert ("ldmseg app: open http://127.0.0.1:7999/" in out) is not verbose and "share=True" not in out
+
+
 def test_page_errors_show_no_server_paths() -> None:
     from ldmseg.commands.app import public_message
 
@@ -265,7 +290,7 @@ def test_requests_from_two_events_never_share_the_pipeline_at_once(monkeypatch: 
 @pytest.mark.slow
 def test_sigterm_removes_the_apps_temporary_folders(tmp_path: Path) -> None:
     """`ldmseg app` stopped by SIGTERM (a service manager, `kill`) cleans up as Ctrl-C does: nothing of it is
-    left in the temporary folder."""
+    left in the temporary folder. What it printed is the page's address, not Gradio's hints."""
     import os
     import signal
     import subprocess
@@ -276,7 +301,7 @@ def test_sigterm_removes_the_apps_temporary_folders(tmp_path: Path) -> None:
     port = _free_port()
     env = {**os.environ, "TMPDIR": str(tmp_path), "GRADIO_TEMP_DIR": str(tmp_path / "gradio")}
     proc = subprocess.Popen([sys.executable, "-m", "ldmseg.cli", "app", "--port", str(port), "--steps", "1",
-                             "--threads", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                             "--threads", "1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
@@ -295,3 +320,5 @@ def test_sigterm_removes_the_apps_temporary_folders(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
     assert not list(tmp_path.glob("ldmseg-*")), list(tmp_path.glob("ldmseg-*"))
+    printed = proc.stdout.read()
+    assert f"ldmseg app: open http://127.0.0.1:{port}/" in printed and "share=True" not in printed

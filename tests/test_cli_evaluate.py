@@ -38,7 +38,7 @@ def evaluate_args(synth_set: Path, pred_json: Path, pred_dir: Path, *extra: str)
 def test_perfect_prediction_scores_one(synth_set: Path, tmp_path: Path) -> None:
     pred_json, pred_dir = make_pred(synth_set, tmp_path)
     out = tmp_path / "res.json"
-    res = run_cli(*evaluate_args(synth_set, pred_json, pred_dir, "--output", str(out), "--workers", "2"))
+    res = run_cli(*evaluate_args(synth_set, pred_json, pred_dir, "--out", str(out), "--workers", "2"))
     assert res.returncode == 0, res.stderr
     assert "All" in res.stdout and "100.00" in res.stdout
     results = json.loads(out.read_text())
@@ -54,7 +54,7 @@ def test_workers_give_identical_results(synth_set: Path, tmp_path: Path) -> None
     outs = []
     for workers in ("1", "3"):
         out = tmp_path / f"r{workers}.json"
-        assert main(evaluate_args(synth_set, pred_json, pred_dir, "--output", str(out), "--workers", workers)) == 0
+        assert main(evaluate_args(synth_set, pred_json, pred_dir, "--out", str(out), "--workers", workers)) == 0
         outs.append(json.loads(out.read_text()))
     for name in ("All", "Things", "Stuff"):  # float sums in another order: equal to rounding
         assert outs[0][name] == pytest.approx(outs[1][name], abs=1e-12)
@@ -81,7 +81,8 @@ BAD_INPUTS = {
                       "differs from GT"),
     "duplicate image id": (lambda pj, pd: break_first(pj, lambda a: a.append(dict(a[0]))), "duplicate image_id 0"),
     "broken json": (lambda pj, pd: pj.write_text("{not json"), "broken JSON"),
-    "missing prediction": (lambda pj, pd: break_first(pj, lambda a: a.pop(0)), "no prediction for image_id 0"),
+    "missing prediction": (lambda pj, pd: break_first(pj, lambda a: a.pop(0)),
+                           "no prediction for image_id 0 of --gt-json"),
 }
 
 
@@ -90,7 +91,7 @@ def test_bad_input_is_one_line_exit_2(case: str, synth_set: Path, tmp_path: Path
     pred_json, pred_dir = make_pred(synth_set, tmp_path)
     breaker, message = BAD_INPUTS[case]
     breaker(pred_json, pred_dir)
-    res = run_cli(*evaluate_args(synth_set, pred_json, pred_dir, "--output", str(tmp_path / "r.json")))
+    res = run_cli(*evaluate_args(synth_set, pred_json, pred_dir, "--out", str(tmp_path / "r.json")))
     assert res.returncode == 2
     assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
     assert message in res.stderr
@@ -220,3 +221,138 @@ def test_predictions_name_their_images_so_visualize_finds_any_format(tmp_path: P
     assert main(["visualize", "--images", str(photos), "--pred-json", str(tmp_path / "pred" / "panoptic.json"),
                  "--pred-dir", str(tmp_path / "pred" / "panoptic"), "--out", str(tmp_path / "viz")]) == 0
     assert sorted(p.name for p in (tmp_path / "viz").iterdir()) == ["b.png", "street one.png"]
+
+
+def camvid_like(tmp: Path) -> tuple[Path, Path]:
+    """CamVid's own label PNGs (0..10 classes, 11 unlabelled) and predictions of them in ldmseg's ids, beside the
+    categories.json `predict --task semantic` writes for the camvid model."""
+    from ldmseg.data.classes import load_class_list
+
+    camvid = load_class_list("camvid")
+    gt, pred = tmp / "valannot", tmp / "pred" / "semantic"
+    for i in range(2):
+        raw = np.full((12, 16), 11, np.uint8)
+        raw[:6], raw[6:, :8] = 0, 3  # sky, road, unlabelled
+        formats.write_png(gt / f"f{i}.png", raw)
+        formats.write_png(pred / f"f{i}.png", camvid.to_semantic(raw, "x").astype(np.uint8))
+    formats.write_json(tmp / "pred" / "categories.json", {"categories": camvid.categories()})
+    return gt, pred
+
+
+def test_semantic_gt_in_another_convention_is_refused_never_scored(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    """Issue 43: CamVid's raw label PNGs scored without --classes against camvid predictions printed mIoU 1.39;
+    now the predictions' categories.json decides: one line naming --classes, or the labels mapped as told."""
+    gt, pred = camvid_like(tmp_path)
+    semantic = ["evaluate", "--task", "semantic", "--gt-dir", str(gt), "--pred-dir", str(pred)]
+    capsys.readouterr()
+    assert main(semantic) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--classes camvid" in err and "categories.json" in err
+    assert main([*semantic, "--classes", "camvid"]) == 0
+    out = capsys.readouterr().out
+    assert "mIoU 100.00" in out and "Road" in out and out.startswith("semantic segmentation (--task semantic)")
+    assert main([*semantic, "--classes", "ldmseg"]) == 0  # told the GT holds ids: scored as they are
+    assert "mIoU 100.00" not in capsys.readouterr().out
+    from ldmseg.data.synthetic import categories
+
+    formats.write_json(tmp_path / "pred" / "categories.json", {"categories": categories()})  # 12 synthetic ids
+    assert main([*semantic, "--classes", "camvid"]) == 2  # a class list that is not the predictions' classes
+    assert "not the predictions' classes" in capsys.readouterr().err
+    formats.write_png(gt / "f0.png", np.full((12, 16), 200, np.uint8))
+    assert main(semantic) == 2  # a GT value no predicted class has
+    err = capsys.readouterr().err
+    assert "f0.png: GT value 200 is neither a predicted class" in err and "--classes" in err
+    formats.write_png(gt / "f0.png", np.zeros((12, 16), np.uint8))
+    assert main([*semantic, "--ignore-label", "255"]) == 2  # 0 used as a class, but the predictions' 0 is none
+    assert "GT value 0 is neither" in capsys.readouterr().err
+
+
+def test_evaluate_task_instances_titles_and_out(synth_set: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture) -> None:
+    """--task instances is --class-agnostic; every table has a title line saying what was scored; --out is the
+    results file (--output still works, and says the new name once)."""
+    pred_json, pred_dir = make_pred(synth_set, tmp_path)
+    capsys.readouterr()
+    assert main(evaluate_args(synth_set, pred_json, pred_dir, "--task", "instances", "--out",
+                              str(tmp_path / "i.json"))) == 0
+    assert capsys.readouterr().out.splitlines()[0].startswith("class-agnostic panoptic quality (--task instances)")
+    assert main(evaluate_args(synth_set, pred_json, pred_dir, "--class-agnostic", "--output", str(tmp_path / "a.json"),
+                              "--output", str(tmp_path / "a.json"))) == 0
+    captured = capsys.readouterr()
+    assert captured.err.count("--output is now --out") == 1
+    assert json.loads((tmp_path / "i.json").read_text()) == json.loads((tmp_path / "a.json").read_text())
+    assert "Stuff" not in json.loads((tmp_path / "i.json").read_text())
+    assert main(evaluate_args(synth_set, pred_json, pred_dir)) == 0
+    assert capsys.readouterr().out.startswith("class-aware panoptic quality (--task panoptic)")
+    assert main(["evaluate", "--task", "depth", "--gt-dir", str(synth_set / "depth"), "--pred-dir",
+                 str(synth_set / "depth")]) == 0
+    assert capsys.readouterr().out.startswith("depth (--task depth)")
+
+
+def test_predictions_named_by_file_say_to_predict_with_gt_json(synth_set: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    """Predictions made without --gt-json name their images by file stem: the line names both JSON flags and
+    the fix."""
+    pred_json, pred_dir = make_pred(synth_set, tmp_path)
+    break_first(pred_json, lambda anns: [a.update(image_id=Path(a["file_name"]).stem) for a in anns])
+    assert main(evaluate_args(synth_set, pred_json, pred_dir)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"--pred-json {pred_json}: no prediction for image_id 0 of --gt-json" in err
+    assert "6 of 6 GT images have none" in err and "predict with --gt-json" in err
+
+
+def test_visualize_semantic_and_depth_with_legend_and_colour_bar(synth_set: Path, tmp_path: Path) -> None:
+    """Semantic grids: image, GT and prediction over the image and alone, then a legend naming the classes (from
+    the predictions' categories.json); depth grids end in the colour bar; --num caps the pictures."""
+    from PIL import Image
+
+    from ldmseg.data.synthetic import categories
+    from ldmseg.viz import class_palette
+
+    pred = tmp_path / "pred"
+    shutil.copytree(synth_set / "semantic", pred / "semantic")
+    shutil.copytree(synth_set / "depth", pred / "depth")
+    formats.write_json(pred / "categories.json", {"categories": categories()})
+    images = ["--images", str(synth_set / "images")]
+    assert main(["visualize", "--task", "semantic", *images, "--gt-dir", str(synth_set / "semantic"), "--pred-dir",
+                 str(pred / "semantic"), "--out", str(tmp_path / "sem"), "--num", "2"]) == 0
+    pics = sorted((tmp_path / "sem").glob("*.png"))
+    assert [p.name for p in pics] == ["000000.png", "000001.png"]
+    picture = np.asarray(Image.open(pics[0]).convert("RGB"))
+    assert picture.shape[1] > 5 * 64 + 40  # five panels and the legend beside them
+    labels = formats.read_label_png(synth_set / "semantic" / "000000.png")
+    swatch = class_palette(np.array([int(labels.max())]), categories())[0]
+    legend = picture[:, 5 * 64 + 6 * 4:].reshape(-1, 3)
+    assert (legend == swatch).all(1).any()  # the legend shows the class's own colour
+    assert main(["visualize", "--task", "depth", *images, "--pred-dir", str(pred / "depth"), "--out",
+                 str(tmp_path / "depth")]) == 0
+    depth = np.asarray(Image.open(tmp_path / "depth" / "000000.png").convert("RGB"))
+    assert depth.shape[1] == 2 * 64 + 3 * 4 + 14 + 40  # image, prediction, then the colour bar
+    assert main(["visualize", "--task", "depth", *images, "--pred-json", "p.json", "--pred-dir", str(pred / "depth"),
+                 "--out", str(tmp_path / "x")]) == 2
+
+
+def test_visualize_and_reconstruct_take_images_as_predict_does(synth_set: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    """--images is a folder, one file, a quoted glob or - in visualize and reconstruct too: only the images named
+    are drawn / reconstructed. Reconstruct prints its latent statistics only with --verbose."""
+    import io
+
+    gt = ["--gt-json", str(synth_set / "panoptic.json"), "--gt-dir", str(synth_set / "panoptic")]
+    one = str(synth_set / "images" / "000002.png")
+    assert main(["visualize", "--images", one, *gt, "--out", str(tmp_path / "one")]) == 0
+    assert [p.name for p in (tmp_path / "one").iterdir()] == ["000002.png"]
+    pattern = str(synth_set / "images" / "00000[13].png")
+    assert main(["visualize", "--images", pattern, *gt, "--out", str(tmp_path / "glob"), "--limit", "5"]) == 0
+    assert sorted(p.name for p in (tmp_path / "glob").iterdir()) == ["000001.png", "000003.png"]
+    monkeypatch.setattr("sys.stdin", io.StringIO(one + "\n"))
+    assert main(["reconstruct", "--ae", "demo", "--images", "-", *gt, "--out", str(tmp_path / "rec"),
+                 "--resolution", "64"]) == 0
+    assert [p.name for p in (tmp_path / "rec" / "panoptic").iterdir()] == ["000002.png"]
+    assert "latent mean" not in capsys.readouterr().out
+    assert main(["reconstruct", "--ae", "demo", *gt, "--out", str(tmp_path / "all"), "--resolution", "64",
+                 "--verbose"]) == 0
+    assert len(list((tmp_path / "all" / "panoptic").iterdir())) == 6  # no --images: every mask
+    assert "latent mean per channel" in capsys.readouterr().out

@@ -124,11 +124,11 @@ def test_the_mask_ae_converts_alone_key_for_key(files: dict, tmp_path: Path, syn
                  str(synth_set / "panoptic.json"), "--gt-dir", str(synth_set / "panoptic"), "--out",
                  str(tmp_path / "rec"), "--resolution", "64"]) == 0
     assert len(json.loads((tmp_path / "rec" / "panoptic.json").read_text())["annotations"]) == 6
-    short = ["--size", "32", "--batch-size", "2", "--max-steps", "1", "--val-every", "1", "--val-num", "2",
+    short = ["--resolution", "32", "--batch-size", "2", "--max-steps", "1", "--val-every", "1", "--val-num", "2",
              "--threads", "1"]
     assert main(["train", "--ae", str(out), "--unet", "tiny", "--image-channels", "8", "--val-steps", "1",
                  "--inference-steps", "1", "--out", str(tmp_path / "stage2"), *short]) == 0  # stage 2 on their AE
-    assert main(["train-ae", "--init-from", str(out), "--val-size", "32", "--out", str(tmp_path / "ft"),
+    assert main(["train-ae", "--init-from", str(out), "--val-resolution", "32", "--out", str(tmp_path / "ft"),
                  *short]) == 0  # their AE fine-tuned
     assert load_mask_autoencoder(tmp_path / "ft" / "model").__class__.__name__ == "OriginalMaskAutoencoder"
 
@@ -313,3 +313,22 @@ def test_authors_defaults_hint_at_the_fast_preset_on_a_cpu(converted: Path, tmp_
     assert "hint" not in capsys.readouterr().err
     assert main([*common, "--out", str(tmp_path / "bad"), "--preset", "turbo"]) == 2
     assert "no such preset (it has: fast)" in capsys.readouterr().err
+
+
+def test_the_converted_paper_model_distils_into_a_one_step_model(converted: Path, tmp_path: Path) -> None:
+    """`ldmseg distill` on a model in the released layout, from its own predictions on unlabelled images (the
+    recipe of scripts/distill_paper_gpu.sh at toy size)."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(2):
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (64, 64, 3), np.uint8)).save(images / f"{i}.png")
+    out = tmp_path / "one-step"
+    teacher_flags = ["--model", str(converted), "--targets", "teacher", "--data", str(images), "--tasks", "instances"]
+    assert main(["distill", *teacher_flags, "--out", str(out), "--resolution", "64", "--batch-size", "2",
+                 "--max-steps", "1", "--warmup-steps", "1", "--val-every", "1", "--val-num", "1", "--val-steps", "1",
+                 "--checkpoint-every", "1", "--threads", "1"]) == 0
+    pipe = LDMSegPipeline.from_pretrained(out / "model")
+    assert pipe.config.initial_noise == "zeros" and pipe.config.default_num_inference_steps == 1
+    calls = []
+    pipe.unet.register_forward_hook(lambda *_: calls.append(1))
+    assert pipe(np.zeros((40, 56, 3), np.uint8)).panoptic[0].shape == (40, 56) and len(calls) == 1

@@ -200,7 +200,7 @@ def test_training_with_the_vit_encoder_exports_a_pipeline_that_predicts(tmp_path
     ae_dir = tmp_path / "ae"
     MaskAutoencoder(encoder_channels=(4, 8, 8, 8), decoder_channels=8).save_pretrained(ae_dir)
     run = tmp_path / "run"
-    common = ["train", "--ae", str(ae_dir), "--out", str(run), "--size", "32", "--batch-size", "2", "--max-steps",
+    common = ["train", "--ae", str(ae_dir), "--out", str(run), "--resolution", "32", "--batch-size", "2", "--max-steps",
               "1", "--unet", "tiny", "--image-channels", "8", "--val-every", "1", "--val-num", "1", "--val-steps",
               "1", "--inference-steps", "1", "--threads", "1", "--image-encoder", "vit"]
     assert main(common) == 2
@@ -217,7 +217,7 @@ def test_train_export_predict_evaluate(tmp_path: Path) -> None:
     ae_dir = tmp_path / "ae"
     MaskAutoencoder(encoder_channels=(4, 8, 8, 8), decoder_channels=8).save_pretrained(ae_dir)
     run = tmp_path / "run"
-    assert main(["train", "--ae", str(ae_dir), "--out", str(run), "--size", "32", "--batch-size", "2",
+    assert main(["train", "--ae", str(ae_dir), "--out", str(run), "--resolution", "32", "--batch-size", "2",
                  "--max-steps", "2", "--unet", "tiny", "--image-channels", "8", "--image-encoder-channels", "8", "8",
                  "8", "--val-every", "2", "--val-num", "2", "--val-steps", "2", "--inference-steps", "2",
                  "--checkpoint-every", "2", "--threads", "1", "--ema-decay", "0.9"]) == 0

@@ -5,6 +5,7 @@ nothing half-written, no network attempt. Each case builds its fault from a tiny
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -28,6 +29,7 @@ from fuzz_harness import (
     edit_config,
     evaluate,
     fill_all,
+    first_name,
     huge_header_png,
     inpaint_one,
     inpaint_set,
@@ -41,6 +43,7 @@ from fuzz_harness import (
     predict_gt,
     reconstruct,
     reshape_first_tensor,
+    said,
     segment,
     semantic_eval,
     setter,
@@ -48,6 +51,7 @@ from fuzz_harness import (
     train,
     train_ae,
     truncate,
+    under,
     visualize,
     with_pred_copy,
     write_text,
@@ -111,18 +115,22 @@ JSON_FAULTS: dict[str, Callable[[World], object]] = {
     "empty-file": write_text(""),
     "binary-garbage": lambda w: w.pjson.write_bytes(bytes(range(256)) * 4),
     "nan-literal-top": write_text("NaN"),
+    "fifo": lambda w: (w.pjson.unlink(), os.mkfifo(w.pjson)),
 }
 
 JSON_READERS: dict[str, Callable[..., list[str]]] = {
     "evaluate": evaluate, "visualize": visualize, "reconstruct": reconstruct, "predict-gt": predict_gt,
     "inpaint-set": inpaint_set,
 }
-PNG_FAULTS = ("segment-absent-from-png", "png-id-absent-from-json", "file-name-missing-png")
+PNG_FAULTS = {  # faults the PNGs show, and the PNG the error names
+    "segment-absent-from-png": first_name("panoptic"), "png-id-absent-from-json": first_name("panoptic"),
+    "file-name-missing-png": said("no-such-file.png")}
 for fault_name, fault in JSON_FAULTS.items():
     for reader_name, reader in JSON_READERS.items():
         if reader_name == "predict-gt" and fault_name in PNG_FAULTS:
             continue  # predict reads the JSON's image list, not its PNGs
-        case(f"json/{fault_name}/{reader_name}", reader, fault)
+        case(f"json/{fault_name}/{reader_name}", reader, fault,
+             PNG_FAULTS.get(fault_name, under("in", "panoptic.json")))
 PNG_READERS = {name: reader for name, reader in JSON_READERS.items() if name != "predict-gt"}  # predict reads no PNG
 
 
@@ -136,6 +144,7 @@ FILE_FAULTS: dict[str, Callable[[Path], object]] = {
     "16bit-rgb": png16_rgb,
     "huge-header": huge_header_png,
     "folder": lambda p: (p.unlink(), p.mkdir()),
+    "fifo": lambda p: (p.unlink(), os.mkfifo(p)),  # opening it would wait for a writer forever
     "missing": lambda p: p.unlink(),
 }
 PNG_ONLY_FAULTS: dict[str, Callable[[Path], object]] = {
@@ -144,24 +153,26 @@ PNG_ONLY_FAULTS: dict[str, Callable[[Path], object]] = {
 }
 for fault_name, damage in {**FILE_FAULTS, **PNG_ONLY_FAULTS}.items():
     for reader_name, reader in PNG_READERS.items():
-        case(f"panoptic-png/{fault_name}/{reader_name}", reader, on_first("panoptic", damage))
+        case(f"panoptic-png/{fault_name}/{reader_name}", reader, on_first("panoptic", damage), first_name("panoptic"))
 for fault_name, damage in FILE_FAULTS.items():
     if fault_name == "missing":
         continue  # a missing image in a folder is no fault: the folder is what was given
     if fault_name == "16bit-rgb":  # a 16-bit photo is read (scaled to 8 bits): a fault only where sizes must agree
-        case("image/16bit-rgb-wrong-size/visualize", visualize, on_first("images", damage))
+        case("image/16bit-rgb-wrong-size/visualize", visualize, on_first("images", damage), first_name("images"))
         continue
-    for name, command in {"predict": predict, "visualize": visualize, "inpaint-set": inpaint_set}.items():
-        case(f"image/{fault_name}/{name}", command, on_first("images", damage))
-    case(f"image/{fault_name}/inpaint-one", inpaint_one, on_first("images", damage))
-    case(f"partial/{fault_name}/inpaint-one", inpaint_one, on_first("panoptic", damage))
+    for name, command in {"predict": predict, "visualize": visualize, "inpaint-set": inpaint_set,
+                          "inpaint-one": inpaint_one}.items():
+        case(f"image/{fault_name}/{name}", command, on_first("images", damage), first_name("images"))
+    case(f"partial/{fault_name}/inpaint-one", inpaint_one, on_first("panoptic", damage), first_name("panoptic"))
 
 
-case("images/all-nan-float-tiff/predict", predict, nan_tiff)
-case("images/folder-of-text/predict", predict, only_text_files)
-case("images/empty-folder/predict", predict, lambda w: [p.unlink() for p in w.images.iterdir()])
-case("images/missing-folder/predict", predict, lambda w: shutil.rmtree(w.images))
-case("images/glob-matches-nothing/predict", lambda w: predict(w, images=w.images / "*.nothing"))
+case("images/all-nan-float-tiff/predict", predict, nan_tiff, under("in", "images", "nan.tif"))
+case("images/folder-of-text/predict", predict, only_text_files, under("in", "images"))
+case("images/empty-folder/predict", predict, lambda w: [p.unlink() for p in w.images.iterdir()],
+     under("in", "images"))
+case("images/missing-folder/predict", predict, lambda w: shutil.rmtree(w.images), under("in", "images"))
+case("images/glob-matches-nothing/predict", lambda w: predict(w, images=w.images / "*.nothing"),
+     names=under("in", "images", "*.nothing"))
 
 
 # --- numbers out of bounds: checked by the parser, before anything loads ------------------------------------------
@@ -183,46 +194,57 @@ BOUNDS: dict[str, tuple[Callable[..., list[str]], list[tuple[str, ...]]]] = {
         ("--resolution", "0"), ("--batch-size", "0"), ("--threads", "-1")]),
     "evaluate": (evaluate, [("--workers", "0"), ("--workers", "100000"), ("--task", "nope")]),
     "evaluate-semantic": (lambda w, *e: ["evaluate", "--task", "semantic", "--gt-dir", str(w.gt / "semantic"),
-                                         "--pred-dir", str(w.gt / "semantic"), "--output", str(w.out / "s.json"),
+                                         "--pred-dir", str(w.gt / "semantic"), "--out", str(w.out / "s.json"),
                                          *e], [
         ("--num-classes", "0"), ("--num-classes", "1000000"), ("--num-classes", "-3"), ("--ignore-label", "-5"),
         ("--ignore-label", "70000")]),
-    "visualize": (visualize, [("--limit", "-1"), ("--limit", "abc")]),
+    "visualize": (visualize, [("--num", "-1"), ("--num", "abc")]),
     "synth": (lambda w, *e: ["data", "synth", "--out", str(w.out), *e], [
         ("--num", "-1"), ("--num", "1000000000"), ("--resolution", "1048576"), ("--resolution", "0")]),
     "train-ae": (train_ae, [
-        ("--size", "100000"), ("--batch-size", "100000"), ("--lr", "nan"), ("--lr", "-1"), ("--lr", "inf"),
+        ("--resolution", "100000"), ("--batch-size", "100000"), ("--lr", "nan"), ("--lr", "-1"), ("--lr", "inf"),
         ("--max-steps", "-1"), ("--num-bits", "0"), ("--num-bits", "40"), ("--latent-channels", "0"),
-        ("--threads", "100000"), ("--seed", str(2**80)), ("--crop", "100000")]),
+        ("--threads", "100000"), ("--seed", str(2**80)), ("--crop", "100000"), ("--grad-accum", "2000"),
+        ("--val-num", "1000000")]),
     "train": (train, [
-        ("--size", "100000"), ("--batch-size", "100000"), ("--lr", "inf"), ("--inference-steps", "5000"),
-        ("--val-steps", "0"), ("--max-steps", "0"), ("--threads", "3")]),
+        ("--resolution", "100000"), ("--batch-size", "100000"), ("--lr", "inf"), ("--inference-steps", "5000"),
+        ("--val-steps", "0"), ("--max-steps", "0"), ("--threads", "3"), ("--grad-accum", "1000000000000"),
+        ("--val-num", "1000000000000")]),
 }
 for command_name, (command, flag_values) in BOUNDS.items():
     for flag_value in flag_values:
         case(f"bounds/{command_name}/{'='.join(flag_value)}",
-             lambda w, command=command, flag_value=flag_value: command(w, *flag_value))
+             lambda w, command=command, flag_value=flag_value: command(w, *flag_value),
+             names=said(flag_value[0], *[v for v in flag_value[1:] if len(v) > 3]))  # the flag, or a telling value
 for value in ("inf", "-1", "abc", "0", "1e9", "12 MP"):
     case(f"env/LDMSEG_MAX_PIXELS={value}/predict", predict,
-         lambda w, value=value: w.env.__setitem__("LDMSEG_MAX_PIXELS", value))
+         lambda w, value=value: w.env.__setitem__("LDMSEG_MAX_PIXELS", value), said("LDMSEG_MAX_PIXELS"))
 
 
 # --- output paths that cannot be written --------------------------------------------------------------------------
 
 
-OUTPUTS = {
-    "existing-file": out_is(lambda w: w.root / "out" / "file", lambda p: p.write_text("keep me")),
-    "under-a-file": out_is(lambda w: w.root / "out" / "file" / "child", lambda p: p.parent.write_text("keep me")),
-    "dev-null": out_is(lambda w: Path("/dev/null")),
-    "proc": out_is(lambda w: Path("/proc/ldmseg-fuzz/x")),
+OUT_PLACES: dict[str, tuple[Callable[[World], Path], Callable[[Path], object] | None]] = {
+    "existing-file": (lambda w: w.root / "out" / "file", lambda p: p.write_text("keep me")),
+    "under-a-file": (lambda w: w.root / "out" / "file" / "child", lambda p: p.parent.write_text("keep me")),
+    "dev-null": (lambda w: Path("/dev/null"), None),
+    "proc": (lambda w: Path("/proc/ldmseg-fuzz/x"), None),
 }
-for out_name, with_out in OUTPUTS.items():
+
+
+def output_or_folder(place: Callable[[World], Path]) -> Callable[[World], tuple[str, ...]]:
+    """An output that cannot be written: its error names it, or the folder it would be made in."""
+    return lambda w: (str(place(w)), str(place(w).parent))
+
+
+for out_name, (place, make) in OUT_PLACES.items():
+    with_out, the_place = out_is(place, make), output_or_folder(place)
     for command_name, command in {"predict": predict, "visualize": visualize, "reconstruct": reconstruct,
                                   "inpaint-one": inpaint_one, "synth": BOUNDS["synth"][0]}.items():
-        case(f"out/{out_name}/{command_name}", with_out(command))
+        case(f"out/{out_name}/{command_name}", with_out(command), names=the_place)
     if out_name != "existing-file":  # evaluate --output names a file: an existing one is replaced
-        case(f"out/{out_name}/evaluate", with_out(evaluate, "--output"))
-case("out/evaluate-output-is-a-folder", lambda w: evaluate(w)[:-2] + ["--output", str(w.root)])
+        case(f"out/{out_name}/evaluate", with_out(evaluate, "--out"), names=the_place)
+case("out/evaluate-output-is-a-folder", lambda w: evaluate(w)[:-2] + ["--out", str(w.root)], names=under())
 
 
 # --- broken model directories ---------------------------------------------------------------------------------------
@@ -257,8 +279,9 @@ MODEL_FAULTS: dict[str, Callable[[Path], object]] = {
     "a-file-not-a-folder": lambda m: (shutil.rmtree(m), m.write_text("model")),
 }
 for fault_name, damage in MODEL_FAULTS.items():
-    case(f"model/{fault_name}/predict", model_fault(damage))
-case("model/missing-path/predict", lambda w: predict(w, "--model", str(w.root / "nothing-here")))
+    case(f"model/{fault_name}/predict", model_fault(damage), names=under("in", "model"))
+case("model/missing-path/predict", lambda w: predict(w, "--model", str(w.root / "nothing-here")),
+     names=under("nothing-here"))
 
 
 for fault_name, damage in {
@@ -269,58 +292,64 @@ for fault_name, damage in {
     "config-wrong-type": lambda a: edit_config(a / "config.json", setter("latent_channels", "four")),
     "config-foreign-class": lambda a: edit_config(a / "config.json", setter("_class_name", "Evil")),
 }.items():
-    case(f"ae/{fault_name}/reconstruct", ae_fault(damage))
+    case(f"ae/{fault_name}/reconstruct", ae_fault(damage), names=under("in", "ae"))
 
 
 # --- semantic and depth scoring: degenerate or mismatched ground truth ----------------------------------------------
 
 
-case("semantic/all-ignore-gt", semantic_eval, with_pred_copy("semantic", fill_all("semantic", 0, "uint8")))
+SEMANTIC, DEPTH = under("in", "semantic"), under("in", "depth")  # the GT folder or its *_pred copy
+case("semantic/all-ignore-gt", semantic_eval, with_pred_copy("semantic", fill_all("semantic", 0, "uint8")), SEMANTIC)
 case("semantic/label-over-num-classes", semantic_eval,
-     with_pred_copy("semantic", fill_all("semantic_pred", 200, "uint8")))
-case("semantic/pred-missing", semantic_eval, with_pred_copy("semantic", lambda w: w.first("semantic_pred").unlink()))
+     with_pred_copy("semantic", fill_all("semantic_pred", 200, "uint8")), SEMANTIC)
+case("semantic/pred-missing", semantic_eval, with_pred_copy("semantic", lambda w: w.first("semantic_pred").unlink()),
+     SEMANTIC)
 case("semantic/pred-wrong-size", semantic_eval, with_pred_copy(
-    "semantic", lambda w: Image.new("L", (10, 10)).save(w.first("semantic_pred"))))
+    "semantic", lambda w: Image.new("L", (10, 10)).save(w.first("semantic_pred"))), SEMANTIC)
 case("semantic/pred-rgb", semantic_eval, with_pred_copy(
-    "semantic", lambda w: Image.new("RGB", (64, 64)).save(w.first("semantic_pred"))))
-case("depth/constant-zero-gt", depth_eval, with_pred_copy("depth", fill_all("depth", 0, "uint16")))
-case("depth/pred-missing", depth_eval, with_pred_copy("depth", lambda w: w.first("depth_pred").unlink()))
+    "semantic", lambda w: Image.new("RGB", (64, 64)).save(w.first("semantic_pred"))), SEMANTIC)
+case("depth/constant-zero-gt", depth_eval, with_pred_copy("depth", fill_all("depth", 0, "uint16")), DEPTH)
+case("depth/pred-missing", depth_eval, with_pred_copy("depth", lambda w: w.first("depth_pred").unlink()), DEPTH)
 case("depth/pred-8bit", depth_eval, with_pred_copy(
-    "depth", lambda w: Image.new("L", (64, 64)).save(w.first("depth_pred"))))
+    "depth", lambda w: Image.new("L", (64, 64)).save(w.first("depth_pred"))), DEPTH)
 case("depth/pred-wrong-size", depth_eval, with_pred_copy(
-    "depth", lambda w: Image.fromarray(np.zeros((8, 8), np.uint16)).save(w.first("depth_pred"))))
+    "depth", lambda w: Image.fromarray(np.zeros((8, 8), np.uint16)).save(w.first("depth_pred"))), DEPTH)
 
 
 # --- inpainting with nothing to go on, or masks that do not fit -----------------------------------------------------
 case("inpaint/partial-all-void", inpaint_one,
-     lambda w: Image.new("RGB", (64, 64)).save(w.first("panoptic")))
+     lambda w: Image.new("RGB", (64, 64)).save(w.first("panoptic")), first_name("panoptic"))
 case("inpaint/partial-wrong-size", inpaint_one,
-     lambda w: Image.new("RGB", (40, 24), (3, 0, 0)).save(w.first("panoptic")))
+     lambda w: Image.new("RGB", (40, 24), (3, 0, 0)).save(w.first("panoptic")), first_name("panoptic"))
 case("inpaint/valid-all-zero", lambda w: inpaint_one(w, "--valid", str(w.gt / "valid.png")),
-     lambda w: Image.new("L", (64, 64)).save(w.gt / "valid.png"))
+     lambda w: Image.new("L", (64, 64)).save(w.gt / "valid.png"), under("in", "valid.png"))
 case("inpaint/valid-wrong-size", lambda w: inpaint_one(w, "--valid", str(w.gt / "valid.png")),
-     lambda w: Image.new("L", (10, 10), 255).save(w.gt / "valid.png"))
-case("inpaint/valid-missing", lambda w: inpaint_one(w, "--valid", str(w.gt / "valid.png")))
-case("inpaint/drop-everything", lambda w: inpaint_set(w, "--drop-rate", "1"))
-case("inpaint/image-and-set-both", lambda w: inpaint_one(w, "--images", str(w.images)))
+     lambda w: Image.new("L", (10, 10), 255).save(w.gt / "valid.png"), under("in", "valid.png"))
+case("inpaint/valid-missing", lambda w: inpaint_one(w, "--valid", str(w.gt / "valid.png")),
+     names=under("in", "valid.png"))
+case("inpaint/drop-everything", lambda w: inpaint_set(w, "--drop-rate", "1"), names=said("--drop-rate"))
+case("inpaint/image-and-set-both", lambda w: inpaint_one(w, "--images", str(w.images)), names=said("--image"))
 
 
 # --- training: bad data, bad runs -----------------------------------------------------------------------------------
-case("train-ae/data-missing", lambda w: train_ae(w, "--data", str(w.root / "nothing")))
-case("train-ae/data-broken-json", lambda w: train_ae(w, "--data", str(w.gt)), write_text("{"))
+case("train-ae/data-missing", lambda w: train_ae(w, "--data", str(w.root / "nothing")), names=under("nothing"))
+case("train-ae/data-broken-json", lambda w: train_ae(w, "--data", str(w.gt)), write_text("{"),
+     under("in", "panoptic.json"))
 case("train-ae/data-png-corrupt", lambda w: train_ae(w, "--data", str(w.gt)),
-     lambda w: [p.write_bytes(b"junk") for p in w.pdir.iterdir()])
-case("train-ae/val-data-missing", lambda w: train_ae(w, "--val-data", str(w.root / "nothing")))
-case("train-ae/resume-missing-run", lambda w: train_ae(w, "--resume", str(w.root / "no-run")))
-case("train/ae-missing", lambda w: train(w, "--ae", str(w.root / "nothing")))
-case("train/data-missing", lambda w: train(w, "--data", str(w.root / "nothing")))
-case("train/config-missing", lambda w: train(w, "--config", str(w.root / "nothing.json")))
+     lambda w: [p.write_bytes(b"junk") for p in w.pdir.iterdir()], under("in", "panoptic"))
+case("train-ae/val-data-missing", lambda w: train_ae(w, "--val-data", str(w.root / "nothing")),
+     names=under("nothing"))
+case("train-ae/resume-missing-run", lambda w: train_ae(w, "--resume", str(w.root / "no-run")), names=under("no-run"))
+case("train/ae-missing", lambda w: train(w, "--ae", str(w.root / "nothing")), names=under("nothing"))
+case("train/data-missing", lambda w: train(w, "--data", str(w.root / "nothing")), names=under("nothing"))
+case("train/config-missing", lambda w: train(w, "--config", str(w.root / "nothing.json")),
+     names=under("nothing.json"))
 case("train/config-broken", lambda w: train(w, "--config", str(w.gt / "c.json")),
-     lambda w: (w.gt / "c.json").write_text("{"))
+     lambda w: (w.gt / "c.json").write_text("{"), under("in", "c.json"))
 case("train/config-unknown-key", lambda w: train(w, "--config", str(w.gt / "c.json")),
-     lambda w: (w.gt / "c.json").write_text('{"no_such_option": 1}'))
+     lambda w: (w.gt / "c.json").write_text('{"no_such_option": 1}'), under("in", "c.json"))
 case("train/config-wrong-type", lambda w: train(w, "--config", str(w.gt / "c.json")),
-     lambda w: (w.gt / "c.json").write_text('{"lr": "fast"}'))
+     lambda w: (w.gt / "c.json").write_text('{"lr": "fast"}'), under("in", "c.json"))
 
 
 def test_the_suite_is_large() -> None:
@@ -366,6 +395,8 @@ def test_bad_input_is_one_line_and_harms_nothing(name: str, synth_set: Path, tmp
     lines = [line for line in err.replace("\r", "\n").splitlines() if line.strip()]
     assert rc == 2, f"{name}: exit {rc}, stderr {err[-500:]!r}"
     assert "Traceback" not in err and lines and re.match(r"ldmseg( [a-z-]+)*: error: ", lines[-1]), err[-500:]
+    assert w.named, f"{name}: the case says not what its error must name"
+    assert any(n in lines[-1] for n in w.named), f"the error names none of {w.named}: {lines[-1]}"
     assert sum("error" in line.lower() for line in lines) == 1, err[-500:]
     assert digest(w.gt) == inputs, "an input changed"
     after = digest(tmp_path)

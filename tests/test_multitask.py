@@ -276,12 +276,15 @@ def test_predict_and_evaluate_per_task(tmp_path: Path, capsys: pytest.CaptureFix
                  str(s / "semantic")]) == 0
     assert "mIoU 100.00" in capsys.readouterr().out
     assert json.loads((tmp_path / "semantic" / "categories.json").read_text())["categories"] == CATEGORIES
-    assert main(["evaluate", "--task", "semantic", "--gt-dir", str(s / "semantic"), "--pred-dir",
-                 str(tmp_path / "semantic" / "semantic")]) == 0
+    scored = ["evaluate", "--task", "semantic", "--gt-dir", str(s / "semantic"), "--pred-dir",
+              str(tmp_path / "semantic" / "semantic")]
+    assert main(scored) == 2  # the GT's 12 synthetic classes are not this model's 4 (its categories.json)
+    assert "neither a predicted class" in capsys.readouterr().err
+    assert main([*scored, "--classes", "ldmseg"]) == 0
     table = capsys.readouterr().out  # names come from the categories.json predict wrote beside its PNGs
     assert any(c["name"][:12] in table for c in CATEGORIES)
     assert main(["evaluate", "--task", "depth", "--gt-dir", str(s / "depth"), "--pred-dir",
-                 str(tmp_path / "depth" / "depth"), "--output", str(tmp_path / "d.json")]) == 0
+                 str(tmp_path / "depth" / "depth"), "--out", str(tmp_path / "d.json")]) == 0
     assert 0 < json.loads((tmp_path / "d.json").read_text())["rmse"] < 1
     # bad inputs: a depth PNG of the wrong bit depth, class ids beyond --num-classes, a model without the task
     bad = tmp_path / "bad"
@@ -390,10 +393,11 @@ def tiny_ade20k(root: Path, num: int = 3, size: int = 32) -> Path:
 
 def test_ade20k_trains_semantic_stage_1_and_stage_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     ade = tiny_ade20k(tmp_path / "ADEChallengeData2016")
-    common = ["--data", str(ade), "--val-data", str(ade), "--size", "32", "--batch-size", "2", "--max-steps", "1",
+    common = ["--data", str(ade), "--val-data", str(ade), "--resolution", "32", "--batch-size", "2", "--max-steps", "1",
               "--val-every", "1", "--val-num", "2", "--threads", "1"]
     assert main(["train-ae", "--target", "semantic", "--num-bits", "8", "--out", str(tmp_path / "sem"),
-                 "--encoder-channels", "8", "8", "8", "8", "--decoder-channels", "8", "--val-size", "32", *common]) == 0
+                 "--encoder-channels", "8", "8", "8", "8", "--decoder-channels", "8", "--val-resolution", "32",
+                 *common]) == 0
     assert main(["train-ae", "--target", "instances", "--out", str(tmp_path / "bad"), *common]) == 2
     assert "a semantic label set (no instances)" in capsys.readouterr().err
     stage2 = ["train", "--semantic-ae", str(tmp_path / "sem" / "model"), "--out", str(tmp_path / "run"), "--unet",

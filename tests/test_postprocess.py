@@ -3,14 +3,19 @@ resolution, painting at the output size."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from test_diffusion import tiny_pipeline
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))  # the tuning script's helpers
+
 
 def test_scoring_several_id_prunings_reproduces_the_pipeline() -> None:
-    from ldmseg.training.diffusion import sampled_pq_by_min_core
+    from tune_min_core import sampled_pq_by_min_core
 
     pipe = tiny_pipeline()
     pipe.register_to_config(min_core_at_512=2048.0)
@@ -29,7 +34,7 @@ def test_scoring_several_id_prunings_reproduces_the_pipeline() -> None:
 def test_tuning_the_id_pruning_as_served_agrees_with_the_single_sample_proxy_at_ensemble_one() -> None:
     """With an ensemble of one, a full pipeline run per candidate sees the same samples as the proxy that scores
     one sample under every candidate (random tiny models agree on no consensus, so an ensemble gives VOID)."""
-    from ldmseg.training.diffusion import sampled_pq_by_min_core, served_pq_by_min_core
+    from tune_min_core import sampled_pq_by_min_core, served_pq_by_min_core
 
     pipe = tiny_pipeline()
     pipe.register_to_config(min_core_at_512=1024.0, default_ensemble_size=1, default_num_inference_steps=2)

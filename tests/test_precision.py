@@ -28,7 +28,9 @@ def test_bf16_precision_runs_every_task_and_stays_close_to_fp32() -> None:
                 assert b[0].shape == a[0].shape == (40, 56) and b[0].dtype == a[0].dtype
         if task == "depth":
             assert np.abs(half.depth[0] - full.depth[0]).mean() < 0.05
-    with pytest.raises(LDMSegError, match="precision must be one of fp32, bf16, auto"):
+    with pytest.raises(LDMSegError, match="precision must be one of fp32, bf16, fp16, auto"):
+        pipe(image, task="depth", precision="fp8")
+    with pytest.raises(LDMSegError, match="float16 does not run on a CPU"):
         pipe(image, task="depth", precision="fp16")
     pipe.register_to_config(default_precision="bf16")
     assert pipe(image, task="depth", num_inference_steps=1).depth[0].dtype == np.float32

@@ -5,6 +5,7 @@ baseline objective, and the `trained_on` note models carry."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +63,7 @@ def tiny_instances(root: Path, extra_annotations: list[dict] = (), num: int = 4)
 
 def test_instances_paint_larger_first_smaller_on_top_crowd_below(tmp_path: Path) -> None:
     path = tiny_instances(tmp_path)
-    ids, segments = panoptic_from_instances(load_instances(path).images[0], path)
+    ids, segments = panoptic_from_instances(load_instances(path).images[0])
     by_id = {s["id"]: s for s in segments}
     crowd, large, small = ids[36, 20], ids[5, 5], ids[12, 12]
     assert by_id[crowd]["iscrowd"] == 1 and by_id[large]["category_id"] == 3 and by_id[small]["category_id"] == 7
@@ -89,25 +90,121 @@ def test_instances_to_panoptic_writes_what_evaluate_scores(tmp_path: Path, capsy
     assert json.loads((agnostic / "panoptic.json").read_text())["categories"][0]["name"] == "object"
 
 
-@pytest.mark.parametrize("bad, message", [
-    ({"id": 901, "image_id": 100, "category_id": 3, "segmentation": [[1, 1, 5, 5]]}, "annotation 901: a polygon"),
-    ({"id": 902, "image_id": 100, "category_id": 3, "segmentation": {"size": [4, 4], "counts": [16]}},
-     "annotation 902: RLE of size [4, 4]"),
-    ({"id": 903, "image_id": 555, "category_id": 3, "segmentation": [box(1, 1, 5, 5)]}, "annotation 903: unknown "
-                                                                                         "image id 555"),
-    ({"id": 904, "image_id": 100, "category_id": 99, "segmentation": [box(1, 1, 5, 5)]}, "unknown category id 99"),
-    ({"id": 905, "image_id": 100, "category_id": 3, "segmentation": {"size": [40, 48], "counts": [7]}},
-     "annotation 905: RLE counts do not cover"),
-    ({"id": 906, "image_id": 100, "category_id": 3, "iscrowd": "yes", "segmentation": [box(1, 1, 5, 5)]},
-     "iscrowd must be 0 or 1"),
-])
-def test_malformed_annotations_are_one_line_naming_the_id(bad: dict, message: str, tmp_path: Path,
-                                                          capsys: pytest.CaptureFixture) -> None:
-    path = tiny_instances(tmp_path / "set", [bad], num=1)
+def added(ann: dict) -> Callable[[dict], object]:
+    """A fault: one more annotation on image 101, the last (category 3, a box, unless `ann` says otherwise)."""
+    return lambda d: d["annotations"].append({"id": 901, "image_id": 101, "category_id": 3,
+                                              "segmentation": [box(1, 1, 5, 5)], **ann})
+
+
+def short_rle_string() -> str:
+    """A well-formed compressed RLE of 40x47 px: one column short of the 40x48 image."""
+    from pycocotools import mask as mask_utils
+
+    return mask_utils.encode(np.zeros((40, 47), np.uint8, order="F"))["counts"].decode()
+
+
+INSTANCE_FAULTS = {  # name: (change to the JSON, what the one-line error says)
+    "polygon-2-points": (added({"segmentation": [[1, 1, 5, 5]]}), "annotation 901: segmentation[0]: expected a "
+                                                                  "polygon"),
+    "polygon-nan": (added({"segmentation": [[1, 1, 5, float("nan"), 5, 5]]}), "annotation 901: segmentation[0][3]: "
+                                                                             "expected a finite y coordinate"),
+    "polygon-inf": (added({"segmentation": [[1, 1, float("inf"), 1, 5, 5]]}), "segmentation[0][2]: expected a "
+                                                                             "finite x"),
+    "polygon-3e7": (added({"segmentation": [[1, 1, 3e7, 1, 5, 5]]}), "got 30000000.0"),
+    "polygon-huge-int": (added({"segmentation": [[1, 1, 10**400, 1, 5, 5]]}), "segmentation[0][2]"),
+    "polygon-bool": (added({"segmentation": [[1, 1, True, 1, 5, 5]]}), "segmentation[0][2]"),
+    "polygon-zigzag": (added({"segmentation": [[0, 0, 48, 39] * 300]}),
+                       "annotation 901: segmentation: expected polygons at most"),
+    "rle-size": (added({"segmentation": {"size": [4, 4], "counts": [16]}}), "segmentation.size: expected [40, 48]"),
+    "rle-size-int": (added({"segmentation": {"size": 40, "counts": [16]}}), "segmentation.size"),
+    "rle-short-list": (added({"segmentation": {"size": [40, 48], "counts": [7]}}),
+                       "annotation 901: segmentation.counts: expected runs covering the 40x48 image (1920 px), got 7"),
+    "rle-empty-string": (added({"segmentation": {"size": [40, 48], "counts": ""}}), "got 0 px"),
+    "rle-short-string": (added({"segmentation": {"size": [40, 48], "counts": short_rle_string()}}), "got 1880 px"),
+    "rle-foreign-chars": (added({"segmentation": {"size": [40, 48], "counts": "ab~!"}}), "characters '0'..'o'"),
+    "rle-cut-off-string": (added({"segmentation": {"size": [40, 48], "counts": "0o"}}), "whole run lengths"),
+    "rle-negative-run": (added({"segmentation": {"size": [40, 48], "counts": "@"}}), "run lengths >= 0"),
+    "rle-counts-float": (added({"segmentation": {"size": [40, 48], "counts": [1920.0]}}), "a list of run lengths"),
+    "unknown-image": (added({"image_id": 555}), "annotation 901: image_id: expected the id of an image"),
+    "image-id-list": (added({"image_id": [100]}), "annotation 901: image_id"),
+    "unknown-category": (added({"category_id": 99}), "category_id: expected the id of a category in the file, "
+                                                     "got 99"),
+    "iscrowd-yes": (added({"iscrowd": "yes"}), "annotation 901: iscrowd: expected 0 or 1"),
+    "annotation-id-missing": (added({"id": None}), "annotations[6]: id: expected an integer"),
+    "annotation-id-duplicate": (added({"id": 1}), "annotation 1: id: expected a unique id"),
+    "image-id-duplicate": (lambda d: d["images"].append({**d["images"][0], "file_name": "b.jpg"}),
+                           "image 100: id: expected a unique id"),
+    "image-file-name-duplicate": (lambda d: d["images"].append({**d["images"][0], "id": 7}),
+                                  "image 7: file_name: expected a name no other image has (image 100"),
+    "image-file-name-dot": (lambda d: d["images"][0].__setitem__("file_name", "."), "image 100: file_name"),
+    "image-height-nan": (lambda d: d["images"][0].__setitem__("height", float("nan")), "image 100: height: expected "
+                                                                                      "a positive integer"),
+    "image-too-large": (lambda d: d["images"][0].update(height=10**6, width=10**6), "image 100: height x width"),
+    "category-id-duplicate": (lambda d: d["categories"].append({"id": 3, "name": "truck"}),
+                              "category 3: id: expected a unique id"),
+    "category-name-missing": (lambda d: d["categories"][0].pop("name"), "category 3: name: expected a string"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(INSTANCE_FAULTS))
+def test_malformed_instance_records_are_one_line_naming_file_record_and_field(
+        name: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    change, message = INSTANCE_FAULTS[name]
+    path = tiny_instances(tmp_path / "set", num=2)
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
     code = main(["data", "instances-to-panoptic", str(path), str(tmp_path / "set" / "images"), str(tmp_path / "o")])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and message in err and len(err.splitlines()) == 1
-    assert not (tmp_path / "o" / "panoptic.json").exists()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith(f"ldmseg: error: {path}: ") and message in err, err
+    assert not (tmp_path / "o").exists()  # every record is checked before anything is written (image 100's map)
+
+
+@pytest.mark.parametrize("names", [("a.png", "a.jpg"), ("a/x.png", "b/x.png")])
+def test_file_names_sharing_an_output_map_are_refused_before_writing(names: tuple[str, str], tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    path = tiny_instances(tmp_path / "set", num=2)
+    data = json.loads(path.read_text())
+    for image, name in zip(data["images"], names, strict=True):
+        (tmp_path / "set" / "images" / name).parent.mkdir(exist_ok=True)
+        (tmp_path / "set" / "images" / image["file_name"]).rename(tmp_path / "set" / "images" / name)
+        image["file_name"] = name
+    path.write_text(json.dumps(data))
+    assert main(["data", "instances-to-panoptic", str(path), str(tmp_path / "set" / "images"), str(tmp_path / "o")]
+                ) == 2
+    assert "image 101: file_name: expected a name whose output" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    assert len(CocoInstancesDataset(tmp_path / "set" / "images", path, SampleConfig(size=32))) == 2  # trainable
+
+
+def test_rle_strings_paint_what_pycocotools_encoded_and_one_mask_is_held_at_a_time(tmp_path: Path) -> None:
+    import tracemalloc
+
+    from pycocotools import mask as mask_utils
+
+    size = 500
+    masks = [np.zeros((size, size), np.uint8, order="F") for _ in range(120)]
+    for k, m in enumerate(masks):
+        m[k:size - k, 2 * k:] = 1  # nested: each smaller than the one before, all overlapping
+    anns = [{"id": k + 1, "image_id": 1, "category_id": 1, "iscrowd": 0,
+             "segmentation": {"size": [size, size], "counts": mask_utils.encode(m)["counts"].decode()}}
+            for k, m in enumerate(masks)]
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg", "height": size, "width": size}],
+                                "annotations": anns, "categories": [{"id": 1, "name": "x"}]}))
+    image = load_instances(path).images[0]
+    panoptic_from_instances(image)  # imports outside the measurement
+    tracemalloc.start()
+    try:
+        ids, segments = panoptic_from_instances(image)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 40 * size * size  # all 120 masks at once would be >= 120 x size^2 bytes
+    assert len(segments) == 120 and ids[0, 0] == 1 and ids[size // 2, size - 1] == 120
+    assert [s["area"] for s in segments] == [int((ids == s["id"]).sum()) for s in segments]
+    assert segments[-1]["bbox"] == [238, 119, 262, 262]
 
 
 def test_missing_image_and_escaping_file_names_are_refused(tmp_path: Path) -> None:
@@ -118,7 +215,7 @@ def test_missing_image_and_escaping_file_names_are_refused(tmp_path: Path) -> No
     data = json.loads(path.read_text())
     data["images"][0]["file_name"] = "../../etc/passwd"
     path.write_text(json.dumps(data))
-    with pytest.raises(LDMSegError, match="leaves the image folder"):
+    with pytest.raises(LDMSegError, match="image 100: file_name: expected a file name inside the image folder"):
         load_instances(path)
 
 

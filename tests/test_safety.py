@@ -52,7 +52,7 @@ def test_outputs_that_overlap_inputs_are_refused_before_any_work(command: str, g
                                 "--ae", "demo"],
         "visualize-into-gt": ["visualize", "--images", str(gt / "images"), *pairs, "--out", str(gt / "panoptic")],
         "evaluate-onto-gt-json": ["evaluate", *pairs, "--pred-json", str(gt / "panoptic.json"), "--pred-dir",
-                                  str(gt / "panoptic"), "--output", str(gt / "panoptic.json")],
+                                  str(gt / "panoptic"), "--out", str(gt / "panoptic.json")],
         "inpaint-onto-image": ["inpaint", "--image", str(image), "--partial", str(gt / "panoptic" / image.name),
                                "--out", str(image)],
     }[command]
@@ -64,8 +64,9 @@ def test_outputs_that_overlap_inputs_are_refused_before_any_work(command: str, g
 
 def test_runs_resume_where_they_are_and_only_with_their_own_stage(tmp_path: Path,
                                                                    capsys: pytest.CaptureFixture) -> None:
-    tiny = ["--size", "32", "--val-size", "32", "--batch-size", "2", "--val-every", "100", "--checkpoint-every", "1",
-            "--threads", "1", "--encoder-channels", "8", "8", "8", "8", "--decoder-channels", "8"]
+    tiny = ["--resolution", "32", "--val-resolution", "32", "--batch-size", "2", "--val-every", "100",
+            "--checkpoint-every", "1", "--threads", "1", "--encoder-channels", "8", "8", "8", "8", "--decoder-channels",
+            "8"]
     run = tmp_path / "run"
     assert main(["train-ae", "--out", str(run), "--max-steps", "1", *tiny]) == 0
     moved = tmp_path / "moved"
@@ -107,3 +108,61 @@ def test_a_hub_id_offline_is_one_line_within_seconds(tmp_path: Path, capsys: pyt
         err = capsys.readouterr().err.strip()
         assert time.perf_counter() - start < 5 and len(err.splitlines()) == 1 and "nobody/no-such-model" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_hub_that_never_answers_is_one_line_within_its_timeouts(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A local server that accepts connections and never replies stands in for a stalled hub."""
+    import socket
+    import threading
+    import time
+
+    from huggingface_hub import constants
+    from PIL import Image
+
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    done, held = threading.Event(), []
+
+    def accept_and_stay_silent() -> None:
+        deadline = time.monotonic() + 60  # stops by itself, whatever the test does
+        while not done.is_set() and time.monotonic() < deadline:
+            try:
+                held.append(server.accept()[0])
+            except TimeoutError:
+                pass
+        for conn in held:
+            conn.close()
+        server.close()
+
+    threading.Thread(target=accept_and_stay_silent, daemon=True).start()
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(constants, "HF_HUB_ETAG_TIMEOUT", 1)
+    monkeypatch.setattr(constants, "HF_HUB_DOWNLOAD_TIMEOUT", 1)
+    (tmp_path / "imgs").mkdir()
+    Image.new("RGB", (16, 16)).save(tmp_path / "imgs" / "a.png")
+    try:
+        start = time.perf_counter()
+        assert main(["predict", "--model", "owner/silent", "--images", str(tmp_path / "imgs"), "--out",
+                     str(tmp_path / "o")]) == 2
+        took = time.perf_counter() - start
+    finally:
+        done.set()
+    err = capsys.readouterr().err.strip()
+    assert took < 15 and len(err.splitlines()) == 1 and held, err
+    assert err.startswith("ldmseg: error: owner/silent: cannot download it from http://127.0.0.1:") and "1 s" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_missing_local_path_is_not_taken_for_a_hub_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ldmseg.errors import LDMSegError
+    from ldmseg.weights import resolve_model_path, resolve_pipeline_path
+
+    (tmp_path / "models").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(LDMSegError, match=r"models/camvidx: model directory not found \(models/ is a folder here"):
+        resolve_pipeline_path("models/camvidx")
+    with pytest.raises(LDMSegError, match="models/ae: model directory not found"):
+        resolve_model_path("models/ae", "mask_autoencoder")

@@ -140,7 +140,7 @@ def test_task_heads_fine_tune_save_and_serve_each_task_from_its_head(tmp_path: P
 
 def test_task_balance_weights_each_example_by_its_tasks_running_mean_loss() -> None:
     from ldmseg.diffusion.objective import DiffusionObjective, ObjectiveConfig
-    from ldmseg.training.diffusion import Denoiser
+    from ldmseg.training.stage2_model import Denoiser
 
     torch.manual_seed(0)
     objective = DiffusionObjective(ObjectiveConfig("sample", "none", 2.0, 0.0, True, "mean"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -19,8 +20,8 @@ from ldmseg.training import checkpoint
 from ldmseg.training.autoencoder import train_autoencoder
 from ldmseg.training.config import AutoencoderConfig
 
-TINY = ["--size", "32", "--val-size", "32", "--val-num", "4", "--batch-size", "2", "--encoder-channels", "4", "8",
-        "8", "8", "--decoder-channels", "8", "--preset", "default", "--warmup-steps", "2", "--log-every", "1",
+TINY = ["--resolution", "32", "--val-resolution", "32", "--val-num", "4", "--batch-size", "2", "--encoder-channels",
+        "4", "8", "8", "8", "--decoder-channels", "8", "--preset", "default", "--warmup-steps", "2", "--log-every", "1",
         "--threads", "1"]
 
 
@@ -59,6 +60,11 @@ def test_resume_continues_exactly(tmp_path: Path) -> None:
     assert la[3] == lb[3] and la[4] == lb[4]
     assert (part / "model" / "config.json").exists() and (part / "config.json").exists()
     assert checkpoint.load_tree(part / "checkpoints" / "step_00000004", "state")["step"] == 4
+    mask = os.umask(0)
+    os.umask(mask)
+    modes = {str(f.relative_to(part)): oct(f.stat().st_mode & 0o777) for f in sorted(part.rglob("*")) if f.is_file()}
+    assert any(name.endswith(".safetensors") for name in modes)  # weights (0600 from safetensors) read like the rest
+    assert set(modes.values()) == {oct(0o666 & ~mask)}, modes
 
 
 def test_checkpoint_limit_and_validation_logs(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import pytest
 
 from ldmseg.checks import strict_bool
 from ldmseg.cli import main
+from ldmseg.errors import LDMSegError
 from ldmseg.training.config import FIELD_CHECKS, FIELD_CHOICES, AutoencoderConfig, DiffusionConfig, checks
 
 BAD_BY_CHECK = {
@@ -70,6 +71,9 @@ CLI_CASES = [
     ["evaluate", "--gt-dir", "a", "--pred-dir", "b", "--num-classes", "0"],
     ["visualize", "--images", "a", "--gt-json", "b", "--gt-dir", "c", "--out", "{out}", "--limit", "0"],
     ["train", "--out", "{out}", "--tasks", "panoptic"], ["train", "--out", "{out}", "--tasks", "depth,depth"],
+    ["train", "--out", "{out}", "--resolution", "30"], ["train", "--out", "{out}", "--time-limit", "-60"],
+    ["train-ae", "--out", "{out}", "--workers", "-1"], ["train-ae", "--out", "{out}", "--val-resolution", "12"],
+    ["visualize", "--images", "a", "--gt-json", "b", "--gt-dir", "c", "--out", "{out}", "--num", "0"],
     ["frobnicate"],
 ]
 CLI_CASES += [["train-ae", "--out", "{out}", flag, value] for flag, value in bad_field_values(AutoencoderConfig)]
@@ -108,6 +112,8 @@ def test_strict_booleans() -> None:
     ({"tasks": ["instances", "panoptic"]}, "not a trainable task"),
     ({"image_encoder_channels": [8, -1]}, "key 'image_encoder_channels'"),
     ({"size": [128]}, "key 'size': expected one value"),
+    ({"grad_accum": 10**12}, "key 'grad_accum': must be in [1, 1024]"),
+    ({"val_num": 10**12}, "key 'val_num': must be in [1, 100000]"),
     ([1, 2], "expected a JSON object"),
 ])
 def test_config_file_checked_key_by_key(content, message: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -118,6 +124,55 @@ def test_config_file_checked_key_by_key(content, message: str, tmp_path: Path, c
     assert message in err and len(err.splitlines()) == 1
     assert str(config) in err or "trainable" in err
     assert not (tmp_path / "run").exists()
+
+
+REPORT = " - please report it; LDMSEG_DEBUG=1 shows the traceback"
+
+
+@pytest.mark.parametrize("error, code, line", [
+    (TypeError("'int' object is not iterable\nsecond line"), 70,
+     "ldmseg: internal error: TypeError: 'int' object is not iterable" + REPORT),
+    (KeyError("size"), 70, "ldmseg: internal error: KeyError: 'size'" + REPORT),
+    (MemoryError(), 70, "ldmseg: internal error: MemoryError" + REPORT),
+    (RuntimeError("boom"), 70, "ldmseg: internal error: RuntimeError: boom" + REPORT),
+    (ValueError("bad"), 70, "ldmseg: internal error: ValueError: bad" + REPORT),
+    (FileNotFoundError(2, "No such file or directory", "/x/a.png"), 2, "ldmseg: error: /x/a.png: No such file or "
+                                                                       "directory"),
+    (OSError(28, "No space left on device", "/x/out"), 2, "ldmseg: error: /x/out: No space left on device"),
+    (LDMSegError("x.json: key 'a': expected 1"), 2, "ldmseg: error: x.json: key 'a': expected 1"),
+])
+def test_input_errors_exit_2_and_internal_errors_exit_70(error: Exception, code: int, line: str, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from ldmseg.commands import data
+
+    def fail(args: object) -> None:
+        raise error
+
+    monkeypatch.setattr(data, "_cmd_data_synth", fail)
+    monkeypatch.delenv("LDMSEG_DEBUG", raising=False)
+    assert main(["data", "synth", "--out", str(tmp_path / "o")]) == code
+    assert capsys.readouterr().err.splitlines() == [line]
+    if code == 70:
+        monkeypatch.setenv("LDMSEG_DEBUG", "1")
+        with pytest.raises(type(error)):
+            main(["data", "synth", "--out", str(tmp_path / "o")])
+
+
+def test_worker_processes_are_lowered_to_the_cores_with_a_note(monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    import argparse
+    import os
+
+    from ldmseg.training.config import check_config_values
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert checks.workers("32") == 2 and checks.workers("1") == 1 and checks.workers("0") == 0
+    note = "ldmseg: note: 32 data-loading workers asked for, this machine has 2 cores: using 2"
+    assert capsys.readouterr().err.strip() == note
+    with pytest.raises(argparse.ArgumentTypeError):
+        checks.workers("-1")
+    assert check_config_values(DiffusionConfig, {"num_workers": 8}, "c.json")["num_workers"] == 2  # a bigger box's
 
 
 def test_help_lists_defaults_and_comments(capsys: pytest.CaptureFixture) -> None:
@@ -194,3 +249,67 @@ def test_every_flag_has_help_that_says_its_default() -> None:
         if not text or (takes_value and not action.required and not re.search("default|required", text, re.I)):
             missing.append(f"{command} {action.option_strings[0]}")
     assert not missing, missing
+
+
+# The names every command uses for one concept, and the old names they replace (hidden, still accepted).
+RENAMED = {"--size": "--resolution", "--val-size": "--val-resolution", "--output": "--out", "--limit": "--num",
+           "--num-workers": "--workers", "--time-limit-minutes": "--time-limit"}
+
+
+@pytest.mark.parametrize("argv, dest, value", [
+    (["train", "--size", "64"], "size", 64), (["train-ae", "--val-size", "32"], "val_size", 32),
+    (["train", "--num-workers", "2"], "num_workers", 2), (["train-ae", "--time-limit-minutes", "3"],
+                                                          "time_limit_minutes", 3.0),
+    (["visualize", "--images", "i", "--out", "o", "--limit", "2"], "num", 2),
+    (["evaluate", "--gt-dir", "g", "--pred-dir", "p", "--output", "r.json"], "out", "r.json"),
+    (["train", "--resolution", "64", "--workers", "2", "--time-limit", "90"], "time_limit_minutes", 1.5),
+])
+def test_one_name_per_concept_old_names_hidden_and_warned_once(argv: list[str], dest: str, value: object,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    """No command shows an old name; each still sets the new flag's value (train's --time-limit is seconds, its
+    config keeps minutes) and says the new name once."""
+    from ldmseg.cli import build_parser
+    from ldmseg.cli_flags import RenamedFlag
+
+    shown = {flag for _, action in _flags(build_parser()) for flag in action.option_strings}
+    assert not shown & set(RENAMED) and set(RENAMED.values()) <= shown
+    RenamedFlag.warned.clear()
+    args = build_parser().parse_args([*argv, *argv[-2:]])  # the flag twice: one warning
+    assert getattr(args, dest) == value
+    err = capsys.readouterr().err
+    old = argv[-2]
+    assert err.count("is now") == (1 if old in RENAMED else 0)
+    if old in RENAMED:
+        assert f"{old} is now {RENAMED[old]}" in err
+
+
+def test_renamed_training_flags_count_as_given_on_resume() -> None:
+    """A resumed run takes again only the fields a command line gives: the new names are those fields."""
+    from ldmseg.cli import field_flags
+    from ldmseg.training.config import explicit_fields
+
+    argv = field_flags(["--resolution=64", "--workers", "2", "--time-limit", "60", "--val-resolution", "32"])
+    assert explicit_fields(argv, AutoencoderConfig) == {"size", "num_workers", "time_limit_minutes", "val_size"}
+
+
+def test_sampling_commands_share_one_batch_size_default() -> None:
+    from ldmseg.cli import build_parser
+
+    parser = build_parser()
+    predict = parser.parse_args(["predict", "--images", "x", "--out", "y"])
+    inpaint = parser.parse_args(["inpaint", "--out", "y"])
+    assert predict.batch_size == inpaint.batch_size == 4
+
+
+def test_training_errors_name_the_flags_the_command_shows(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A resumed run refuses a changed --resolution under that name, and lists the flags that may change by the
+    names --help shows."""
+    run = tmp_path / "run"
+    tiny = ["--resolution", "32", "--val-resolution", "32", "--batch-size", "2", "--max-steps", "1", "--val-every",
+            "100", "--threads", "1", "--encoder-channels", "8", "8", "8", "8", "--decoder-channels", "8"]
+    assert main(["train-ae", "--out", str(run), *tiny]) == 0
+    capsys.readouterr()
+    assert main(["train-ae", "--out", str(run), "--resume", "latest", "--resolution=64", "--max-steps", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--resolution 64 differs from this run's 32" in err and len(err.splitlines()) == 1
+    assert "--time-limit," in err and "--workers," in err and "--size" not in err

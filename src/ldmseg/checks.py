@@ -108,6 +108,28 @@ def threads(text: str) -> int:
 threads.__name__ = "int"
 
 
+def workers(text: str) -> int:
+    """Data-loading worker processes, 0 (in the training process) or more, lowered to the machine's cores with a
+    note: each is a process with its own copy of the dataset, and more than cores only compete for them (a config
+    written for a larger machine, e.g. configs/coco_paper.json's 8, still runs here)."""
+    import os
+    import sys
+
+    value, cores = non_negative(text), os.cpu_count() or 1
+    if value > cores:
+        print(f"ldmseg: note: {value} data-loading workers asked for, this machine has {cores} cores: using {cores}",
+              file=sys.stderr)
+        return cores
+    return value
+
+
+workers.__name__ = "int"
+MAX_GRAD_ACCUM = 1024  # micro-batches per optimiser step: x1024 of any batch that fits is past every recipe
+MAX_VAL_NUM = 100_000  # validation samples: 20x COCO's val2017; synthetic scenes are generated, one at a time
+grad_accum = between(1, MAX_GRAD_ACCUM, int)
+val_num = between(1, MAX_VAL_NUM, int)
+
+
 def processes(text: str) -> int:
     """1 up to 4x the machine's cores: a larger pool of worker processes only costs memory (and a huge one exhausts
     the process limit)."""
@@ -147,14 +169,26 @@ def machine_memory() -> int:
         return 0
 
 
-def fits_memory(what: str, samples: int, pixels: int, bytes_per_pixel: int) -> None:
-    """One line ("needs ~N GB, this machine has M") when `samples` x `pixels` cannot fit in this machine's memory."""
+def fits_memory(what: str, samples: int, pixels: int, bytes_per_pixel: int,
+                advice: str = "ask for fewer or smaller samples") -> None:
+    """One line ("needs ~N GB, this machine has M; `advice`") when `samples` x `pixels` cannot fit in this
+    machine's memory."""
     from ldmseg.errors import LDMSegError
 
     need, have = samples * pixels * bytes_per_pixel, machine_memory()
     if have and need > have:
         raise LDMSegError(f"{what} needs ~{need / 1e9:,.0f} GB of memory, this machine has {have / 1e9:.0f} GB; "
-                          "ask for fewer or smaller samples")
+                          f"{advice}")
+
+
+CONFUSION_BYTES = 8  # one int64 count per (GT class, predicted class) pair: semantic scoring's confusion matrix
+
+
+def fits_classes(num_classes: int) -> None:
+    """--num-classes C: semantic scoring counts a C x C confusion matrix, which must fit in memory (label PNGs hold
+    at most 65536 classes; a larger C only allocates)."""
+    fits_memory(f"--num-classes {num_classes} (a {num_classes} x {num_classes} confusion matrix)", num_classes,
+                num_classes, CONFUSION_BYTES, "label PNGs hold class ids below 65536: name the classes your data has")
 
 
 def fits_sampling(batch_size: int, ensemble_size: int | None, resolution: int | None) -> None:
@@ -165,7 +199,7 @@ def fits_sampling(batch_size: int, ensemble_size: int | None, resolution: int | 
 
 
 def fits_disk(what: str, folder: str, pixels: int) -> None:
-    """One line when writing `pixels` output pixels cannot fit on the disk that holds `folder`."""
+    """One line naming `folder` when writing `pixels` output pixels cannot fit on the disk that holds it."""
     import shutil
     from pathlib import Path
 
@@ -176,4 +210,5 @@ def fits_disk(what: str, folder: str, pixels: int) -> None:
         existing = existing.parent
     free, need = shutil.disk_usage(existing).free, pixels * DISK_BYTES_PER_PIXEL
     if need > free:
-        raise LDMSegError(f"{what} needs ~{need / 1e9:,.0f} GB of disk, {existing} has {free / 1e9:.0f} GB free")
+        raise LDMSegError(f"{folder}: {what} needs ~{need / 1e9:,.1f} GB of disk, {existing} has {free / 1e9:.1f} GB "
+                          "free")

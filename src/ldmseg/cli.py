@@ -7,9 +7,11 @@ load torch.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from ldmseg import checks
@@ -18,7 +20,9 @@ from ldmseg.cli_flags import (
     MODEL_HELP,
     SCHEDULERS,
     OneLineParser,
+    Rename,
     RenamedFlag,
+    RenamingParser,
     add_precision,
     add_threads,
     alias,
@@ -26,75 +30,135 @@ from ldmseg.cli_flags import (
 from ldmseg.commands.data import add_data_commands
 from ldmseg.data import outputs
 from ldmseg.errors import LDMSegError, close_progress_bars
-from ldmseg.tasks import TASKS
+from ldmseg.tasks import TASKS, task_spec
+
+# The title line above each table evaluate prints: what was scored, and how.
+EVALUATE_TITLES = {
+    "panoptic": "class-aware panoptic quality (--task panoptic): PQ / SQ / RQ per GT category, averaged, x100",
+    "instances": "class-agnostic panoptic quality (--task instances): every category one thing class, PQ / SQ / RQ "
+                 "x100",
+    "semantic": "semantic segmentation (--task semantic): mIoU over the classes present, pixel accuracy, IoU per "
+                "class, x100",
+    "depth": "depth (--task depth): errors over the GT pixels that have a depth",
+}
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> None:
     from ldmseg.data.formats import write_json
 
-    if a.output:
-        outputs.check_outputs_apart(a.output, {"--gt-json": a.gt_json, "--gt-dir": a.gt_dir,
-                                               "--pred-json": a.pred_json, "--pred-dir": a.pred_dir}, is_file=True)
+    if a.out:
+        outputs.check_outputs_apart(a.out, {"--gt-json": a.gt_json, "--gt-dir": a.gt_dir,
+                                            "--pred-json": a.pred_json, "--pred-dir": a.pred_dir}, is_file=True)
     if a.task == "semantic":
-        from ldmseg.metrics.semantic import evaluate_semantic_dirs, format_semantic, predicted_names
+        from ldmseg.metrics.semantic import evaluate_semantic_dirs, format_semantic, semantic_names
 
-        classes = None
-        if a.classes:
-            from ldmseg.data.classes import load_class_list
-
-            classes = load_class_list(a.classes)
-        results = evaluate_semantic_dirs(a.gt_dir, a.pred_dir, a.num_classes, a.ignore_label, classes)
-        names = {k + 1: n for k, n in enumerate(classes.names)} if classes else predicted_names(a.pred_dir)
-        print(format_semantic(results, names))
+        checks.fits_classes(a.num_classes)
+        results = evaluate_semantic_dirs(a.gt_dir, a.pred_dir, a.num_classes, a.ignore_label, a.classes)
+        print(EVALUATE_TITLES["semantic"])
+        print(format_semantic(results, semantic_names(a.pred_dir, a.classes)))
     elif a.task == "depth":
         from ldmseg.metrics.depth import evaluate_depth_dirs, format_depth
 
         results = evaluate_depth_dirs(a.gt_dir, a.pred_dir)
+        print(EVALUATE_TITLES["depth"])
         print(format_depth(results))
     else:
         from ldmseg.metrics.panoptic import evaluate_files, format_table
 
         if not (a.gt_json and a.pred_json):
-            raise LDMSegError("evaluate: panoptic scoring needs --gt-json and --pred-json (or --task semantic|depth)")
-        results = evaluate_files(a.gt_json, a.gt_dir, a.pred_json, a.pred_dir, a.class_agnostic, a.workers,
+            raise LDMSegError(f"evaluate --task {a.task}: needs --gt-json and --pred-json (or --task semantic|depth)")
+        agnostic = a.class_agnostic or a.task == "instances"
+        results = evaluate_files(a.gt_json, a.gt_dir, a.pred_json, a.pred_dir, agnostic, a.workers,
                                  warn=lambda m: print(f"ldmseg: warning: {m}", file=sys.stderr))
+        print(EVALUATE_TITLES["instances" if agnostic else "panoptic"])
         print(format_table(results))
-    if a.output:
-        write_json(a.output, results)
+    if a.out:
+        write_json(a.out, results)
 
 
 def _cmd_visualize(a: argparse.Namespace) -> None:
-    from ldmseg.commands.visualize import visualize_sets
+    from ldmseg.commands.visualize import visualize_maps, visualize_sets
 
     outputs.check_outputs_apart(a.out, {"--images": a.images, "--gt-json": a.gt_json, "--gt-dir": a.gt_dir,
                                         "--pred-json": a.pred_json, "--pred-dir": a.pred_dir})
-    n = visualize_sets(a.images, a.gt_json, a.gt_dir, a.out, a.pred_json, a.pred_dir, a.limit)
+    if a.task in ("semantic", "depth"):
+        if a.gt_json or a.pred_json:
+            raise LDMSegError(f"visualize --task {a.task}: draws PNG folders, give --gt-dir and/or --pred-dir "
+                              "(--gt-json / --pred-json are COCO-panoptic, --task panoptic)")
+        n = visualize_maps(a.task, a.images, a.gt_dir, a.pred_dir, a.out, a.num, a.classes)
+    else:
+        if a.classes:
+            raise LDMSegError("visualize: --classes names a semantic label set, for --task semantic")
+        n = visualize_sets(a.images, a.gt_json, a.gt_dir, a.out, a.pred_json, a.pred_dir, a.num)
     print(f"wrote {n} pictures to {a.out}")
 
 
 def _cmd_demo(a: argparse.Namespace) -> None:
     from ldmseg.commands.demo import run_demo
 
-    run_demo(Path(a.out), num=a.num, seed=a.seed)
+    run_demo(Path(a.out), num=a.num, seed=a.seed, verbose=a.verbose)
 
 
 def _training_config(cls: type, a: argparse.Namespace):
     """The config from flags (and --config), or with --resume the run's own saved one (training.config)."""
     from ldmseg.training.config import dataclass_from_args, explicit_fields, resumed_config
 
-    explicit = explicit_fields(a.argv, cls) | set(a.config_keys)
+    explicit = explicit_fields(field_flags(a.argv), cls) | set(a.config_keys)
     cfg = resumed_config(dataclass_from_args(cls, a), explicit)
     outputs.check_output_place(cfg.out)
-    checks.fits_memory(f"--batch-size {cfg.batch_size} at --size {cfg.size}", cfg.batch_size, cfg.size**2,
+    checks.fits_memory(f"--batch-size {cfg.batch_size} at --resolution {cfg.size}", cfg.batch_size, cfg.size**2,
                        checks.TRAINING_BYTES_PER_PIXEL)
     return cfg
+
+
+def _minutes(text: str) -> float:
+    """--time-limit's seconds as the config's minutes (time_limit_minutes)."""
+    return checks.non_negative_float(text) / 60
+
+
+_minutes.__name__ = "seconds"  # argparse names the type in its errors
+
+# Training flags made from config fields, under the name every command uses for the concept; the field's own flag
+# name stays a hidden alias (cli_flags.RenamingParser). Config files keep the field names.
+TRAINING_RENAMES = {
+    "--size": Rename("--resolution", "square training size in px, a multiple of 8 (default: %(default)s)"),
+    "--val-size": Rename("--val-resolution", "square size of the validation maps in px, a multiple of 8 (default: "
+                         "%(default)s)"),
+    "--num-workers": Rename("--workers", "data-loading worker processes; 0 = in the training process (default: "
+                            "%(default)s)"),
+    "--time-limit-minutes": Rename("--time-limit", "stop early (checkpoint + export) after this many seconds of "
+                                   "wall time; 0 = no limit (default: 0)", _minutes),
+}
+
+
+@contextmanager
+def _training_flag_names() -> Iterator[None]:
+    """Training's errors name flags by their config fields (`--size 64 differs from this run's 32`): said under
+    the names the command shows (`--resolution`)."""
+    try:
+        yield
+    except LDMSegError as e:
+        e.args = (RenamingParser(None, TRAINING_RENAMES).renamed_text(str(e)),)
+        raise
+
+
+def field_flags(argv: Sequence[str]) -> list[str]:
+    """`argv` with the renamed training flags under their config fields' names (`--resolution=64` ->
+    `--size=64`), so that training.config.explicit_fields sees which fields a command line sets."""
+    fields = {r.new: old for old, r in TRAINING_RENAMES.items()}
+    out = []
+    for word in argv:
+        name, sep, value = word.partition("=")
+        out.append(fields[name] + sep + value if name in fields else word)
+    return out
 
 
 def _cmd_train_ae(a: argparse.Namespace) -> None:
     from ldmseg.training.autoencoder import train_autoencoder
     from ldmseg.training.config import AutoencoderConfig
 
-    train_autoencoder(_training_config(AutoencoderConfig, a))
+    with _training_flag_names():
+        train_autoencoder(_training_config(AutoencoderConfig, a))
 
 
 def _cmd_reconstruct(a: argparse.Namespace) -> None:
@@ -108,14 +172,23 @@ def _cmd_reconstruct(a: argparse.Namespace) -> None:
                        checks.SAMPLING_BYTES_PER_PIXEL)
     tuned = {k: v for k, v in (("threshold", a.threshold), ("min_core_at_512", a.min_core)) if v is not None}
     reconstruct_set(a.ae, a.images, a.gt_json, a.gt_dir, a.out, a.resolution, a.batch_size,
-                    latent_noise=a.latent_noise, min_area_at_512=a.min_area, seed=a.seed, **tuned)
+                    latent_noise=a.latent_noise, min_area_at_512=a.min_area, seed=a.seed, verbose=a.verbose, **tuned)
 
 
 def _cmd_train(a: argparse.Namespace) -> None:
     from ldmseg.training.config import DiffusionConfig
     from ldmseg.training.diffusion import train_diffusion
 
-    train_diffusion(_training_config(DiffusionConfig, a))
+    with _training_flag_names():
+        train_diffusion(_training_config(DiffusionConfig, a))
+
+
+def _cmd_distill(a: argparse.Namespace) -> None:
+    if not a.init_from and not a.resume:
+        raise LDMSegError("distill: give --model MODEL, the model to make one-step")
+    if a.objective != "one-step":
+        raise LDMSegError(f"distill: --objective {a.objective}: distill trains the one-step objective only")
+    _cmd_train(a)
 
 
 def _cmd_predict(a: argparse.Namespace) -> None:
@@ -131,8 +204,8 @@ def _cmd_predict(a: argparse.Namespace) -> None:
 def _cmd_inpaint(a: argparse.Namespace) -> None:
     from ldmseg.commands import inpaint
 
-    common = dict(steps=a.steps, scheduler=a.scheduler, seed=a.seed, mask_rule=a.mask_rule,
-                  ensemble_size=a.ensemble_size, precision=a.precision)
+    common = dict(num_inference_steps=a.steps, sampler=a.scheduler, seed=a.seed, mask_rule=a.mask_rule,
+                  ensemble_size=a.ensemble_size, precision=a.precision, task=a.task)
     outputs.check_outputs_apart(a.out, {"--image": a.image, "--partial": a.partial, "--valid": a.valid,
                                         "--images": a.images, "--gt-json": a.gt_json, "--gt-dir": a.gt_dir,
                                         "--model": a.model})
@@ -148,8 +221,9 @@ def _cmd_inpaint(a: argparse.Namespace) -> None:
         return
     if not (a.gt_json and a.gt_dir):
         raise LDMSegError("inpaint: --images needs --gt-json and --gt-dir (the ground truth to hide)")
-    stats = inpaint.inpaint_set(a.model, a.images, a.gt_json, a.gt_dir, a.out, a.drop_rate,
-                                a.block_size, a.mask_type, batch_size=a.batch_size, **common)
+    hiding = {"drop_rate": a.drop_rate, "block_size": a.block_size, "mask_type": a.mask_type}
+    stats = inpaint.inpaint_set(a.model, a.images, a.gt_json, a.gt_dir, a.out, hiding, batch_size=a.batch_size,
+                                **common)
     print(f"wrote {a.out}: {stats['images']} images, {100 * stats['known_share']:.1f}% of pixels given, "
           f"{100 * stats['known_agreement']:.1f}% of them kept by the model itself")
 
@@ -161,7 +235,7 @@ def _cmd_app(a: argparse.Namespace) -> None:
         raise LDMSegError('the app needs Gradio: pip install "ldmseg[app]"')
     from ldmseg.commands.app import serve
 
-    serve(a.model, a.host, a.port, a.steps, precision=a.precision, time_limit=a.time_limit)
+    serve(a.model, a.host, a.port, a.steps, precision=a.precision, time_limit=a.time_limit, verbose=a.verbose)
 
 
 def _cmd_convert_original(a: argparse.Namespace) -> None:
@@ -182,6 +256,12 @@ def _use_threads(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
 
 
+IMAGES_HELP = "a folder, one image file, a quoted glob ('photos/*.jpg') or - (paths on stdin)"
+CLASSES_HELP = ("semantic: the GT's label convention: a classes JSON or 'camvid' (GT PNGs hold that set's raw label "
+                "values, mapped to ldmseg's ids, its names shown), or 'ldmseg' (GT PNGs hold ldmseg's ids, unchecked) "
+                "(default: ldmseg's ids, checked against the predictions' categories.json)")
+
+
 def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     from ldmseg.training.config import AutoencoderConfig, DiffusionConfig, add_dataclass_arguments
 
@@ -194,9 +274,10 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="PQ/SQ/RQ of COCO-panoptic predictions (panopticapi rules); "
                                         "mIoU or depth errors of PNG folders with --task")
-    e.add_argument("--task", default="panoptic", choices=["panoptic", "semantic", "depth"],
-                   help="panoptic: COCO-panoptic JSON + PNGs (default); semantic: class-id PNGs (mIoU); "
-                        "depth: 16-bit depth PNGs (RMSE, AbsRel, delta<1.25)")
+    e.add_argument("--task", default="panoptic", choices=["panoptic", "instances", "semantic", "depth"],
+                   help="panoptic: COCO-panoptic JSON + PNGs, class-aware (default); instances: the same, "
+                        "class-agnostic (= --class-agnostic); semantic: class-id PNGs (mIoU); depth: 16-bit depth "
+                        "PNGs (RMSE, AbsRel, delta<1.25)")
     e.add_argument("--gt-json", help="GT COCO-panoptic JSON (needed for panoptic scoring; default: none)")
     e.add_argument("--gt-dir", required=True, help="GT PNG folder")
     e.add_argument("--pred-json", help="predicted COCO-panoptic JSON (needed for panoptic scoring; default: none)")
@@ -205,50 +286,65 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
                    help="semantic: class ids live in 0..C-1 (default 256)")
     e.add_argument("--ignore-label", type=checks.between(0, 65535, int), default=0,
                    help="semantic: GT label not scored (default 0, ldmseg's semantic PNGs; ADE20K raw: 0)")
-    e.add_argument("--classes", default=None,
-                   help="semantic: the GT's class list (a classes JSON or 'camvid'): GT PNGs hold its raw label "
-                        "values, mapped to ldmseg's ids; names in the table (default: none, GT in ldmseg's ids)")
-    e.add_argument("--class-agnostic", action="store_true", help="all categories as one thing class (Table 1)")
-    e.add_argument("--output", help="write the results as JSON here (pq_compute-shaped; default: printed only)")
+    e.add_argument("--classes", default=None, help=CLASSES_HELP)
+    e.add_argument("--class-agnostic", action="store_true", help="all categories as one thing class (Table 1; "
+                                                                 "= --task instances)")
+    e.add_argument("--out", help="write the results as JSON to this file (pq_compute-shaped; default: printed only)")
+    alias(e, "--output", "--out")
     e.add_argument("--workers", type=checks.processes, default=os.cpu_count() or 1,
                    help="processes to spread images over (default: all cores, like panopticapi)")
     e.set_defaults(func=_cmd_evaluate)
 
     v = sub.add_parser("visualize", help="colour overlays and image / GT / prediction grids (GT, predictions "
                                           "or both)")
-    v.add_argument("--images", required=True, help="the image folder")
+    v.add_argument("--task", default="panoptic", choices=["panoptic", "instances", "semantic", "depth"],
+                   help="panoptic / instances: COCO-panoptic JSON + PNGs (default: panoptic); semantic: class-id "
+                        "PNG folders, with a legend of the classes; depth: 16-bit depth PNG folders, with a colour "
+                        "bar")
+    v.add_argument("--images", required=True, help=IMAGES_HELP + "; the pictures of these images are drawn")
     v.add_argument("--gt-json", help="COCO-panoptic GT JSON (default: none, predictions alone)")
-    v.add_argument("--gt-dir", help="its PNG folder (default: none)")
+    v.add_argument("--gt-dir", help="its PNG folder; semantic / depth: the GT PNG folder (default: none)")
     v.add_argument("--pred-json", help="COCO-panoptic prediction JSON, e.g. predict's OUT/panoptic.json "
                                        "(default: none, GT alone)")
-    v.add_argument("--pred-dir", help="its PNG folder, e.g. OUT/panoptic (default: none)")
+    v.add_argument("--pred-dir", help="its PNG folder, e.g. OUT/panoptic; semantic / depth: OUT/semantic or "
+                                      "OUT/depth (default: none)")
+    v.add_argument("--classes", default=None, help=CLASSES_HELP)
     v.add_argument("--out", required=True, help="output folder: one grid PNG per image (created)")
-    v.add_argument("--limit", type=checks.positive, default=None, help="at most this many pictures (default: all)")
+    v.add_argument("--num", type=checks.positive, default=None, help="at most this many pictures (default: all)")
+    alias(v, "--limit", "--num", checks.positive)
     v.set_defaults(func=_cmd_visualize)
 
     d = sub.add_parser("demo", help="the main job on the embedded default: synthetic scenes end to end")
     d.add_argument("--out", default="ldmseg-demo", help="output folder (default: ldmseg-demo)")
     d.add_argument("--num", type=checks.positive, default=50, help="held-out scenes (default 50)")
     d.add_argument("--seed", type=checks.seed, default=12345, help="scene seed (default 12345)")
+    d.add_argument("--verbose", action="store_true", help="also print the mask AE's latent statistics (default: "
+                                                          "off; they are in OUT/ae_reconstruction/latent_stats.json)")
     add_threads(d)
     d.set_defaults(func=_cmd_demo)
 
     t = sub.add_parser("train-ae", help="train the stage-1 mask autoencoder")
-    add_dataclass_arguments(t, AutoencoderConfig)
+    add_dataclass_arguments(RenamingParser(t, TRAINING_RENAMES), AutoencoderConfig)
     t.set_defaults(func=_cmd_train_ae)
 
     tr = sub.add_parser("train", help="train the stage-2 diffusion model (--config FILE.json for presets)")
     tr.add_argument("--config", help="JSON with DiffusionConfig fields, e.g. configs/coco_paper.json; flags given "
                     "override it (default: none)")
-    add_dataclass_arguments(tr, DiffusionConfig)
+    add_dataclass_arguments(RenamingParser(tr, TRAINING_RENAMES), DiffusionConfig)
     if train_defaults:
         tr.set_defaults(**train_defaults)
     tr.set_defaults(func=_cmd_train)
 
+    ds = sub.add_parser("distill", help="fine-tune a model into a one-step model: one UNet call per task and image "
+                                        "(train with --objective one-step; docs/usage.md, 'One-step models')")
+    add_dataclass_arguments(RenamingParser(ds, TRAINING_RENAMES), DiffusionConfig)
+    ds.add_argument("--model", dest="init_from", default=argparse.SUPPRESS,
+                    help="the model to distil: 'demo', 'camvid', a directory or a hub id (required; = --init-from)")
+    ds.set_defaults(func=_cmd_distill, objective="one-step", out="runs/one-step", ae="")  # the model's own AEs
+
     pr = sub.add_parser("predict", help="segment a folder of images; COCO-panoptic output + overlays")
     pr.add_argument("--model", default="demo", help=MODEL_HELP)
-    pr.add_argument("--images", required=True, help="a folder, one image file, a quoted glob ('photos/*.jpg') or "
-                                                    "- (paths on stdin); with --gt-json, the set's image folder")
+    pr.add_argument("--images", required=True, help=IMAGES_HELP + "; with --gt-json, the set's image folder")
     pr.add_argument("--gt-json", help="a COCO-panoptic GT JSON: keep its image_id / file_name, so that evaluate "
                                       "scores the output against it (default: none)")
     alias(pr, "--panoptic-json", "--gt-json")
@@ -274,6 +370,9 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     ip = sub.add_parser("inpaint", help="complete a partial panoptic mask (one image, or a COCO set with "
                                         "parts of the GT hidden)")
     ip.add_argument("--model", default="demo", help=MODEL_HELP)
+    ip.add_argument("--task", default=None, choices=[t for t in TASKS if task_spec(t).inpaints],
+                    help="what to complete: instances (class-agnostic) or panoptic (class-aware); the given ids keep "
+                         "their numbers in both (default: the model's task)")
     ip.add_argument("--out", required=True, help="output folder (created)")
     ip.add_argument("--image", help="one image ... (default: none; or give --images)")
     ip.add_argument("--partial", help="... and its partial mask: COCO-RGB ids, 0 = unknown unless --valid (default: "
@@ -292,7 +391,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
                     help="share of the image hidden (default 0.5)")
     ip.add_argument("--block-size", type=checks.positive, default=4,
                     help="block size in px at the processing resolution (default 4)")
-    ip.add_argument("--batch-size", type=checks.positive, default=8, help="images per batch (default 8)")
+    ip.add_argument("--batch-size", type=checks.positive, default=4, help="images per batch (default 4)")
     ip.add_argument("--steps", type=checks.sampling_steps, default=None,
                      help="sampling steps, 1-1000 (default: the model's)")
     ip.add_argument("--scheduler", default=None, choices=SCHEDULERS, help="sampler (default: the model's)")
@@ -314,6 +413,8 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
                      help="sampling steps, 1-1000 (default: the model's)")
     ap_.add_argument("--time-limit", type=checks.positive_float, default=120.0,
                      help="seconds one request may run before it is stopped (default 120)")
+    ap_.add_argument("--verbose", action="store_true", help="print Gradio's own start-up lines (default: off, "
+                                                            "only the page's address)")
     add_threads(ap_)
     add_precision(ap_)
     ap_.set_defaults(func=_cmd_app)
@@ -333,7 +434,8 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
 
     r = sub.add_parser("reconstruct", help="encode + decode GT masks with a mask AE; write COCO-panoptic")
     r.add_argument("--ae", required=True, help="model directory or 'demo'")
-    r.add_argument("--images", required=True, help="the image folder of the set (names the outputs)")
+    r.add_argument("--images", help=IMAGES_HELP + "; only their masks are reconstructed (default: every mask of "
+                                                  "--gt-json)")
     r.add_argument("--gt-json", help="COCO-panoptic JSON of the masks (required)")
     r.add_argument("--gt-dir", help="their PNG folder (required)")
     alias(r, "--panoptic-json", "--gt-json")
@@ -349,6 +451,8 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
                    help="segments smaller than this many px at 512^2 (scaled to the image) become VOID "
                         "(default 0)")
     r.add_argument("--seed", type=checks.seed, default=0, help="seed of the random id reassignment (default 0)")
+    r.add_argument("--verbose", action="store_true", help="also print the per-channel latent mean / std (default: "
+                                                          "off; they are in OUT/latent_stats.json)")
     r.add_argument("--threshold", type=checks.probability, default=None,
                    help="pixels whose top softmax probability is below this become VOID (0 = argmax; default 0.5, "
                         "tuned for the shipped AE)")
@@ -376,12 +480,25 @@ def _config_defaults(argv: Sequence[str] | None) -> dict | None:
     return check_config_values(DiffusionConfig, data, known.config)
 
 
-EXPECTED_FAILURES = (OSError, ValueError, TypeError, KeyError, RecursionError, MemoryError, RuntimeError)
+# OS errors that the input or the machine causes, not the program: a path that is missing, unreadable, of the wrong
+# kind or too long, a full or read-only disk. Printed as input errors; every other exception is a bug.
+EXPECTED_FAILURES = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)
+EXPECTED_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENAMETOOLONG, errno.ELOOP, errno.EFBIG})
+EX_INPUT, EX_SOFTWARE = 2, 70  # exit codes: bad input (as argparse's), and an internal error (sysexits.h)
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [""])[0][:300]
+
+
+def _is_expected(e: BaseException) -> bool:
+    return isinstance(e, EXPECTED_FAILURES) or isinstance(e, OSError) and e.errno in EXPECTED_ERRNOS
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The error boundary: every expected failure is one line on stderr and exit code 2 (a traceback only with
-    LDMSEG_DEBUG=1)."""
+    """The error boundary. Bad input (LDMSegError, or a file the OS will not give) is one line naming it and exit 2;
+    anything else is a bug in ldmseg, never dressed as an input error: one line asking for a report and exit 70.
+    LDMSEG_DEBUG=1 shows the traceback of either kind of unexpected failure."""
     try:
         argv = list(sys.argv[1:] if argv is None else argv)
         RenamedFlag.warned.clear()  # each run says an old flag's new name once
@@ -396,17 +513,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LDMSegError as e:
         close_progress_bars()
         print(f"ldmseg: error: {e}", file=sys.stderr)
-        return 2
-    except EXPECTED_FAILURES as e:
-        if os.environ.get("LDMSEG_DEBUG", "") not in ("", "0"):
-            raise
-        close_progress_bars()
-        first = (str(e).strip().splitlines() or [""])[0][:300]
-        print(f"ldmseg: error: {type(e).__name__}: {first} (LDMSEG_DEBUG=1 shows the traceback)", file=sys.stderr)
-        return 2
+        return EX_INPUT
     except KeyboardInterrupt:
         print("ldmseg: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        if os.environ.get("LDMSEG_DEBUG", "") not in ("", "0"):
+            raise
+        close_progress_bars()
+        if _is_expected(e):
+            where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+            print(f"ldmseg: error: {where}{e.strerror or _first_line(e)}", file=sys.stderr)
+            return EX_INPUT
+        what = ": ".join(filter(None, (type(e).__name__, _first_line(e))))
+        print(f"ldmseg: internal error: {what} - please report it; LDMSEG_DEBUG=1 shows the traceback",
+              file=sys.stderr)
+        return EX_SOFTWARE
     return 0
 
 

@@ -4,7 +4,11 @@ code 2), old flag names kept as hidden aliases that say the new name once."""
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from ldmseg import checks
 
@@ -26,9 +30,57 @@ class RenamedFlag(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
-def alias(parser: argparse.ArgumentParser, old: str, new: str, kind=None) -> None:
-    parser.add_argument(old, dest=new[2:].replace("-", "_"), action=RenamedFlag, new=new, type=kind,
+def alias(parser: Any, old: str, new: str, kind: Callable[[str], Any] | None = None, dest: str | None = None) -> None:
+    """`old` kept as a hidden name of `new` (RenamedFlag) on a parser or argument group; `dest` where the value lives
+    under another name than the new flag's (a training config field)."""
+    parser.add_argument(old, dest=dest or new[2:].replace("-", "_"), action=RenamedFlag, new=new, type=kind,
                         default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+@dataclass(frozen=True)
+class Rename:
+    """A flag's new name; `help` and `kind` replace its help and type where the new name means another unit (the
+    old name keeps its own type)."""
+
+    new: str
+    help: str | None = None
+    kind: Callable[[str], Any] | None = None
+
+
+class RenamingParser:
+    """A parser (or argument group) whose `add_argument` gives each flag of `renames` its new name, the value still
+    landing in the old flag's dest, and keeps the old name as a hidden alias; help texts name the new flags. For
+    flags made from config fields (training.config.add_dataclass_arguments), whose names are the fields'."""
+
+    def __init__(self, target: Any, renames: dict[str, Rename]):
+        self._target, self._renames = target, renames
+
+    def add_argument_group(self, *args, **kwargs) -> RenamingParser:
+        return RenamingParser(self._target.add_argument_group(*args, **kwargs), self._renames)
+
+    def add_argument(self, *names: str, **kwargs) -> argparse.Action:
+        if kwargs.get("help"):
+            kwargs["help"] = self.renamed_text(kwargs["help"])
+        rename = self._renames.get(names[0]) if len(names) == 1 else None
+        if rename is None:
+            return self._target.add_argument(*names, **kwargs)
+        old, old_kind = names[0], kwargs.get("type")
+        dest = kwargs.pop("dest", None) or old[2:].replace("-", "_")
+        kwargs["type"] = rename.kind or old_kind
+        kwargs["help"] = rename.help or kwargs.get("help")
+        kwargs["metavar"] = kwargs.get("metavar") or rename.new[2:].upper().replace("-", "_")
+        action = self._target.add_argument(rename.new, dest=dest, **kwargs)
+        alias(self._target, old, rename.new, old_kind, dest)
+        return action
+
+    def renamed_text(self, text: str) -> str:
+        """`text` (a help line, an error) with every old flag name replaced by its new one."""
+        for old, rename in self._renames.items():
+            text = re.sub(rf"(?<![\w-]){re.escape(old)}\b(?!-)", rename.new, text)
+        return text
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._target, name)
 
 
 MODEL_HELP = "a shipped model (demo, camvid), a pipeline directory or a hub id (default: demo)"

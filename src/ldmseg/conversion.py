@@ -32,6 +32,8 @@ FAST_PRESET = {"num_inference_steps": 20, "precision": "auto"}
 TRAINED_ON = ("COCO panoptic train2017, class-agnostic (the authors' released LDMSeg; weights CC BY-NC 4.0, "
               "non-commercial use only)")
 WEIGHTS = ("ema", "raw")
+# The files of Stable Diffusion that the conversion reads (its UNet's config, its VAE): a hub id downloads only these.
+SD_FILES = ("model_index.json", "unet/config.json", "vae/config.json", "vae/diffusion_pytorch_model.safetensors")
 
 
 def autoencoder_from_original(ae_file: str | Path):
@@ -63,7 +65,7 @@ def pipeline_from_original(ldm_file: str | Path, stable_diffusion: str, ae_file:
     if not Path(stable_diffusion).exists():
         from ldmseg.weights import hub_model
 
-        stable_diffusion = str(hub_model(stable_diffusion))  # its cached snapshot, or one line when unreachable
+        stable_diffusion = str(hub_model(stable_diffusion, SD_FILES))  # cached or downloaded; one line if not
     ae = mask_autoencoder_from_state(tensor_dict(data, "vae_semseg", source), source,
                                      config_of(data, "vae_model_kwargs"))
     if ae_file is not None and not same_weights(ae, autoencoder_from_original(ae_file)):

@@ -16,28 +16,18 @@ import torch
 import torch.nn.functional as F
 from diffusers import DiffusionPipeline
 
-from ldmseg import checks
 from ldmseg.data.images import ImageInput, image_size, load_image, to_processing_size
 from ldmseg.data.transforms import resize_labels
-from ldmseg.diffusion.ensemble import ensemble
 from ldmseg.diffusion.inpainting import (
-    DEFAULT_MASK_RULE,
     checked_hints,
-    given_id_lut,
-    given_ids_mask,
     known_latents,
     latent_mask,
-    match_given_ids,
     to_model_ids,
 )
 from ldmseg.diffusion.merge import merge_panoptic
 from ldmseg.diffusion.postprocess import (
-    decide,
     labels_at_size,
-    log_probabilities_at,
-    paint,
     scaled_area,
-    segment_infos,
     semantic_from_logits,
     vote_counts,
 )
@@ -53,14 +43,14 @@ from ldmseg.models import vae_mask_autoencoder as _vae_mask_autoencoder  # noqa:
 from ldmseg.models.denoiser import task_prediction
 from ldmseg.models.layers import native_bf16
 from ldmseg.models.mask_autoencoder import resize_probabilities
+from ldmseg.pipeline_call import PipelineCall, check_generators, repeat_each
+from ldmseg.pipeline_instances import InstanceRules, completions, instances_at_resolution
 from ldmseg.pipeline_output import LDMSegOutput, as_pictures
-from ldmseg.tasks import TRAINABLE, available_tasks, check_task
+from ldmseg.serving import ServingConfig, resolve_serving
+from ldmseg.tasks import TRAINABLE, available_tasks, check_task, task_spec
 
 # diffusers resolves custom components from sys.modules: importing their modules above lets
 # `LDMSegPipeline.from_pretrained` find them.
-
-PRECISIONS = ("fp32", "bf16", "auto")
-
 
 class LDMSegPipeline(DiffusionPipeline):
     """Components: `unet`, `image_encoder`, `scheduler`, `task_embeddings` and one stage-1 autoencoder per trained
@@ -71,7 +61,7 @@ class LDMSegPipeline(DiffusionPipeline):
     sampling step returns the model's x0 estimate, as the authors' sampler does, instead of the scheduler's step to
     the schedule's first timestep), `trained_on` (what the model knows, printed by the commands) and `presets`
     (named serving settings, e.g. {"fast": {"num_inference_steps": 20, "precision": "auto"}}), `initial_noise`
-    ("gaussian", or "zeros" for a one-step model fine-tuned from the noise's mean: deterministic, diffusion.one_step)."""
+    ("gaussian", or "zeros" for a one-step model fine-tuned from the noise's mean, diffusion.one_step)."""
 
     model_cpu_offload_seq = "image_encoder->unet->mask_autoencoder"
     _optional_components = ["mask_autoencoder", "semantic_autoencoder", "depth_autoencoder"]
@@ -145,8 +135,30 @@ class LDMSegPipeline(DiffusionPipeline):
         when their precision is bf16): its float32 copy goes (3.4 GB for SD's UNet), and so do the bf16 copies
         autocast makes of it in every call. Calls then run bf16 whatever their precision says, and asking for
         "fp32" is an error: load the pipeline again for that."""
-        self.unet.to(torch.bfloat16)
+        # nn.Module.to, not ModelMixin.to: diffusers' wrapper warns about float32 modules on every cast, even when
+        # the list is empty (ours is), a warning no user can act on
+        torch.nn.Module.to(self.unet, torch.bfloat16)
         return self
+
+    def to(self, *args, **kwargs) -> LDMSegPipeline:
+        """diffusers' `to` (device and/or dtype); float16 on a CPU is refused here in one line, not later inside a
+        call (CPUs run bf16: keep float32 weights and pass precision="bf16")."""
+        dtype = kwargs.get("dtype") or next((a for a in args if isinstance(a, torch.dtype)), None)
+        device = kwargs.get("device") or next((a for a in args if isinstance(a, (str, torch.device))), None)
+        target = torch.device(device) if device is not None else self.unet.device
+        if dtype == torch.float16 and target.type == "cpu":
+            raise LDMSegError("float16 weights do not run on a CPU: keep float32 and call with precision='bf16', or "
+                              "move the pipeline to a GPU first (pipe.to('cuda', torch.float16))")
+        return super().to(*args, **kwargs)
+
+    def compute_dtype(self, precision: str) -> torch.dtype | None:
+        """The autocast dtype of a call: half-precision weights run in their own dtype; otherwise `precision`
+        (fp16, bf16, or auto = bf16 where the device has it natively); None: float32."""
+        if self.unet.dtype in (torch.float16, torch.bfloat16):
+            return self.unet.dtype
+        if precision == "fp16":
+            return torch.float16
+        return torch.bfloat16 if self.serves_bf16(precision) else None
 
     @property
     def trained_tasks(self) -> tuple[str, ...]:
@@ -174,7 +186,7 @@ class LDMSegPipeline(DiffusionPipeline):
 
     def task_scale(self, task: str) -> float:
         scales = self.config.scale_factors or {}
-        return float(scales.get(task, self.config.scale_factor if task == "instances" else 1.0))
+        return float(scales.get(task, self.config.scale_factor if task_spec(task).primary else 1.0))
 
     @property
     def categories(self) -> list[dict]:
@@ -206,212 +218,165 @@ class LDMSegPipeline(DiffusionPipeline):
                               f"{', '.join(TRAINABLE)}, counts integers >= 1)")
         return own.get(task, int(self.config.default_num_inference_steps))
 
-    def _sample(self, task: str, z_img: torch.Tensor, steps: int | None, generator: torch.Generator | None,
-                progress: bool, known: torch.Tensor | None = None, known_mask: torch.Tensor | None = None
-                ) -> torch.Tensor:
-        """Clean latents of `task` for the image latents (Algorithm 2 / 3), unscaled for its AE; `steps` None:
-        the task's serving step count."""
-        steps = steps or self.default_steps(task)
-        callback = getattr(self, "_step_callback", None)
+    def serving_config(self, preset: str | None = None, **settings) -> ServingConfig:
+        """The settings a call runs with: this model's config <- its named `preset` <- `settings` (None = not
+        given), checked once (ldmseg.serving). Commands resolve it once per run and pass it to every call."""
+        return resolve_serving(self.config, self.trained_tasks, self.default_task(), preset, **settings)
+
+    def check_inputs(self, image, serving: ServingConfig, partial_mask, valid_mask, generator) -> list[ImageInput]:
+        """The call's images, loaded and checked (ldmseg.data.images), and everything else it was given that
+        depends on them: inpainting hints only for tasks that inpaint, one generator or one per image."""
+        check_task(serving.task, self.trained_tasks)
+        images = [load_image(im) for im in (image if isinstance(image, (list, tuple)) else [image])]
+        if not images:
+            raise LDMSegError("no image given")
+        if partial_mask is not None and not task_spec(serving.task).inpaints:
+            raise LDMSegError(f"partial_mask (inpainting) completes instance maps; task {serving.task!r} does not "
+                              "take one")
+        check_generators(generator, len(images))
+        if self.unet.dtype == torch.bfloat16 and serving.precision == "fp32":
+            raise LDMSegError("precision fp32: this pipeline's UNet holds bf16 weights only (keep_unet_in_bf16); "
+                              "load it again to run in fp32")
+        if self.unet.device.type == "cpu" and torch.float16 in (self.unet.dtype, self.compute_dtype(serving.precision)):
+            raise LDMSegError("float16 does not run on a CPU: use precision bf16 or fp32 (fp16 is for GPUs)")
+        return images
+
+    def _autocast(self, precision: str):
+        """Half-precision autocast for the networks when the call runs in one (post-processing stays float32)."""
+        dtype = self.compute_dtype(precision)
+        return torch.autocast(self.unet.device.type, dtype or torch.bfloat16, enabled=dtype is not None)
+
+    def _scheduler(self, serving: ServingConfig):
+        """The call's sampler: the model's scheduler, or a fresh one of `serving.sampler` (the pipeline's own is
+        never replaced by a call)."""
+        if serving.sampler is None:
+            return self.scheduler
+        return make_sampler(serving.sampler, self.scheduler.config.prediction_type, "trailing")
+
+    def _sample(self, task: str, z_img: torch.Tensor, call: PipelineCall, known: torch.Tensor | None = None,
+                known_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Clean latents of `task` for the image latents (Algorithm 2 / 3), unscaled for its AE."""
+        steps = call.serving.num_inference_steps or self.default_steps(task)
+        callback = call.on_step
         on_step = (lambda i, t: callback(self, i, t, {"task": task})) if callback is not None else None
-        z = sample_latents(self._denoise(task), self.scheduler, z_img, self.latent_channels, steps,
-                           self.config.self_condition, generator=generator, progress=progress, known=known,
-                           known_mask=known_mask, on_step=on_step, final_x0=bool(self.config.get("final_x0", False)),
+        z = sample_latents(self._denoise(task), call.scheduler, z_img, self.latent_channels, steps,
+                           self.config.self_condition, generator=call.noise_generator(), progress=call.progress,
+                           known=known, known_mask=known_mask, on_step=on_step,
+                           final_x0=bool(self.config.get("final_x0", False)),
                            initial_noise=self.config.get("initial_noise", "gaussian"))
         return z / self.task_scale(task)
 
     @torch.no_grad()
     def __call__(self, image: ImageInput | list[ImageInput], num_inference_steps: int | None = None,
-                 processing_resolution: int | None = None, generator: torch.Generator | None = None,
-                 output_type: str = "np", return_dict: bool = True, output_logits: bool = False,
-                 task: str | None = None, min_area: int | None = None, show_progress: bool = False,
+                 processing_resolution: int | None = None,
+                 generator: torch.Generator | list[torch.Generator] | None = None, output_type: str | None = None,
+                 return_dict: bool = True, output_logits: bool = False, task: str | None = None,
+                 min_area: int | None = None, show_progress: bool = False,
                  partial_mask: np.ndarray | list[np.ndarray] | None = None,
-                 valid_mask: np.ndarray | list[np.ndarray] | None = None, mask_rule: str = DEFAULT_MASK_RULE,
-                 keep_known: bool = True, ensemble_size: int | None = None, precision: str | None = None,
-                 callback_on_step_end: Callable | None = None) -> LDMSegOutput | tuple:
+                 valid_mask: np.ndarray | list[np.ndarray] | None = None, mask_rule: str | None = None,
+                 keep_known: bool | None = None, ensemble_size: int | None = None, precision: str | None = None,
+                 callback_on_step_end: Callable | None = None, sampler: str | None = None,
+                 confidence_threshold: float | None = None, preset: str | None = None,
+                 serving: ServingConfig | None = None) -> LDMSegOutput | tuple:
         """Predict `task` for images (default: class-aware `panoptic` where the model can, else its task).
 
-        instances: panoptic ids; with `partial_mask` (HxW ids, 0 = unknown unless `valid_mask` says which
-        pixels are given), complete it instead (Algorithm 3), keeping the given ids. semantic: class ids.
-        depth: relative depth. panoptic: instances and semantic sampled from the same image latents and merged
-        (diffusion.merge). `num_inference_steps` None: each task's serving step count (`default_steps`). With
-        `ensemble_size` K > 1 every image is sampled K times: instances keep the sample the others agree with most,
-        without the segments fewer than `ensemble_min_support` of the others found (diffusion.ensemble); semantic
-        takes a per-pixel vote, depth the per-pixel median (and its spread). `precision` (default: the config's
-        default_precision): "bf16" runs the networks under bfloat16 autocast, post-processing stays float32 (faster
-        on CPUs with bf16 units and on GPUs; docs/benchmarks.md "bf16 at inference" measures what it changes);
-        "auto": bf16 where the device computes it natively. `callback_on_step_end(pipe, step, timestep,
-        {"task": ...})` runs after every sampling step of every task, as in diffusers (it may raise to stop the
-        call)."""
-        task = task or self.default_task()
-        check_task(task, self.trained_tasks)
-        if partial_mask is not None and task not in ("instances", "panoptic"):
-            raise LDMSegError(f"partial_mask (inpainting) completes instance maps; task {task!r} does not take one")
-        images = [load_image(im) for im in (image if isinstance(image, (list, tuple)) else [image])]
-        steps = num_inference_steps  # None: each task's serving step count (default_steps)
-        if steps is not None:
-            checks.argument("num_inference_steps", steps, checks.sampling_steps)
-        res = checks.argument("processing_resolution", processing_resolution or
-                              self.config.default_processing_resolution, checks.resolution)
-        k = self.config.default_ensemble_size if ensemble_size is None else ensemble_size
-        checks.argument("ensemble_size", k, checks.positive)
-        precision = precision or self.config.default_precision
-        if precision not in PRECISIONS:
-            raise LDMSegError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        self._step_callback = callback_on_step_end
-        bf16 = self.serves_bf16(precision)
-        if self.unet.dtype == torch.bfloat16:  # keep_unet_in_bf16: no float32 weights left to run
-            if precision == "fp32":
-                raise LDMSegError("precision fp32: this pipeline's UNet holds bf16 weights only (keep_unet_in_bf16); "
-                                  "load it again to run in fp32")
-            bf16 = True
-        try:
-            with torch.autocast(self.unet.device.type, torch.bfloat16, enabled=bf16):
-                out = self._predict(images, task, steps, res, k, generator, show_progress, partial_mask, valid_mask,
-                                    mask_rule, keep_known, min_area, output_logits)
-        finally:
-            self._step_callback = None
-        if output_type == "pil":
+        Images: paths, PIL images, HxW[x3|4] uint8 arrays or [3, H, W] tensors in [-1, 1], or a list of them.
+        instances: panoptic ids; with `partial_mask` (HxW ids, 0 = unknown unless `valid_mask` says which pixels are
+        given), complete it instead (Algorithm 3), keeping the given ids. semantic: class ids. depth: relative depth.
+        panoptic: instances and semantic sampled from the same image latents and merged (diffusion.merge).
+
+        Settings (ldmseg.serving; None = the model's): `num_inference_steps` (None: each task's own count),
+        `sampler`, `processing_resolution`, `ensemble_size` K (K > 1: instances keep the sample the others agree
+        with most, without segments fewer than `ensemble_min_support` of the others found; semantic takes a
+        per-pixel vote, depth the per-pixel median and its spread), `precision` ("bf16": the networks under
+        bfloat16 autocast; "auto": bf16 where the device computes it natively), `confidence_threshold`,
+        `min_area` (pixels at the input size), `mask_rule`, `keep_known`, `output_type` ("np" or "pil"), a named
+        `preset` of the model, or a whole resolved `serving` config (`serving_config()`) that the other settings
+        override. `generator`: one torch.Generator, or one per image. `callback_on_step_end(pipe, step, timestep,
+        {"task": ...})` runs after every sampling step of every task, as in diffusers (it may raise to stop)."""
+        settings = dict(task=task, num_inference_steps=num_inference_steps, sampler=sampler,
+                        processing_resolution=processing_resolution, ensemble_size=ensemble_size, precision=precision,
+                        confidence_threshold=confidence_threshold, min_area=min_area, mask_rule=mask_rule,
+                        keep_known=keep_known, output_type=output_type)
+        serving = self.serving_config(preset, **settings) if serving is None else serving.replace(**settings)
+        images = self.check_inputs(image, serving, partial_mask, valid_mask, generator)
+        call = PipelineCall(serving, [image_size(im) for im in images], self._scheduler(serving), generator,
+                            show_progress, callback_on_step_end, output_logits)
+        if partial_mask is not None:
+            call.hints = checked_hints(partial_mask, valid_mask, call.sizes)
+        with self._autocast(serving.precision):
+            z_img = self.encode_images(images, serving)
+            out = self._predict(z_img, call)
+        if serving.output_type == "pil":
             as_pictures(out, self.categories)
         return out if return_dict else out.to_tuple()
 
-    def _predict(self, images: list[ImageInput], task: str, steps: int | None, res: int, k: int,
-                 generator: torch.Generator | None, show_progress: bool, partial_mask, valid_mask, mask_rule: str,
-                 keep_known: bool, min_area: int | None, output_logits: bool) -> LDMSegOutput:
-        """The task's outputs for the images (numpy maps at their sizes)."""
-        sizes = [image_size(im) for im in images]
-        hints = checked_hints(partial_mask, valid_mask, sizes) if partial_mask is not None else None
+    def encode_images(self, images: list[ImageInput], serving: ServingConfig) -> torch.Tensor:
+        """f_i latents of the images at the processing resolution, each repeated for its K ensemble samples."""
+        res = serving.processing_resolution
         batch = torch.stack([to_processing_size(im, res) for im in images]).to(self.unet.device)
-        z_img = self.image_encoder.encode(batch).float().repeat_interleave(k, 0)  # each image's K samples side by side
-        fields: dict = {}
-        if task in ("instances", "panoptic"):
-            (fields["panoptic"], fields["segments_info"], fields["logits"],
-             fields["known_agreement"]) = self._instances(z_img, sizes, k, res, steps, generator, show_progress, hints,
-                                                          min_area, output_logits, mask_rule, keep_known)
-        if task in ("semantic", "panoptic"):
-            fields["semantic"] = self._semantic(z_img, sizes, k, res, steps, generator, show_progress)
-        if task == "depth":
-            fields["depth"], fields["depth_uncertainty"] = self._depth(z_img, sizes, k, res, steps, generator,
-                                                                       show_progress)
-        if task == "panoptic":
-            fields["panoptic"], fields["segments_info"] = self._merge(fields["panoptic"], fields["segments_info"],
-                                                                      fields["semantic"], sizes, min_area)
-        return LDMSegOutput.of(task, **fields)
+        return self.image_encoder.encode(batch).float().repeat_interleave(serving.ensemble_size, 0)
 
-    def _instances(self, z_img: torch.Tensor, sizes: list[tuple[int, int]], k: int, res: int, steps: int | None,
-                   generator: torch.Generator | None, progress: bool, hints: list | None, min_area: int | None,
-                   output_logits: bool, mask_rule: str, keep_known: bool) -> tuple:
-        """Instance ids per image: (maps, segments_info, logits or None, known agreement or None)."""
-        ae = self.mask_autoencoder
-        sizes, hints = _repeat(sizes, k), (_repeat(hints, k) if hints is not None else None)
-        known = known_mask = None
-        if hints is not None:
-            seed = int(torch.randint(0, 2**31, (1,), generator=generator)) if generator is not None else 0
-            rng = np.random.default_rng(seed)
-            model_ids = [to_model_ids(p, v, ae.num_ids, rng) for p, v in hints]
+    def _predict(self, z_img: torch.Tensor, call: PipelineCall) -> LDMSegOutput:
+        """The task's outputs (numpy maps at the images' sizes): each of its parts sampled, then merged."""
+        spec = task_spec(call.serving.task)
+        parts = {"instances": self._instances, "semantic": self._semantic, "depth": self._depth}
+        fields: dict = {}
+        for part in spec.parts:
+            fields.update(parts[part](z_img, call))
+        if spec.class_aware:
+            fields["panoptic"], fields["segments_info"] = self._merge(fields, call)
+        return LDMSegOutput.of(spec.name, **fields)
+
+    def _instances(self, z_img: torch.Tensor, call: PipelineCall) -> dict:
+        """Instance ids per image: panoptic maps, segments_info, logits (or None), known agreement (or None)."""
+        ae, k, res = self.mask_autoencoder, call.serving.ensemble_size, call.serving.processing_resolution
+        known = known_mask = model_ids = None
+        if call.hints is not None:
+            hints = repeat_each(call.hints, k)
+            rngs = repeat_each(call.hint_rngs(), k)
+            model_ids = [to_model_ids(p, v, ae.num_ids, rng) for (p, v), rng in zip(hints, rngs, strict=True)]
             known = known_latents(ae, model_ids, res, self.task_scale("instances"), z_img.device)
             valid = torch.from_numpy(np.stack([resize_labels(v, (res, res)) for _, v in hints])).to(z_img.device)
-            known_mask = latent_mask(valid, tuple(known.shape[-2:]), mask_rule).to(known.dtype)
-        z = self._sample("instances", z_img, steps, generator, progress, known, known_mask)
-        probs = resize_probabilities(ae.decode(z), (res, res))
-        core = scaled_area(self.config.min_core_at_512, res, res)
-        if hints is None:
-            return self._instances_at_resolution(probs, sizes, k, min_area, core, output_logits)
-        return self._completions(probs, sizes, k, hints, model_ids, min_area, core, output_logits, keep_known)
+            known_mask = latent_mask(valid, tuple(known.shape[-2:]), call.serving.mask_rule).to(known.dtype)
+        z = self._sample("instances", z_img, call, known, known_mask)
+        probs = resize_probabilities(ae.decode(z), (res, res)).cpu()  # the decisions below run on the CPU
+        rules = InstanceRules.of(self.config)
+        if call.hints is None:
+            maps, infos, logits = instances_at_resolution(probs, call, rules)
+            agreements = None
+        else:
+            maps, infos, logits, agreements = completions(probs, call, model_ids, rules)
+        return {"panoptic": maps, "segments_info": infos, "logits": logits, "known_agreement": agreements}
 
-    def _area_at_res(self, min_area: int | None, size: tuple[int, int], res: int) -> int:
-        """The minimum segment area in pixels at res x res: a caller's min_area (input pixels) as the same share."""
-        if min_area is None:
-            return scaled_area(self.config.min_area_at_512, res, res)
-        return round(min_area * res * res / (size[0] * size[1]))
-
-    def _completions(self, probs: torch.Tensor, sizes: list[tuple[int, int]], k: int, hints: list,
-                     model_ids: list[np.ndarray], min_area: int | None, core: int, output_logits: bool,
-                     keep_known: bool) -> tuple:
-        """Inpainting: each sample decided at the processing resolution (given ids exempt from pruning) and matched
-        to the hints resized there, the ensemble's choice made there; only the chosen sample is painted at the
-        input size, where the given ids are matched again and written back (memory linear in H x W)."""
-        res, thr = probs.shape[-1], self.config.confidence_threshold
-        panoptic, infos, kept, agreements = [], [], [], []
-        for start in range(0, len(sizes), k):
-            size, (partial, valid) = sizes[start], hints[start]
-            small = resize_labels(partial, (res, res)), resize_labels(valid, (res, res))
-            area = self._area_at_res(min_area, size, res)
-            decisions, luts, samples = [], [], []
-            for i in range(start, start + k):
-                decision = decide(probs[i], thr, area, core, given_ids_mask(model_ids[i], probs.shape[1])[0])
-                lut = given_id_lut(decision.ids, *small)
-                mapped, _ = match_given_ids(decision.ids, *small, keep_known=keep_known, lut=lut)
-                decisions.append(decision)
-                luts.append(lut)
-                samples.append((mapped, segment_infos(mapped)))
-            given = set(np.unique(partial[valid]).tolist())
-            index, (_, segs) = ensemble(samples, self.config.ensemble_min_support, renumber=False, protected=given)
-            survivors = {s["id"] for s in segs}
-            keep = {seg for seg, out_id in luts[index].items() if out_id in survivors}
-            painted, painted_segs = paint(decisions[index], keep, size, thr)
-            ids, agreement = match_given_ids(painted, partial, valid, keep_known=keep_known)
-            score = np.zeros(len(painted_segs) + 1, np.float32)
-            for s in painted_segs:
-                score[s["id"]] = s["score"]
-            conf = score[painted]
-            conf[(painted == 0) & valid & (partial != 0)] = 1.0  # written back from the user's hint
-            panoptic.append(ids)
-            infos.append(segment_infos(ids, conf))
-            agreements.append(agreement)
-            if output_logits:
-                kept.append(log_probabilities_at(probs[start + index], size))
-        return panoptic, infos, kept or None, agreements
-
-    def _instances_at_resolution(self, probs: torch.Tensor, sizes: list[tuple[int, int]], k: int,
-                                 min_area: int | None, core: int, output_logits: bool) -> tuple:
-        """Segmentation without given ids: every decision at the processing resolution (pruning, threshold, minimum
-        area, the ensemble's choice and its unconfirmed segments), then only the chosen sample's surviving ids are
-        painted at the input size, band by band (memory linear in H x W)."""
-        res = probs.shape[-1]
-        decisions = [decide(lg, self.config.confidence_threshold, self._area_at_res(min_area, size, res), core)
-                     for lg, size in zip(probs, sizes, strict=True)]
-        panoptic, infos, kept = [], [], []
-        for start in range(0, len(decisions), k):
-            group = decisions[start:start + k]
-            index, (_, segs) = ensemble([(d.ids, d.segments) for d in group], self.config.ensemble_min_support,
-                                        renumber=False)
-            ids, segments = paint(group[index], {s["id"] for s in segs}, sizes[start],
-                                  self.config.confidence_threshold)
-            panoptic.append(ids)
-            infos.append(segments)
-            if output_logits:
-                kept.append(log_probabilities_at(probs[start + index], sizes[start]))
-        return panoptic, infos, kept or None, None
-
-    def _semantic(self, z_img: torch.Tensor, sizes: list[tuple[int, int]], k: int, res: int, steps: int | None,
-                  generator: torch.Generator | None, progress: bool) -> list[np.ndarray]:
+    def _semantic(self, z_img: torch.Tensor, call: PipelineCall) -> dict:
         """Class ids per image: argmax at res over the model's classes. One sample: the logits of the classes
         present there upsampled to the input size (band by band). An ensemble votes at res: the per-class vote
         counts of its K samples are upsampled instead, so a pixel takes the class most samples give around it
         (ties: the smallest class id)."""
-        z = self._sample("semantic", z_img, steps, generator, progress)
+        k, res = call.serving.ensemble_size, call.serving.processing_resolution
+        z = self._sample("semantic", z_img, call)
         logits = self.semantic_autoencoder.decode(z, size=(res, res))
         top = max((c["id"] for c in self.categories), default=None)
         labels = semantic_from_logits(logits, top)
         maps = []
-        for start, size in zip(range(0, len(logits), k), sizes, strict=True):
+        for start, size in zip(range(0, len(logits), k), call.sizes, strict=True):
             if k == 1:
                 present = labels[start].unique()
                 stack = logits[start, present].float()
             else:
                 stack, present = vote_counts(labels[start:start + k])
             maps.append(labels_at_size(stack, present, size))
-        return maps
+        return {"semantic": maps}
 
-    def _depth(self, z_img: torch.Tensor, sizes: list[tuple[int, int]], k: int, res: int, steps: int | None,
-               generator: torch.Generator | None, progress: bool) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    def _depth(self, z_img: torch.Tensor, call: PipelineCall) -> dict:
         """Depth per image: the per-pixel median of its K samples and their median absolute deviation (at res,
         then bilinearly to the input size)."""
-        z = self._sample("depth", z_img, steps, generator, progress)
+        k, res = call.serving.ensemble_size, call.serving.processing_resolution
+        z = self._sample("depth", z_img, call)
         samples = self.depth_autoencoder.decode(z, size=(res, res))[:, 0].float().clamp(0, 1)
         depths, spreads = [], []
-        for i, size in enumerate(sizes):
+        for i, size in enumerate(call.sizes):
             group = samples[i * k:(i + 1) * k]
             median = group.quantile(0.5, dim=0)
             mad = (group - median).abs().quantile(0.5, dim=0)
@@ -420,20 +385,19 @@ class LDMSegPipeline(DiffusionPipeline):
                 both = F.interpolate(both, size=size, mode="bilinear", align_corners=False)
             depths.append(both[0, 0].clamp(0, 1).cpu().numpy())
             spreads.append(both[0, 1].clamp(min=0).cpu().numpy())
-        return depths, spreads
+        return {"depth": depths, "depth_uncertainty": spreads}
 
-    def _merge(self, panoptic: list[np.ndarray], infos: list[list[dict]], semantic: list[np.ndarray],
-               sizes: list[tuple[int, int]], min_area: int | None) -> tuple[list[np.ndarray], list[list[dict]]]:
+    def _merge(self, fields: dict, call: PipelineCall) -> tuple[list[np.ndarray], list[list[dict]]]:
+        """Class-aware panoptic maps: each image's instances merged with its semantic map (diffusion.merge)."""
         if not self.categories:
             raise LDMSegError("this model has no category list (config 'categories'): it cannot name classes")
         merged = []
-        for ids, segs, sem, size in zip(panoptic, infos, semantic, sizes, strict=True):
+        hints = call.hints or [None] * len(call.sizes)
+        for ids, segs, sem, size, hint in zip(fields["panoptic"], fields["segments_info"], fields["semantic"],
+                                              call.sizes, hints, strict=True):
+            min_area = call.serving.min_area
             area = min_area if min_area is not None else scaled_area(self.config.min_area_at_512, *size)
             scores = {s["id"]: s["score"] for s in segs if "score" in s}
-            merged.append(merge_panoptic(ids, sem, self.categories, area, scores))
+            given = frozenset(np.unique(hint[0][hint[1]]).tolist()) - {0} if hint is not None else frozenset()
+            merged.append(merge_panoptic(ids, sem, self.categories, area, scores, given=given))
         return [m[0] for m in merged], [m[1] for m in merged]
-
-
-def _repeat(items: list, k: int) -> list:
-    """Each item k times in a row: [a, b] -> [a, a, b, b] for k = 2."""
-    return [item for item in items for _ in range(k)]

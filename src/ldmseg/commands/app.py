@@ -23,6 +23,7 @@ from PIL import Image
 from ldmseg.commands.predict import AGNOSTIC_CATEGORIES, model_domain
 from ldmseg.data import formats
 from ldmseg.errors import LDMSegError
+from ldmseg.tasks import task_spec
 from ldmseg.viz import (
     blend,
     class_colours,
@@ -69,13 +70,10 @@ class Segmenter:
 
     def __init__(self, model: str = "demo", steps: int | None = None, precision: str | None = None,
                  time_limit: float = TIME_LIMIT):
-        from ldmseg.commands.predict import load_pipeline
+        from ldmseg.commands.predict import serve
 
-        self.pipe = load_pipeline(model, precision)
-        if self.pipe.serves_bf16():  # the app serves one precision: no float32 UNet beside the bf16 one
-            self.pipe.keep_unet_in_bf16()
+        self.pipe, self.serving = serve(model, num_inference_steps=steps, precision=precision)
         self.pipe.set_progress_bar_config(disable=True)
-        self.steps = steps
         self.time_limit = time_limit
         self.root = Path(tempfile.mkdtemp(prefix="ldmseg-app-"))  # every result below it, removed at exit
         atexit.register(shutil.rmtree, self.root, True)
@@ -100,36 +98,44 @@ class Segmenter:
         import torch
 
         image = _background(editor)
-        task = task or self.pipe.default_task()
+        serving = self.serving.replace(task=task)
+        spec = task_spec(serving.task)
         partial = strokes_to_partial(editor.get("layers") or [], image.shape[:2]) if use_strokes else None
         if use_strokes and not partial.any():
             raise LDMSegError("paint at least one stroke before pressing Complete")
-        if use_strokes and task not in ("instances", "panoptic"):
-            raise LDMSegError(f"strokes complete segments: choose the task instances or panoptic, not {task}")
+        if use_strokes and not spec.inpaints:
+            inpainting = " or ".join(t for t in self.pipe.tasks if task_spec(t).inpaints)
+            raise LDMSegError(f"strokes complete segments: choose the task {inpainting}, not {spec.name}")
         with self._lock:
-            out = self.pipe(image, num_inference_steps=self.steps, generator=torch.Generator().manual_seed(int(seed)),
-                            partial_mask=partial, task=task, callback_on_step_end=_stop_after(self.time_limit))
+            out = self.pipe(image, generator=torch.Generator().manual_seed(int(seed)), partial_mask=partial,
+                            serving=serving, callback_on_step_end=_stop_after(self.time_limit))
             folder = self.result_folder()
-        if task == "semantic":
+        return self.pictures(image, out, spec, folder, f"seed {int(seed)}", partial is not None)
+
+    def pictures(self, image: np.ndarray, out, spec, folder: Path, seed_note: str, inpainted: bool
+                 ) -> tuple[np.ndarray, list[str], str]:
+        """(picture, files written to `folder`, status line) of one result, by what the task outputs."""
+        main_output = spec.outputs[0]
+        if main_output == "semantic":
             labels = out.semantic[0]
             formats.write_png(folder / "semantic.png", labels.astype(np.uint8))
             names = {c["id"]: c["name"] for c in self.pipe.categories}
             found = ", ".join(names.get(int(c), str(int(c))) for c in np.unique(labels))
             picture = blend(image, colorize_semantic(labels, self.pipe.categories))
             return (with_legend(picture, class_colours(labels, self.pipe.categories)), [str(folder / "semantic.png")],
-                    f"classes: {found}; seed {int(seed)}")
-        if task == "depth":
+                    f"classes: {found}; {seed_note}")
+        if main_output == "depth":
             formats.write_depth_png(folder / "depth.png", out.depth[0])
             return (with_depth_bar(colorize_depth(out.depth[0])), [str(folder / "depth.png")],
-                    f"relative depth (uint16 PNG = depth x 65535); seed {int(seed)}")
+                    f"relative depth (uint16 PNG = depth x 65535); {seed_note}")
         ids, segments = out.panoptic[0], out.segments_info[0]
         formats.write_panoptic_png(folder / "panoptic.png", ids)
-        categories = self.pipe.categories if task == "panoptic" else AGNOSTIC_CATEGORIES
+        categories = self.pipe.categories if spec.class_aware else AGNOSTIC_CATEGORIES
         formats.write_json(folder / "panoptic.json", {
             "annotations": [{"image_id": 0, "file_name": "panoptic.png", "segments_info": segments}],
             "categories": categories})
-        status = f"{len(segments)} segments, seed {int(seed)}"
-        if partial is not None:
+        status = f"{len(segments)} segments, {seed_note}"
+        if inpainted:
             status += f"; {100 * out.known_agreement[0]:.0f}% of painted pixels kept by the model itself"
         return overlay(image, ids), [str(folder / "panoptic.png"), str(folder / "panoptic.json")], status
 
@@ -251,8 +257,10 @@ def build_app(segmenter: Segmenter, examples: list[str]):
 
 
 def serve(model: str = "demo", host: str = "127.0.0.1", port: int = 7860, steps: int | None = None,
-          block: bool = True, precision: str | None = None, time_limit: float = TIME_LIMIT):
-    """Start the app; returns the Blocks (with block=False the server runs in a background thread).
+          block: bool = True, precision: str | None = None, time_limit: float = TIME_LIMIT, verbose: bool = False):
+    """Start the app; returns the Blocks (with block=False the server runs in a background thread). Gradio's own
+    start-up lines (among them a `share=True` hint the command has no flag for) only with `verbose`; otherwise
+    the command prints the page's address alone.
 
     Requests wait in one first-come queue and run one at a time (the model uses every core); each costs about
     the same whatever the upload's size, since the model works at its processing resolution. Uploads above
@@ -270,6 +278,10 @@ def serve(model: str = "demo", host: str = "127.0.0.1", port: int = 7860, steps:
     examples = example_images(folder)
     app = build_app(segmenter, examples)
     app.queue(default_concurrency_limit=1)
-    app.launch(server_name=host, server_port=port, max_file_size=MAX_UPLOAD, prevent_thread_lock=not block,
-               show_error=True, quiet=not block, allowed_paths=[str(Path(examples[0]).parent)])
+    app.launch(server_name=host, server_port=port, max_file_size=MAX_UPLOAD, prevent_thread_lock=True,
+               show_error=True, quiet=not verbose, allowed_paths=[str(Path(examples[0]).parent)])
+    if block:
+        if not verbose:
+            print(f"ldmseg app: open {app.local_url} in a browser (Ctrl-C stops it)", flush=True)
+        app.block_thread()
     return app

@@ -3,7 +3,8 @@
 Generates held-out synthetic scenes (COCO-panoptic layout), segments them with the packaged
 LDMSeg demo model (when shipped) and the non-learned baseline, reconstructs their masks with
 the packaged demo mask autoencoder (stage 1's ceiling), scores everything with the
-panopticapi-exact evaluator, and writes overlays + an HTML summary.
+panopticapi-exact evaluator, and writes overlays, an HTML summary and OUT/results.json (the scores with the
+precision and machine they were measured on; README's demo numbers are bench/results/demo.json, such a file).
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ def _write_predictions(root: Path, name: str, preds: dict) -> tuple[Path, Path]:
     return root / name / "panoptic.json", root / name / "panoptic"
 
 
-def run_demo(out: Path, num: int = 50, seed: int = 12345) -> dict:
-    """Run the demo; returns the results of each method (pq_compute shape, class-agnostic)."""
+def run_demo(out: Path, num: int = 50, seed: int = 12345, verbose: bool = False) -> dict:
+    """Run the demo; returns the results of each method (pq_compute shape, class-agnostic). `verbose` also prints
+    the mask AE's latent statistics."""
     from tqdm import tqdm
 
     start = time.time()
@@ -52,9 +54,9 @@ def run_demo(out: Path, num: int = 50, seed: int = 12345) -> dict:
     from ldmseg.commands.reconstruct import reconstruct_set
 
     reconstruct_set("demo", str(data / "images"), str(data / "panoptic.json"), str(data / "panoptic"),
-                    str(out / "ae_reconstruction"), size=DEMO_SIZE)
+                    str(out / "ae_reconstruction"), size=DEMO_SIZE, verbose=verbose)
 
-    results, pred_dirs, task_results = {}, {}, {}
+    results, pred_dirs, task_results, precision = {}, {}, {}, None
     for name, preds in methods.items():
         pj, pd = _write_predictions(out, "baseline", preds)
         results[name], pred_dirs[name] = evaluate_files(data / "panoptic.json", data / "panoptic", pj, pd, True), pd
@@ -69,7 +71,7 @@ def run_demo(out: Path, num: int = 50, seed: int = 12345) -> dict:
         results[name] = evaluate_files(data / "panoptic.json", data / "panoptic", pred / "panoptic.json",
                                        pred / "panoptic", True)
         pred_dirs[name] = pred / "panoptic"
-        task_results = _other_tasks(data, out, pred)
+        task_results, precision = _other_tasks(data, out, pred)
     recon = out / "ae_reconstruction"
     results[ae_name] = evaluate_files(data / "panoptic.json", data / "panoptic", recon / "panoptic.json",
                                       recon / "panoptic", True)
@@ -87,23 +89,49 @@ def run_demo(out: Path, num: int = 50, seed: int = 12345) -> dict:
         rows.append(grid(panels, titles))
     formats.write_png(out / "summary.png", np.concatenate(rows, 0))
     _write_html(out, results, task_results, num, time.time() - start)
+    write_results(out / "results.json", results, task_results, num, seed, precision, time.time() - start)
     for name, res in results.items():
         print(f"\n{name} — class-agnostic PQ on {num} held-out synthetic scenes ({DEMO_SIZE}x{DEMO_SIZE})")
         print(format_table(res))
     for line in _task_lines(task_results):
         print(line)
-    print(f"\nwrote {out / 'summary.html'} and {out / 'summary.png'} in {time.time() - start:.0f} s")
+    print(f"\nwrote {out / 'summary.html'}, {out / 'summary.png'} and {out / 'results.json'} in "
+          f"{time.time() - start:.0f} s")
     return results
 
 
-def _other_tasks(data: Path, out: Path, pred: Path) -> dict:
+def write_results(path: Path, results: dict, task_results: dict, num: int, seed: int, precision: str | None,
+                  seconds: float) -> None:
+    """The demo's scores (fractions, as evaluate writes them) with what they were measured on: the scenes, the
+    demo model's precision and the machine (bf16 and fp32 scores differ slightly, and bf16 is chosen by the CPU)."""
+    import torch
+
+    from ldmseg.machine import machine
+
+    scores = {name: {k: res["All"][k] for k in ("pq", "sq", "rq")} for name, res in results.items()}
+    other = {}
+    if "class-aware panoptic" in task_results:
+        other["class-aware panoptic"] = {k: {m: r[m] for m in ("pq", "sq", "rq")}
+                                         for k, r in task_results["class-aware panoptic"].items() if k != "per_class"}
+    if "semantic" in task_results:
+        other["semantic"] = {k: task_results["semantic"][k] for k in ("miou", "pixel_accuracy")}
+    if "depth" in task_results:
+        other["depth"] = {k: task_results["depth"][k] for k in ("rmse", "absrel", "delta1")}
+    formats.write_json(path, {"command": f"ldmseg demo --num {num} --seed {seed}", "scenes": num, "seed": seed,
+                              "resolution": DEMO_SIZE, "precision": precision, "machine": machine(),
+                              "threads": torch.get_num_threads(), "seconds": round(seconds, 1),
+                              "class_agnostic": scores, **other}, indent=1)
+
+
+def _other_tasks(data: Path, out: Path, pred: Path) -> tuple[dict, str]:
     """The demo model's other tasks on the same scenes, where it has them: class-aware PQ of its panoptic
-    output, mIoU of the semantic maps that were merged into it, depth RMSE."""
+    output, mIoU of the semantic maps that were merged into it, depth RMSE; and the precision it served in."""
     from ldmseg.commands.predict import load_pipeline, predict_folder
     from ldmseg.metrics.depth import evaluate_depth_dirs
     from ldmseg.metrics.semantic import evaluate_semantic_dirs
 
-    tasks = load_pipeline("demo", announce=False).tasks
+    pipe = load_pipeline("demo", announce=False)
+    tasks, precision = pipe.tasks, "bf16" if pipe.serves_bf16() else "fp32"
     found = {}
     if "panoptic" in tasks:
         found["class-aware panoptic"] = evaluate_files(data / "panoptic.json", data / "panoptic",
@@ -112,7 +140,7 @@ def _other_tasks(data: Path, out: Path, pred: Path) -> dict:
     if "depth" in tasks:
         depth = predict_folder("demo", str(data / "images"), str(out / "ldmseg-depth"), task="depth")
         found["depth"] = evaluate_depth_dirs(data / "depth", depth / "depth")
-    return found
+    return found, precision
 
 
 def _task_panels(out: Path, data: Path, png: str, panels: list, titles: list) -> tuple[list, list]:

@@ -9,32 +9,32 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ldmseg.commands.predict import load_pipeline
+from ldmseg.commands.predict import AGNOSTIC_CATEGORIES, serve
 from ldmseg.data import coco_panoptic, formats, outputs
 from ldmseg.data.masks import make_mask
 from ldmseg.data.transforms import resize_labels
-from ldmseg.diffusion.inpainting import DEFAULT_MASK_RULE
+from ldmseg.devices import image_generators, image_seed
 from ldmseg.errors import LDMSegError
+from ldmseg.tasks import task_spec
 from ldmseg.viz import overlay
 
-CATEGORIES = [{"id": 1, "name": "object", "supercategory": "object", "isthing": 1}]
 
-
-def _configure(model: str, scheduler: str | None, precision: str | None = None):
-    pipe = load_pipeline(model, precision)
+def _serve(model: str, settings: dict):
+    """(pipeline, ServingConfig) for inpainting: `settings` are ServingConfig fields (None = the model's); the
+    model's task unless `task` names another one that inpaints."""
+    pipe, serving = serve(model, **settings)
     pipe.set_progress_bar_config(disable=True)
-    if pipe.serves_bf16():  # the command serves one precision: no float32 UNet beside the bf16 one
-        pipe.keep_unet_in_bf16()
-    if scheduler:
-        pipe.use_sampler(scheduler)
-    return pipe
+    if not task_spec(serving.task).inpaints:
+        able = ", ".join(t for t in pipe.tasks if task_spec(t).inpaints) or "none"
+        raise LDMSegError(f"--task {serving.task}: it does not complete partial masks (tasks that do: {able})")
+    return pipe, serving
 
 
-def inpaint_image(model: str, image: str, partial: str, out: str, valid: str | None = None,
-                  steps: int | None = None, scheduler: str | None = None, seed: int = 0,
-                  mask_rule: str = DEFAULT_MASK_RULE, ensemble_size: int | None = None,
-                  precision: str | None = None) -> dict:
-    """Write OUT/panoptic.png (COCO RGB ids), OUT/panoptic.json and OUT/overlay.png; returns the annotation."""
+def inpaint_image(model: str, image: str, partial: str, out: str, valid: str | None = None, seed: int = 0,
+                  **settings) -> dict:
+    """Write OUT/panoptic.png (COCO RGB ids), OUT/panoptic.json and OUT/overlay.png; returns the annotation.
+    The given segments keep their numbers in every task; segments the model adds get fresh ones. `settings`:
+    ServingConfig fields (task, num_inference_steps, sampler, mask_rule, ensemble_size, precision)."""
     rgb = formats.read_rgb(image)
     given = formats.read_panoptic_png(partial)
     if given.shape != rgb.shape[:2]:
@@ -47,17 +47,23 @@ def inpaint_image(model: str, image: str, partial: str, out: str, valid: str | N
         why = "the valid mask is all zero" if valid else "all VOID"
         raise LDMSegError(f"{valid or partial}: no pixel is given ({why}), so there is nothing to complete; "
                           "`ldmseg predict` segments the image from scratch")
-    pipe = _configure(model, scheduler, precision)
-    result = pipe(rgb, num_inference_steps=steps, generator=torch.Generator().manual_seed(seed), partial_mask=given,
-                  valid_mask=known, mask_rule=mask_rule, ensemble_size=ensemble_size)
+    pipe, serving = _serve(model, settings)
+    result = pipe(rgb, generator=torch.Generator().manual_seed(seed), partial_mask=given, valid_mask=known,
+                  serving=serving)
     ids, segs = result.panoptic[0], result.segments_info[0]
     out_dir = Path(out)
     formats.write_panoptic_png(out_dir / "panoptic.png", ids)
     formats.write_png(out_dir / "overlay.png", overlay(rgb, ids))
     annotation = {"image_id": Path(image).stem, "file_name": "panoptic.png", "segments_info": segs,
                   "known_agreement": result.known_agreement[0]}
-    formats.write_json(out_dir / "panoptic.json", {"annotations": [annotation], "categories": CATEGORIES})
+    formats.write_json(out_dir / "panoptic.json", {"annotations": [annotation],
+                                                  "categories": categories_of(pipe, serving)})
     return annotation
+
+
+def categories_of(pipe, serving) -> list[dict]:
+    """The categories of the output JSON: the model's for a class-aware task, else one 'object' category."""
+    return pipe.categories if task_spec(serving.task).class_aware else AGNOSTIC_CATEGORIES
 
 
 def hide_parts(gt_ids: np.ndarray, mask_type: str, drop_rate: float, block_size: int, resolution: int,
@@ -68,19 +74,17 @@ def hide_parts(gt_ids: np.ndarray, mask_type: str, drop_rate: float, block_size:
     return resize_labels(mask.astype(np.uint8), gt_ids.shape).astype(bool)
 
 
-def inpaint_set(model: str, images: str, panoptic_json: str, panoptic_dir: str, out: str, drop_rate: float,
-                block_size: int, mask_type: str = "blocks", seed: int = 0, steps: int | None = None,
-                scheduler: str | None = None, batch_size: int = 8, mask_rule: str = DEFAULT_MASK_RULE,
-                ensemble_size: int | None = None, precision: str | None = None) -> dict:
-    """Hide parts of every GT map, complete them; write COCO-panoptic predictions (GT image_id /
-    file_name) plus OUT/masks/*.png (the known pixels given, white). Returns summary statistics."""
+def inpaint_set(model: str, images: str, panoptic_json: str, panoptic_dir: str, out: str, hiding: dict,
+                seed: int = 0, batch_size: int = 4, **settings) -> dict:
+    """Hide parts of every GT map (`hiding`: drop_rate, block_size, mask_type), complete them; write COCO-panoptic
+    predictions (GT image_id / file_name) plus OUT/masks/*.png (the known pixels given, white). `settings`:
+    ServingConfig fields and `device`. An image's hidden parts and noise come from `seed` and its image_id alone
+    (ldmseg.devices.image_seed). Returns summary statistics."""
     from ldmseg.commands.visualize import find_image
 
     gt = coco_panoptic.load_panoptic_json(panoptic_json)
-    pipe = _configure(model, scheduler, precision)
-    resolution = pipe.config.default_processing_resolution
-    rng = np.random.default_rng(seed)
-    gen = torch.Generator().manual_seed(seed)
+    pipe, serving = _serve(model, settings)
+    resolution = serving.processing_resolution
     out_dir = Path(out)
     annotations, agreements, given_share, log = [], [], [], outputs.SkipLog()
 
@@ -98,10 +102,12 @@ def inpaint_set(model: str, images: str, panoptic_json: str, panoptic_dir: str, 
         chunk = [r for r, _ in loaded]
         rgbs = [pair[0] for _, pair in loaded]
         gts = [pair[1] for _, pair in loaded]
-        valids = [hide_parts(g, mask_type, drop_rate, block_size, resolution, rng) for g in gts]
+        rngs = [np.random.default_rng(image_seed(seed, r.image_id)) for r in chunk]
+        valids = [hide_parts(g, hiding["mask_type"], hiding["drop_rate"], hiding["block_size"], resolution, rng)
+                  for g, rng in zip(gts, rngs, strict=True)]
         partials = [np.where(v, g, 0) for g, v in zip(gts, valids, strict=True)]
-        result = pipe(rgbs, num_inference_steps=steps, generator=gen, partial_mask=partials, valid_mask=valids,
-                      mask_rule=mask_rule, ensemble_size=ensemble_size)
+        result = pipe(rgbs, generator=image_generators(seed, [r.image_id for r in chunk]), partial_mask=partials,
+                      valid_mask=valids, serving=serving)
         for rec, ids, segs, v in zip(chunk, result.panoptic, result.segments_info, valids, strict=True):
             formats.write_panoptic_png(out_dir / "panoptic" / rec.png_file, ids)
             formats.write_png(out_dir / "masks" / rec.png_file, v.astype(np.uint8) * 255)
@@ -110,7 +116,8 @@ def inpaint_set(model: str, images: str, panoptic_json: str, panoptic_dir: str, 
             log.succeeded()
         agreements += result.known_agreement
     if log.done:
-        formats.write_json(out_dir / "panoptic.json", {"annotations": annotations, "categories": CATEGORIES})
+        formats.write_json(out_dir / "panoptic.json", {"annotations": annotations,
+                                                      "categories": categories_of(pipe, serving)})
     log.finish(out_dir)
     return {"images": log.done, "known_share": float(np.mean(given_share)),
             "known_agreement": float(np.mean(agreements))}

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
 from ldmseg.data import coco_panoptic, formats, outputs
+from ldmseg.devices import image_generators
 from ldmseg.errors import LDMSegError
-from ldmseg.tasks import check_task
+from ldmseg.tasks import task_spec
 from ldmseg.viz import (
     blend,
     class_colours,
@@ -23,9 +23,9 @@ from ldmseg.viz import (
 )
 
 
-def load_pipeline(model: str, precision: str | None = None, announce: bool = True):
-    """The pipeline of a directory, hub id or 'demo'; `precision` (fp32 | bf16) replaces its default one. With
-    `announce`, says once on stderr what the model was trained on (`model_domain`)."""
+def load_pipeline(model: str, announce: bool = True):
+    """The pipeline of a directory, hub id or 'demo'. With `announce`, says once on stderr what the model was
+    trained on (`model_domain`)."""
     import sys
 
     from ldmseg.weights import resolve_pipeline_path
@@ -34,32 +34,35 @@ def load_pipeline(model: str, precision: str | None = None, announce: bool = Tru
     from ldmseg.pipeline import LDMSegPipeline
 
     pipe = LDMSegPipeline.from_pretrained(path)
-    if precision:
-        pipe.register_to_config(default_precision=precision)
     if announce:
         print(f"ldmseg: model {model}: {model_domain(pipe)}", file=sys.stderr)
     return pipe
 
 
-def model_preset(pipe, name: str | None) -> dict:
-    """A named setting of the model (its config's `presets`), {} for none; an unknown name is one line."""
-    if not name:
-        return {}
-    presets = dict(pipe.config.get("presets") or {})
-    if name not in presets:
-        have = ", ".join(presets) or "none"
-        raise LDMSegError(f"--preset {name}: this model has no such preset (it has: {have})")
-    return dict(presets[name])
+def serve(model: str, preset: str | None = None, announce: bool = True, device: str | None = None, **settings):
+    """(pipeline, its ServingConfig) for a command run: the model loaded on `device` (ldmseg.devices: auto = the
+    accelerator where there is one), its settings resolved once (model config <- `preset` <- `settings`,
+    ldmseg.serving). A run that serves bf16 only loads the UNet's weights in bf16 alone (no float32 copy beside
+    autocast's)."""
+    from ldmseg.devices import resolve_device
+
+    where = resolve_device(device)  # before loading: an unavailable device is one line, at once
+    pipe = load_pipeline(model, announce).to(where)
+    serving = pipe.serving_config(preset, **settings)
+    if pipe.serves_bf16(serving.precision):
+        pipe.keep_unet_in_bf16()
+    return pipe, serving
 
 
-def hint_slow_default(pipe, task: str, steps: int | None) -> None:
+def hint_slow_default(pipe, serving) -> None:
     """Say once when a many-step default runs on a CPU and the model names a faster preset."""
     import sys
 
     presets = pipe.config.get("presets") or {}
-    if steps is None and pipe.unet.device.type == "cpu" and pipe.default_steps(task) >= 50 and "fast" in presets:
+    steps = serving.num_inference_steps or max(pipe.default_steps(t) for t in task_spec(serving.task).parts)
+    if steps >= 50 and pipe.unet.device.type == "cpu" and "fast" in presets:
         fast = presets["fast"]
-        print(f"ldmseg: hint: {pipe.default_steps(task)} sampling steps (this model's default, its authors' "
+        print(f"ldmseg: hint: {steps} sampling steps (this model's default, its authors' "
               f"setting) are slow on a CPU; --preset fast runs {fast.get('num_inference_steps')} steps under "
               f"{fast.get('precision', 'the default')} precision (docs/usage.md, 'Use the paper's weights')",
               file=sys.stderr)
@@ -125,7 +128,7 @@ AGNOSTIC_CATEGORIES = [{"id": 1, "name": "object", "supercategory": "object", "i
 def predict_folder(model: str, images: str, out: str, panoptic_json: str | None = None, steps: int | None = None,
                    scheduler: str | None = None, seed: int = 0, batch_size: int = 4,
                    resolution: int | None = None, ensemble_size: int | None = None, task: str | None = None,
-                   precision: str | None = None, preset: str | None = None) -> Path:
+                   precision: str | None = None, preset: str | None = None, device: str | None = None) -> Path:
     """Predict `task` for every image (default: the model's, ldmseg.tasks) and write, with OUT/overlays/*.png:
     - instances / panoptic: OUT/panoptic.json (with the model's categories for panoptic) + OUT/panoptic/*.png
       (panoptic also writes the semantic maps it merged, OUT/semantic/*.png);
@@ -135,70 +138,69 @@ def predict_folder(model: str, images: str, out: str, panoptic_json: str | None 
       OUT/depth_uncertainty/<stem>.png in the same units.
     ensemble_size: samples drawn per image (default: the model's); precision: fp32 | bf16 (default: the model's);
     preset: one of the model's named settings (`presets` in its config, e.g. the converted paper model's "fast"),
-    under the flags given explicitly."""
+    under the flags given explicitly. Each image's noise comes from `seed` and its own key (image_id, else its file
+    stem; ldmseg.devices.image_seed): its outputs do not depend on --batch-size or on the other images."""
     jobs = _jobs(images, panoptic_json)
     log = outputs.SkipLog()
     jobs = [job for job in jobs if log.attempt(str(job[1]), lambda p=job[1]: formats.check_image(p))]
     if not jobs:
         log.finish(Path(out))
-    pipe = load_pipeline(model, precision)
-    task = task or pipe.default_task()
-    check_task(task, pipe.trained_tasks)
-    named = model_preset(pipe, preset)
-    steps = steps or named.get("num_inference_steps")
-    if not precision and named.get("precision"):
-        pipe.register_to_config(default_precision=named["precision"])
-    if pipe.serves_bf16():  # this process serves bf16 only: no float32 UNet weights kept beside the bf16 ones
-        pipe.keep_unet_in_bf16()
-    hint_slow_default(pipe, task, steps)
-    if task in ("semantic", "panoptic") and max((c["id"] for c in pipe.categories), default=0) > 255:
+    pipe, serving = serve(model, preset, device=device, task=task, num_inference_steps=steps, sampler=scheduler,
+                          processing_resolution=resolution, ensemble_size=ensemble_size, precision=precision)
+    spec = task_spec(serving.task)
+    hint_slow_default(pipe, serving)
+    if spec.names_classes and max((c["id"] for c in pipe.categories), default=0) > 255:
         raise LDMSegError("this model's class ids go above 255: they do not fit uint8 semantic PNGs")
-    if scheduler:
-        pipe.use_sampler(scheduler)
-    gen = torch.Generator().manual_seed(seed)
     out_dir = Path(out)
     annotations, pictures = [], []
-    for start in tqdm(range(0, len(jobs), batch_size), desc=f"predicting {task}", unit="batch"):
+    for start in tqdm(range(0, len(jobs), batch_size), desc=f"predicting {spec.name}", unit="batch"):
         chunk = [(job, log.attempt(str(job[1]), lambda p=job[1]: formats.read_rgb(p)))
                  for job in jobs[start:start + batch_size]]
         chunk = [(job, rgb) for job, rgb in chunk if rgb is not None]
         if not chunk:
             continue
-        result = pipe([rgb for _, rgb in chunk], num_inference_steps=steps, processing_resolution=resolution,
-                      generator=gen, ensemble_size=ensemble_size, task=task)
+        gens = image_generators(seed, [job[0] for job, _ in chunk])
+        result = pipe([rgb for _, rgb in chunk], generator=gens, serving=serving)
         for i, ((image_id, path, png), rgb) in enumerate(chunk):
-            if task == "semantic":
-                write_semantic(out_dir, png, rgb, result.semantic[i], pipe.categories)
-            elif task == "depth":
-                write_depth(out_dir, png, rgb, result.depth[i], result.depth_uncertainty[i])
-            else:
-                if task == "panoptic":  # the semantic map it was merged from comes for free
-                    formats.write_png(out_dir / "semantic" / png, result.semantic[i].astype("uint8"))
-                ids = result.panoptic[i]
-                formats.write_panoptic_png(out_dir / "panoptic" / png, ids)
-                formats.write_png(out_dir / "overlays" / png, overlay(rgb, ids))
+            for n, name in enumerate(spec.outputs):
+                WRITERS[name](out_dir, png, rgb, result, i, pipe.categories, with_overlay=n == 0)
+            if "panoptic" in spec.outputs:
                 annotations.append({"image_id": image_id, "file_name": png, "segments_info": result.segments_info[i]})
                 pictures.append({"id": image_id, "file_name": image_name(path, images), "height": rgb.shape[0],
                                  "width": rgb.shape[1]})
             log.succeeded()
-    if task in ("semantic", "panoptic") and log.done:  # names the ids of OUT/semantic for evaluate and people
+    if spec.names_classes and log.done:  # names the ids of OUT/semantic for evaluate and people
         formats.write_json(out_dir / "categories.json", {"categories": pipe.categories}, indent=1)
-    if task in ("instances", "panoptic") and log.done:
-        categories = pipe.categories if task == "panoptic" else AGNOSTIC_CATEGORIES
+    if "panoptic" in spec.outputs and log.done:
+        categories = pipe.categories if spec.class_aware else AGNOSTIC_CATEGORIES
         formats.write_json(out_dir / "panoptic.json", {"images": pictures, "annotations": annotations,
                                                       "categories": categories})
     log.finish(out_dir)
     return out_dir
 
 
-def write_semantic(out: Path, png: str, image, labels, categories: list[dict]) -> None:
+def write_panoptic(out: Path, png: str, image, result, i: int, categories: list[dict], with_overlay: bool) -> None:
+    ids = result.panoptic[i]
+    formats.write_panoptic_png(out / "panoptic" / png, ids)
+    if with_overlay:
+        formats.write_png(out / "overlays" / png, overlay(image, ids))
+
+
+def write_semantic(out: Path, png: str, image, result, i: int, categories: list[dict], with_overlay: bool) -> None:
+    labels = result.semantic[i]
     formats.write_png(out / "semantic" / png, labels.astype("uint8"))
-    picture = blend(image, colorize_semantic(labels, categories))
-    formats.write_png(out / "overlays" / png, with_legend(picture, class_colours(labels, categories)))
+    if with_overlay:
+        picture = blend(image, colorize_semantic(labels, categories))
+        formats.write_png(out / "overlays" / png, with_legend(picture, class_colours(labels, categories)))
 
 
-def write_depth(out: Path, png: str, image, depth, uncertainty) -> None:
+def write_depth(out: Path, png: str, image, result, i: int, categories: list[dict], with_overlay: bool) -> None:
+    depth, uncertainty = result.depth[i], result.depth_uncertainty[i]
     formats.write_depth_png(out / "depth" / png, depth)
     if uncertainty is not None and uncertainty.any():
         formats.write_depth_png(out / "depth_uncertainty" / png, uncertainty)
-    formats.write_png(out / "overlays" / png, with_depth_bar(grid([image, colorize_depth(depth)])))
+    if with_overlay:
+        formats.write_png(out / "overlays" / png, with_depth_bar(grid([image, colorize_depth(depth)])))
+
+
+WRITERS = {"panoptic": write_panoptic, "semantic": write_semantic, "depth": write_depth}  # by TaskSpec.outputs

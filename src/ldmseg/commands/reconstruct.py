@@ -3,7 +3,7 @@
 Each GT id map gets fresh random ids (as in training), is squashed to S x S, encoded, decoded,
 brought back to the original size, post-processed and written with the GT's image_id and
 file_name, so `ldmseg evaluate` (or panopticapi) scores reconstruction directly. Latent
-statistics (per-channel mean / std) are printed and saved: they set stage 2's scale factor.
+statistics (per-channel mean / std) are saved (and printed with verbose): they set stage 2's scale factor.
 """
 
 from __future__ import annotations
@@ -49,19 +49,25 @@ class LatentStats:
 
 
 @torch.no_grad()
-def reconstruct_set(ae_path: str, images: str, panoptic_json: str, panoptic_dir: str, out: str, size: int = 512,
-                    batch_size: int = 8, latent_noise: float = 0.0, min_area_at_512: float = 0.0,
+def reconstruct_set(ae_path: str, images: str | None, panoptic_json: str, panoptic_dir: str, out: str,
+                    size: int = 512, batch_size: int = 8, latent_noise: float = 0.0, min_area_at_512: float = 0.0,
                     seed: int = 0, threshold: float = DEFAULT_THRESHOLD,
-                    min_core_at_512: float = DEFAULT_MIN_CORE_AT_512) -> dict:
-    """Reconstruct every GT mask; write OUT/panoptic.json, OUT/panoptic/*.png and OUT/latent_stats.json."""
+                    min_core_at_512: float = DEFAULT_MIN_CORE_AT_512, verbose: bool = False) -> dict:
+    """Reconstruct the GT masks of `images` (a folder or None: all; one file, a glob or '-': theirs alone,
+    visualize.ImageSource); write OUT/panoptic.json, OUT/panoptic/*.png and OUT/latent_stats.json, and with
+    `verbose` print the latent statistics."""
+    from ldmseg.commands.visualize import ImageSource
+
     ae = load_mask_autoencoder(resolve_model_path(ae_path, "mask_autoencoder"))
     gt = coco_panoptic.load_panoptic_json(panoptic_json)
+    records = gt.records
+    if images:
+        records = ImageSource(images).select(records, lambda r: (r.image_file, r.png_file))
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     stats = LatentStats()
     out_dir = Path(out)
     annotations, log = [], outputs.SkipLog()
-    records = gt.records
     for start in tqdm(range(0, len(records), batch_size), desc="reconstructing", unit="batch"):
         read = [(r, log.attempt(r.png_file, lambda r=r: coco_panoptic.read_panoptic_ids(panoptic_dir, r)))
                 for r in records[start:start + batch_size]]
@@ -92,8 +98,9 @@ def reconstruct_set(ae_path: str, images: str, panoptic_json: str, panoptic_dir:
     formats.write_json(out_dir / "latent_stats.json", latent)
     formats.write_json(out_dir / "panoptic.json", {"annotations": annotations,
                                                    "categories": list(gt.categories.values())})
-    print("latent mean per channel:", " ".join(f"{m:+.3f}" for m in latent["mean"]))
-    print("latent std  per channel:", " ".join(f"{s:.3f}" for s in latent["std"]),
-          f"(overall {latent['std_all']:.3f}; scale factor 1/std = {latent['suggested_scale_factor']:.4f})")
+    if verbose:
+        print("latent mean per channel:", " ".join(f"{m:+.3f}" for m in latent["mean"]))
+        print("latent std  per channel:", " ".join(f"{s:.3f}" for s in latent["std"]),
+              f"(overall {latent['std_all']:.3f}; scale factor 1/std = {latent['suggested_scale_factor']:.4f})")
     log.finish(out_dir)
     return latent

@@ -243,7 +243,7 @@ class CocoInstancesDataset(Dataset):
         if image.shape[:2] != (record.height, record.width):
             raise LDMSegError(f"{self.image_dir / record.file_name}: size {image.shape[1::-1]} differs from its "
                               f"annotation's {(record.width, record.height)}")
-        ids, segments = panoptic_from_instances(record, self.set.path)
+        ids, segments = panoptic_from_instances(record)
         semantic = transforms.semantic_from_panoptic(ids, segments)
         rng = np.random.default_rng([self.seed, sample_seed, 6])
         return prepare_sample(image, ids, segments, self.sample, rng, semantic)
@@ -362,13 +362,37 @@ def semantic_folder(root: Path, classes: str, sample: SampleConfig, seed: int, t
                       "annotations/<split>/)")
 
 
+class ImageFolderDataset(Dataset):
+    """Unlabelled images (a folder of image files): what one-step distillation from a teacher reads (its targets
+    are the teacher's predictions, ldmseg.training.teacher). Items have the image only, resized and flipped as
+    every other set's."""
+
+    def __init__(self, root: str | Path, sample: SampleConfig, seed: int = 0):
+        self.root, self.sample, self.seed = Path(root), sample, seed
+        self.files = sorted(p for p in self.root.iterdir() if p.suffix.lower() in formats.IMAGE_SUFFIXES
+                            and p.is_file())
+        if not self.files:
+            raise LDMSegError(f"{root}: no images ({', '.join(formats.IMAGE_SUFFIXES)})")
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        index, sample_seed = _key(key)
+        image = formats.read_rgb(self.files[index % len(self)])
+        rng = np.random.default_rng([self.seed, sample_seed, 4])
+        out = prepare_sample(image, np.zeros(image.shape[:2], np.int64), [], self.sample, rng)
+        return {"image": out["image"]}
+
+
 def labelled_folder(root: str | Path, sample: SampleConfig, seed: int, train: bool,
-                    length: int | None = None, classes: str = "") -> Dataset:
+                    length: int | None = None, classes: str = "", unlabelled: bool = False) -> Dataset:
     """A real training / validation set by its layout: a COCO instances JSON (images/ beside it) or a folder with
     instances.json and images/, a semantic folder with a class list (`classes`, a JSON
     file or 'camvid', or the folder's classes.json), a COCO-panoptic folder (panoptic.json, images/, panoptic/)
     or ADE20K's ADEChallengeData2016 (its training / validation split, labels kept as 1..150 with 0 = ignore);
-    with `length`, only its first `length` items (validation)."""
+    with `length`, only its first `length` items (validation). `unlabelled`: a folder of images (or one with
+    images/) without labels is accepted too (distillation from a teacher's predictions)."""
     root = Path(root)
     if root.suffix == ".json" and root.is_file():
         data: Dataset = CocoInstancesDataset(root.parent / "images", root, sample, seed=seed)
@@ -382,6 +406,8 @@ def labelled_folder(root: str | Path, sample: SampleConfig, seed: int, train: bo
         data = ADE20KDataset(root, "training" if train else "validation", sample, seed, reduce_zero_label=False)
     elif (root / "panoptic.json").exists():
         data = PanopticDataset(root / "images", root / "panoptic.json", root / "panoptic", sample, seed=seed)
+    elif unlabelled:
+        data = ImageFolderDataset(root / "images" if (root / "images").is_dir() else root, sample, seed)
     else:
         raise LDMSegError(f"{root}: expected a COCO-panoptic folder (panoptic.json, images/, panoptic/), COCO "
                           "instances (a JSON with images/ beside it), ADE20K's ADEChallengeData2016 (images/, "

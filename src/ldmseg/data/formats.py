@@ -11,6 +11,7 @@ import io
 import json
 import math
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -57,7 +58,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files: give the output the usual permissions
+        usual_permissions(tmp)  # mkstemp makes 0600 files
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -68,6 +69,17 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def usual_permissions(path: str | Path) -> None:
+    """Give a written file, or every file below a written folder, the permissions the umask gives new files (0644
+    under the common 022): temp-file writers (mkstemp, safetensors' save_file) leave 0600 files, which other users
+    of a shared model or run folder could not read."""
+    mode = 0o666 & ~_umask()
+    root = Path(path)
+    for file in [root] if not root.is_dir() else sorted(root.rglob("*")):
+        if file.is_file() and not file.is_symlink():
+            os.chmod(file, mode)
 
 
 def write_png(path: str | Path, array: np.ndarray) -> None:
@@ -104,14 +116,33 @@ def write_panoptic_png(path: str | Path, ids: np.ndarray) -> None:
     write_png(path, id2rgb(ids))
 
 
+def check_regular(path: str | Path, what: str = "file") -> None:
+    """Refuse, before opening it, a path that is not a regular file: opening a FIFO blocks until a writer comes
+    (forever), and a device or socket is no image or JSON."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise LDMSegError(f"{path}: file not found") from None
+    except OSError as e:
+        raise LDMSegError(f"{path}: cannot read it ({e.strerror})") from None
+    if stat.S_ISDIR(mode):
+        raise LDMSegError(f"{path}: is a folder, not {what}")
+    if not stat.S_ISREG(mode):
+        raise LDMSegError(f"{path}: not a regular file (a pipe, device or socket); expected {what}")
+
+
 def read_json(path: str | Path) -> Any:
+    """A JSON file's value; a missing, irregular, undecodable or too deeply nested file is one line naming it."""
     path = Path(path)
+    check_regular(path, "a JSON file")
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
         raise LDMSegError(f"{path}: file not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise LDMSegError(f"{path}: broken JSON ({e})") from None
+    except RecursionError:
+        raise LDMSegError(f"{path}: broken JSON (nested too deeply to read)") from None
 
 
 def max_pixels() -> int:
@@ -131,7 +162,8 @@ def _open_image(path: Path) -> Image.Image:
 
 def _opened(path: str | Path, decode: bool) -> Image.Image:
     """The image with its header read and its size checked against the pixel limit before any decoding; decoded
-    too when `decode`. Every failure is one LDMSegError naming the file."""
+    too when `decode`. Every failure is one LDMSegError naming the file; only regular files are opened."""
+    check_regular(path, "an image")
     try:
         img = Image.open(path)
         limit = max_pixels()

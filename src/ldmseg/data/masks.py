@@ -16,6 +16,8 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ldmseg.errors import LDMSegError
+
 MASK_TYPES = ("blocks", "beit", "strokes")
 
 
@@ -83,9 +85,13 @@ def stroke_mask(size: tuple[int, int], drop_rate: float, rng: np.random.Generato
 
 def make_mask(kind: str, size: tuple[int, int], drop_rate: float, block: int, rng: np.random.Generator
               ) -> np.ndarray:
-    """One of MASK_TYPES by name (block size is ignored for strokes)."""
+    """One of MASK_TYPES by name (block size is ignored for strokes). A block larger than the mask is refused: it
+    would hide all or nothing, and tiling with it costs block^2 memory."""
     if not 0.0 <= drop_rate <= 1.0:
         raise ValueError(f"drop rate must be in [0, 1], got {drop_rate}")
+    if kind != "strokes" and not 1 <= block <= max(size):
+        raise LDMSegError(f"--block-size {block}: expected 1..{max(size)} px, at most the {size[1]}x{size[0]} mask "
+                          "(the processing resolution)")
     if kind == "blocks":
         return block_mask(size, block, drop_rate, rng)
     if kind == "beit":

@@ -42,7 +42,9 @@ class SilhouetteBank:
     @classmethod
     def from_instances(cls, path: str | Path, min_area: int = 16) -> SilhouetteBank:
         """Every non-crowd object of at least `min_area` px; annotations are checked as the data path checks them."""
-        from ldmseg.data.coco_instances import annotation_mask, load_instances
+        from pycocotools import mask as mask_utils
+
+        from ldmseg.data.coco_instances import annotation_rle, load_instances
 
         instances = load_instances(path)
         shapes = []
@@ -50,9 +52,10 @@ class SilhouetteBank:
             for ann in image.annotations:
                 if ann.get("iscrowd", 0):
                     continue
-                mask = annotation_mask(ann, image.height, image.width, instances.path)
-                if mask.sum() < min_area:
+                rle = annotation_rle(ann, image.height, image.width)
+                if mask_utils.area(rle) < min_area:  # counted from the runs: small ones are never decoded
                     continue
+                mask = mask_utils.decode(rle).view(bool)
                 rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
                 shapes.append(mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].copy())
         if not shapes:

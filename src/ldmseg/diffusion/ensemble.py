@@ -1,7 +1,7 @@
 """Ensembling: of several sampled panoptic maps of an image, keep the one the others agree with most,
 minus the segments the others do not confirm.
 
-Sampling is stochastic and every sample names its segments with arbitrary ids (REFERENCE §4), so
+Sampling is stochastic and every sample names its segments with arbitrary ids (docs/design.md, "Sampling"), so
 samples cannot be averaged pixel by pixel. Segment matching is what PQ already does, so the kept
 sample is the medoid under PQ: the one with the highest mean class-agnostic PQ against the other
 samples (minimum Bayes risk for the metric we are judged by). Then each of its segments must be

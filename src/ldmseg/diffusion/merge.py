@@ -16,6 +16,8 @@ the category id, isthing, area, bbox and, for things, the instance's score.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from ldmseg.diffusion.postprocess import BAND_PIXELS, bands, segment_infos
@@ -23,10 +25,14 @@ from ldmseg.errors import LDMSegError
 
 
 def merge_panoptic(instance_ids: np.ndarray, semantic: np.ndarray, categories: list[dict], min_area: int = 0,
-                   instance_scores: dict[int, float] | None = None, band_pixels: int = BAND_PIXELS
-                   ) -> tuple[np.ndarray, list[dict]]:
+                   instance_scores: dict[int, float] | None = None, band_pixels: int = BAND_PIXELS,
+                   given: frozenset[int] = frozenset()) -> tuple[np.ndarray, list[dict]]:
     """(HxW instance ids, 0 = VOID) + (HxW class ids, 0 = ignore) -> (int32 panoptic ids, segments_info).
-    Counted band by band of rows: memory linear in H x W with a small factor (100 MP inputs)."""
+    Counted band by band of rows: memory linear in H x W with a small factor (100 MP inputs).
+
+    `given` (inpainting): instance ids the user gave. Each stays one segment under its own number, whatever its
+    class (a given stuff segment is not pooled into its class's segment), and the other segments take fresh
+    numbers that skip them."""
     if instance_ids.shape != semantic.shape:
         raise LDMSegError(f"instance map {instance_ids.shape} and semantic map {semantic.shape} differ in size")
     rows = bands(instance_ids.shape, 8, band_pixels)
@@ -46,10 +52,13 @@ def merge_panoptic(instance_ids: np.ndarray, semantic: np.ndarray, categories: l
     area = votes.sum(1)
     votes[:, 0] = 0
     majority = votes.argmax(1)
-    kept = (uniq != 0) & (votes.max(1) > 0) & is_thing[majority] & (area >= max(min_area, 1))
+    is_given = np.isin(uniq, list(given)) & (uniq != 0) & (votes.max(1) > 0)
+    kept = is_given | ((uniq != 0) & (votes.max(1) > 0) & is_thing[majority] & (area >= max(min_area, 1)))
     kept_order = [k for k in np.argsort(-area, kind="stable") if kept[k]]
+    fresh = (i for i in itertools.count(1) if i not in given)
     lut = np.zeros(len(uniq), np.int32)
-    lut[kept_order] = np.arange(1, len(kept_order) + 1)
+    for k in kept_order:
+        lut[k] = uniq[k] if is_given[k] else next(fresh)
     category = {int(lut[k]): int(majority[k]) for k in kept_order}
     scores = {int(lut[k]): (instance_scores or {}).get(int(uniq[k])) for k in kept_order}
 
@@ -58,13 +67,11 @@ def merge_panoptic(instance_ids: np.ndarray, semantic: np.ndarray, categories: l
         inv, sem = band(y0, y1)
         free_counts += np.bincount(sem[(lut[inv] == 0) & is_stuff[sem]], minlength=top)
     stuff_id = np.zeros(top, np.int32)
-    next_id = len(kept_order) + 1
     for k in np.argsort(-free_counts, kind="stable"):
         if free_counts[k] == 0 or free_counts[k] < max(min_area, 1):
             continue
-        stuff_id[k] = next_id
-        category[next_id] = int(k)
-        next_id += 1
+        stuff_id[k] = next(fresh)
+        category[int(stuff_id[k])] = int(k)
 
     out = np.empty(instance_ids.shape, np.int32)
     for y0, y1 in rows:

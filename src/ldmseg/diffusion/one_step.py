@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
 from ldmseg.diffusion.objective import denoiser_input
+from ldmseg.models.depth_autoencoder import depth_autoencoder_loss
 
 MATCH_COST_INFINITY = 1e6  # channel 0 is VOID: never a segment's id
 
@@ -87,7 +88,7 @@ def instance_loss(decoded: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tenso
         return decoded.sum() * 0, {}
     ce = F.nll_loss(log_probs, target.long(), ignore_index=0)
     dice = matched_dice(log_probs, pairs)
-    return ce + dice, {"ce/instances": float(ce), "dice/instances": float(dice)}
+    return ce + dice, {"ce/instances": ce.item(), "dice/instances": dice.item()}
 
 
 def semantic_loss(decoded: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
@@ -99,12 +100,9 @@ def semantic_loss(decoded: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
 
 
 def depth_loss(decoded: torch.Tensor, depth: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-    """L1 on relative depth plus L1 on its spatial gradients (the depth AE's own loss: sharp occlusion edges)."""
-    pred = decoded[:, 0].float()
-    depth = depth.float()
-    l1 = (pred - depth).abs().mean()
-    grad = ((pred.diff(dim=-1) - depth.diff(dim=-1)).abs().mean() + (pred.diff(dim=-2) - depth.diff(dim=-2)).abs().mean())
-    return l1 + grad, {"l1/depth": float(l1)}
+    """The depth AE's own loss (L1 + gradient L1: sharp occlusion edges) on the decoded depth."""
+    loss, logs = depth_autoencoder_loss(decoded, depth.float())
+    return loss, {f"{k}/depth": v for k, v in logs.items()}
 
 
 LOSSES = {"instances": ("ids", instance_loss), "semantic": ("semantic", semantic_loss), "depth": ("depth", depth_loss)}

@@ -3,7 +3,7 @@
 Optional first step, id pruning (ours): an id survives only if it is the confident (p >= 0.5)
 argmax at >= `min_core` pixels; the logits of the others are dropped, so their pixels go to the
 best surviving id. This removes the thin spurious ids that blended latents decode to along
-segment boundaries (REFERENCE §8), giving those pixels to a neighbour instead of VOID.
+segment boundaries (docs/experiments.md), giving those pixels to a neighbour instead of VOID.
 Then the authors' code defaults: pixels whose top softmax probability is below `threshold` become
 VOID, segments smaller than `min_area` pixels become VOID, the rest are renumbered 1..K with a
 score (mean confidence).

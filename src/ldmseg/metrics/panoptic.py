@@ -1,6 +1,6 @@
 """Panoptic quality (PQ / SQ / RQ) by exactly the rules of cocodataset/panopticapi's pq_compute.
 
-Rules (REFERENCE §5): a prediction matches a GT segment of the same category, not crowd, with
+Rules (docs/design.md, "Evaluation"): a prediction matches a GT segment of the same category, not crowd, with
 IoU > 0.5, where the union leaves out the prediction's pixels on VOID. Unmatched non-crowd GT
 are FN. An unmatched prediction is an FP unless more than half of it lies on VOID plus the
 crowd region of its category. GT areas come from the JSON, prediction areas from the PNG.
@@ -231,9 +231,22 @@ def single_category_warning(gt: coco_panoptic.PanopticSet, pred: coco_panoptic.P
     gt_used = {s["category_id"] for r in gt.records for s in r.segments}
     if len(used) == 1 and len(gt_used) > 1:
         return (f"every predicted segment has category {used.pop()} while the GT uses {len(gt_used)}: a "
-                "class-agnostic prediction (task instances)? Score it with --class-agnostic, or predict "
+                "class-agnostic prediction (task instances)? Score it with --task instances, or predict "
                 "--task panoptic")
     return None
+
+
+def no_prediction(image_id: object, gt: coco_panoptic.PanopticSet, pred: coco_panoptic.PanopticSet,
+                  gt_json: str | Path, pred_json: str | Path) -> str:
+    """The line for a GT image the predictions lack: both flags named, how many are missing, and the likely cause
+    when the predictions name their images by file stem (predict without --gt-json)."""
+    have = pred.by_image_id
+    missing = sum(r.image_id not in have for r in gt.records)
+    stems = {Path(r.png_file).stem for r in gt.records}
+    cause = ("its image ids are file names: predict with --gt-json GT.json keeps the GT's ids"
+             if any(str(r.image_id) in stems for r in pred.records) else "--pred-json must use --gt-json's image ids")
+    return (f"--pred-json {pred_json}: no prediction for image_id {image_id!r} of --gt-json {gt_json} ({missing} of "
+            f"{len(gt.records)} GT images have none; {cause})")
 
 
 def evaluate_files(gt_json: str | Path, gt_dir: str | Path, pred_json: str | Path, pred_dir: str | Path,
@@ -248,7 +261,7 @@ def evaluate_files(gt_json: str | Path, gt_dir: str | Path, pred_json: str | Pat
     pairs = []
     for rec in gt.records:
         if rec.image_id not in by_id:
-            raise LDMSegError(f"{pred_json}: no prediction for image_id {rec.image_id!r}")
+            raise LDMSegError(no_prediction(rec.image_id, gt, pred, gt_json, pred_json))
         pairs.append((rec, by_id[rec.image_id]))
     categories = list(gt.categories.values())
     ev = PanopticEvaluator(categories, class_agnostic)

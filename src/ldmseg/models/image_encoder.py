@@ -148,6 +148,10 @@ class ViTImageEncoder(ModelMixin, ConfigMixin):
     def from_vit(cls, pretrained: str, out_channels: int = 64, downsample_factor: int = 8) -> ViTImageEncoder:
         """A transformers ViT checkpoint (a directory or hub id, e.g. google/vit-base-patch16-224-in21k)."""
         _, vit_model = _transformers_vit()
+        if not Path(pretrained).exists():  # a hub id: its downloads under connect and read timeouts
+            from ldmseg.weights import bound_hub_timeouts
+
+            bound_hub_timeouts()
         try:
             vit = vit_model.from_pretrained(pretrained, add_pooling_layer=False)
         except (OSError, ValueError) as err:  # missing directory, unknown hub id, no network, not a ViT

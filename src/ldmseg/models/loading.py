@@ -34,7 +34,10 @@ def load_autoencoder(path: str | Path, kind: str = "ids") -> nn.Module:
         raise LDMSegError(f"{config}: not {wanted} (class {name!r})")
     if Path(path).is_dir():
         check_component_dir(Path(path), classes[name])
-    return classes[name].from_pretrained(path, use_safetensors=True).eval()
+    try:
+        return classes[name].from_pretrained(path, use_safetensors=True).eval()
+    except ValueError as e:  # e.g. a tensor of the wrong shape: diffusers' message does not name the folder
+        raise LDMSegError(f"{path}: cannot load its weights ({str(e).splitlines()[0][:200]})") from None
 
 
 def load_mask_autoencoder(path: str | Path) -> nn.Module:

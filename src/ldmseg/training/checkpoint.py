@@ -16,6 +16,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ldmseg.data import formats
 from ldmseg.errors import LDMSegError
 
 
@@ -46,6 +47,7 @@ def save_tree(path: Path, name: str, obj: Any) -> None:
     tensors: dict[str, torch.Tensor] = {}
     skeleton = _split(obj, name, tensors)
     save_file(tensors, str(path / f"{name}.safetensors"))
+    formats.usual_permissions(path / f"{name}.safetensors")
     (path / f"{name}.json").write_text(json.dumps(skeleton))
 
 
@@ -82,7 +84,9 @@ def remove_leftovers(root: Path) -> None:
 
 
 def replace_directory(tmp: Path, target: Path) -> None:
-    """Put a finished folder in place of `target` (an export appears whole or not at all)."""
+    """Put a finished folder in place of `target` (an export appears whole or not at all), its files readable as
+    any other output (save_pretrained's safetensors are written 0600)."""
+    formats.usual_permissions(tmp)
     if target.exists():
         old = target.with_name(target.name + ".old")
         shutil.rmtree(old, ignore_errors=True)

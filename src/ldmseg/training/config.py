@@ -84,14 +84,15 @@ def trainable_task(text: str) -> str:
 
 # Every field's range or choices, by name: the parser checks flags with them, check_config_values config files.
 FIELD_CHECKS: dict[str, checks.Check] = {
-    **dict.fromkeys(("max_steps", "batch_size", "grad_accum", "checkpoint_every", "checkpoints_total_limit",
-                     "log_every", "crops_per_mask", "val_num", "latent_channels", "downsample_factor",
+    **dict.fromkeys(("max_steps", "batch_size", "checkpoint_every", "checkpoints_total_limit",
+                     "log_every", "crops_per_mask", "latent_channels", "downsample_factor",
                      "encoder_channels", "decoder_channels", "points_at_512", "image_channels",
                      "image_encoder_channels", "task_tokens", "slots"),
                     checks.positive),
     **dict.fromkeys(("val_steps", "inference_steps"), checks.sampling_steps),
-    "seed": checks.seed, "threads": checks.threads,
-    **dict.fromkeys(("warmup_steps", "val_every", "num_workers", "decoder_blocks",
+    "seed": checks.seed, "threads": checks.threads, "num_workers": checks.workers,
+    "grad_accum": checks.grad_accum, "val_num": checks.val_num,
+    **dict.fromkeys(("warmup_steps", "val_every", "decoder_blocks",
                      "head_hidden"), checks.non_negative),
     **dict.fromkeys(("weight_decay", "grad_clip", "time_limit_minutes", "kl_weight", "latent_noise", "ce_weight",
                      "latent_anchor", "bce_weight", "dice_weight", "gradient_weight", "scale_factor", "task_weights"),
@@ -110,6 +111,7 @@ FIELD_CHOICES: dict[str, tuple[str, ...]] = {
     "image_encoder": ("learned", "sd-vae", "vit"), "unet": ("tiny", "base", "small", "sd15"),
     "conditioning": ("task-embedding", "task-embedding+time", "none"),
     "prediction_type": ("epsilon", "v_prediction", "sample"), "objective": ("diffusion", "direct", "one-step"),
+    "targets": ("labels", "teacher"),
     "loss_weighting": ("paper", "min-snr", "none"), "reduction": ("sum", "mean"),
     "sampler": ("ddim", "dpm++", "unipc", "euler", "ddpm"), "timestep_spacing": ("trailing", "leading", "linspace"),
 }
@@ -249,7 +251,7 @@ def dumps(cfg) -> str:
 
 @dataclass
 class AutoencoderConfig(LoopConfig):
-    """Stage 1 (REFERENCE §2). Defaults: the shipped demo AE recipe on synthetic scenes."""
+    """Stage 1 (docs/design.md, "Stage 1"). Defaults: the shipped demo AE recipe on synthetic scenes."""
 
     out: str = "runs/mask-ae"
     target: str = "instances"  # what the AE encodes: instances (panoptic ids) | semantic (class ids) | depth
@@ -300,7 +302,8 @@ class AutoencoderConfig(LoopConfig):
 
 @dataclass
 class DiffusionConfig(LoopConfig):
-    """Stage 2 (REFERENCE §3). Loop defaults are the paper's optimiser; model defaults a small CPU model."""
+    """Stage 2 (docs/design.md, "Stage 2"). Loop defaults: the paper's optimiser; model defaults: a small CPU
+    model."""
 
     out: str = "runs/ldmseg"
     weight_decay: float = 0.1
@@ -334,6 +337,8 @@ class DiffusionConfig(LoopConfig):
     objective: str = "diffusion"  # 'diffusion' (the paper), 'direct': the discriminative baseline (semantic only;
     # the same networks predict the labels' latents in one step, cross-entropy through the frozen AE decoder), or
     # 'one-step': fine-tune an --init-from model to one deterministic call per task (diffusion.one_step)
+    targets: str = "labels"  # one-step: 'labels' (the data's own) or 'teacher' (the --init-from model's served
+    # predictions: --data may then be unlabelled images)
     prediction_type: str = "epsilon"  # epsilon (paper) | v_prediction | sample
     loss_weighting: str = "paper"  # paper | min-snr | none
     snr_gamma: float = 2.0

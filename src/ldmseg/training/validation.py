@@ -1,9 +1,11 @@
 """Validation shared by both stages: a metric of some predictor over a dataset, with a picture
-(class-agnostic PQ for instances, mIoU for semantic maps, RMSE for depth)."""
+(class-agnostic PQ for instances, mIoU for semantic maps, RMSE for depth), and the metric of a pipeline's samples
+for a task (its spec's metric)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -12,7 +14,11 @@ from torch.utils.data import Dataset
 from ldmseg.metrics.depth import DepthEvaluator
 from ldmseg.metrics.panoptic import PanopticEvaluator, segments_from_ids
 from ldmseg.metrics.semantic import SemanticEvaluator
+from ldmseg.tasks import task_spec
 from ldmseg.viz import colorize, colorize_depth, grid
+
+if TYPE_CHECKING:
+    from ldmseg.pipeline import LDMSegPipeline
 
 Prediction = tuple[np.ndarray, list[dict]]
 LogImage = Callable[[str, np.ndarray, int], None]
@@ -80,3 +86,38 @@ def depth_scores(dataset: Dataset, predict: Callable[[list[dict]], list[np.ndarr
     res = _score_maps(dataset, predict, DepthEvaluator(), "depth", colorize_depth, batch_size, show_image, step,
                       log_image, tag)
     return {"rmse": res["rmse"], "absrel": res["absrel"], "delta1": 100 * res["delta1"]}
+
+
+def sampled_pq(pipe: LDMSegPipeline, dataset, steps: int, batch_size: int = 8, seed: int = 0, step: int = 0,
+               log_image: LogImage | None = None, min_area: int | None = None, ensemble_size: int = 1
+               ) -> dict[str, float]:
+    """Class-agnostic PQ of pipeline samples on a dataset of (image, ids) items (one sample per image
+    unless `ensemble_size` says otherwise, whatever the pipeline's default)."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def predict(items: list[dict]) -> list:
+        out = pipe([it["image"] for it in items], num_inference_steps=steps, generator=gen, min_area=min_area,
+                   ensemble_size=ensemble_size, task="instances")
+        return list(zip(out.panoptic, out.segments_info, strict=True))
+
+    return agnostic_pq(dataset, predict, batch_size, show_image=True, tag="val/samples", step=step,
+                       log_image=log_image)
+
+
+def sampled_metrics(pipe: LDMSegPipeline, dataset, task: str, steps: int, batch_size: int = 8, seed: int = 0,
+                    step: int = 0, log_image: LogImage | None = None, ensemble_size: int = 1) -> dict[str, float]:
+    """The task's metric of pipeline samples: PQ/SQ/RQ (instances), mIoU (semantic), RMSE/AbsRel/delta1 (depth)."""
+    spec = task_spec(task)
+    if spec.metric == "pq":
+        return sampled_pq(pipe, dataset, steps, batch_size, seed, step, log_image, ensemble_size=ensemble_size)
+    gen = torch.Generator().manual_seed(seed)
+
+    def predict(items: list[dict]) -> list[np.ndarray]:
+        out = pipe([it["image"] for it in items], num_inference_steps=steps, generator=gen, task=task,
+                   ensemble_size=ensemble_size)
+        return out[spec.outputs[0]]
+
+    if spec.metric == "miou":
+        return semantic_scores(dataset, predict, pipe.semantic_autoencoder.num_ids, batch_size, show_image=True,
+                               step=step, log_image=log_image)
+    return depth_scores(dataset, predict, batch_size, show_image=True, step=step, log_image=log_image)

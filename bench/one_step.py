@@ -1,0 +1,163 @@
+"""One-step models against the multi-step ensembles they come from (issue 46), on fresh synthetic scenes: every
+task's score, UNet calls per image and seconds per image, each model served at its own defaults, and the
+multi-step model at one call (one sample, one step) for reference; then the wall time of a whole `ldmseg
+predict` on the same scenes for both models.
+
+    python bench/one_step.py [--one-step demo] [--ensemble demo-ensemble] [--num 100] [--log RUN.log]
+
+The scenes use a seed no training, tuning or other benchmark used (SEED). Writes bench/results/one_step.json and
+the `one_step` section of docs/benchmarks.md (with the distillation run's validation curve when --log is given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from common import bench_pipeline, machine, save_results
+from multitask import NUM_CLASSES, scenes
+
+from ldmseg.data.formats import write_png
+from ldmseg.data.synthetic import categories
+from ldmseg.data.transforms import void_segments
+from ldmseg.metrics.depth import DepthEvaluator
+from ldmseg.metrics.panoptic import PanopticEvaluator, segments_from_ids
+from ldmseg.metrics.semantic import SemanticEvaluator
+from ldmseg.training.autoencoder import VAL_SEED_OFFSET
+
+SEED = 9_407 + VAL_SEED_OFFSET  # fresh: no training, validation, tuning or other benchmark drew these scenes
+TASKS = ("instances", "panoptic", "semantic", "depth")
+
+
+def served(pipe, data: list, task: str, batch: int, **settings) -> tuple[list, float, float]:
+    """(outputs, UNet calls per image, seconds per image) of `task` over the scenes."""
+    calls = []
+    hook = pipe.unet.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    gen, outs, start = torch.Generator().manual_seed(0), [], time.perf_counter()
+    try:
+        for k in range(0, len(data), batch):
+            out = pipe([s.image for s in data[k:k + batch]], generator=gen, task=task, **settings)
+            outs += list(zip(out.panoptic, out.segments_info, strict=True)) if task in ("instances", "panoptic") \
+                else out[task]
+    finally:
+        hook.remove()
+    return outs, sum(calls) / len(data), (time.perf_counter() - start) / len(data)
+
+
+def score(task: str, data: list, outs: list) -> float:
+    """Class-agnostic PQ (instances), class-aware PQ All (panoptic), mIoU (semantic), RMSE (depth)."""
+    if task == "instances":
+        ev = PanopticEvaluator([], class_agnostic=True)
+        for s, (pred, segs) in zip(data, outs, strict=True):
+            gt = void_segments(s.ids.astype(np.int64), s.segments, 0, crowd=True)
+            ev.process(gt, segments_from_ids(gt), pred, segs)
+        return 100 * ev.evaluate()["All"]["pq"]
+    if task == "panoptic":
+        ev = PanopticEvaluator(categories())
+        for s, (pred, segs) in zip(data, outs, strict=True):
+            ev.process(s.ids, s.segments, pred, segs)
+        return 100 * ev.evaluate()["All"]["pq"]
+    if task == "semantic":
+        ev = SemanticEvaluator(NUM_CLASSES, 0)
+        for s, pred in zip(data, outs, strict=True):
+            ev.process(s.semantic, pred)
+        return 100 * ev.evaluate()["miou"]
+    ev = DepthEvaluator()
+    for s, pred in zip(data, outs, strict=True):
+        ev.process(s.depth, pred)
+    return ev.evaluate()["rmse"]
+
+
+def model_rows(name: str, data: list, batch: int, **settings) -> dict:
+    pipe = bench_pipeline(name)
+    rows = {}
+    for task in TASKS:
+        outs, calls, seconds = served(pipe, data, task, batch, **settings)
+        rows[task] = {"score": score(task, data, outs), "unet_calls": calls, "s_per_image": seconds}
+        print(name, settings, task, rows[task], flush=True)
+    return rows
+
+
+def predict_wall_time(model: str, images: Path, threads: int) -> float:
+    """Seconds of a whole `ldmseg predict` (default task) over the folder, start-up included."""
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "ldmseg", "predict", "--model", model, "--images", str(images),
+                        "--out", out, "--threads", str(threads)], check=True, capture_output=True)
+        return time.perf_counter() - start
+
+
+def validation_curve(log: str) -> dict[int, dict[str, float]]:
+    """'step N: pq X, ..., miou Y, ..., rmse Z' lines of the distillation run's console log."""
+    curve = {}
+    for step, rest in re.findall(r"step (\d+): ([^\n\r]*)", Path(log).read_text()):
+        curve[int(step)] = {m: float(v) for m, v in re.findall(r"\b(pq|miou|rmse) ([0-9.]+)", rest)}
+    return curve
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--one-step", default="demo")
+    ap.add_argument("--ensemble", default="demo-ensemble")
+    ap.add_argument("--num", type=int, default=100)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--log", default=None, help="the distillation run's console log (its validation curve)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    size = bench_pipeline(args.one_step).config.default_processing_resolution
+    data = scenes(SEED, args.num, size)
+    res: dict = {"machine": machine(), "threads": args.threads, "num": args.num, "seed": SEED, "size": size,
+                 "one_step_model": args.one_step, "ensemble_model": args.ensemble}
+    res["one_step"] = model_rows(args.one_step, data, args.batch)
+    res["ensemble"] = model_rows(args.ensemble, data, args.batch)
+    res["ensemble_one_call"] = model_rows(args.ensemble, data, args.batch, ensemble_size=1, num_inference_steps=1)
+    with tempfile.TemporaryDirectory() as folder:
+        for i, s in enumerate(data):
+            write_png(Path(folder) / f"{i:04d}.png", s.image)
+        res["predict_wall_s"] = {m: predict_wall_time(m, Path(folder), args.threads)
+                                 for m in (args.ensemble, args.one_step)}
+    if args.log:
+        res["validation_curve"] = validation_curve(args.log)
+    save_results("one_step", res, "\n".join(table(res, args)))
+    print("\n".join(table(res, args)))
+
+
+def table(res: dict, args: argparse.Namespace) -> list[str]:
+    names = {"instances": "instances, class-agnostic PQ", "panoptic": "panoptic, class-aware PQ",
+             "semantic": "semantic mIoU", "depth": "depth RMSE (lower is better)"}
+    one, ens, single = res["one_step"], res["ensemble"], res["ensemble_one_call"]
+    lines = ["## One-step models", "",
+             f"`{args.one_step}` (one-step) against `{args.ensemble}` (served multi-step ensemble) on {res['num']} "
+             f"fresh synthetic scenes ({res['size']}x{res['size']}, seed {res['seed']}), {res['threads']} thread(s); "
+             f"{res['machine']}. Calls: UNet calls per image. `bench/one_step.py`, `bench/results/one_step.json`.", "",
+             "| task | served ensemble | its 1 call | one-step | calls (ensemble / one-step) | s per image "
+             "(ensemble / one-step) |", "|---|---|---|---|---|---|"]
+    for task in TASKS:
+        digits = 3 if task == "depth" else 1
+        lines.append(f"| {names[task]} | {ens[task]['score']:.{digits}f} | {single[task]['score']:.{digits}f} | "
+                     f"{one[task]['score']:.{digits}f} | {ens[task]['unet_calls']:.0f} / {one[task]['unet_calls']:.0f}"
+                     f" | {ens[task]['s_per_image']:.3f} / {one[task]['s_per_image']:.3f} |")
+    wall = res["predict_wall_s"]
+    lines += ["", "Whole `ldmseg predict` (default task, start-up included) over the same scenes: "
+              + ", ".join(f"`{m}` {s:.1f} s" for m, s in wall.items()) + "."]
+    curve = res.get("validation_curve")
+    if curve:
+        steps = sorted(curve)
+        lines += ["", "Distillation run, validation on 48 held-out scenes of its own seed (one call per task):", "",
+                  "| step | " + " | ".join(str(k) for k in steps) + " |", "|---" * (len(steps) + 1) + "|"]
+        for metric, label in (("pq", "instances PQ"), ("miou", "semantic mIoU"), ("rmse", "depth RMSE")):
+            lines.append(f"| {label} | " + " | ".join(f"{curve[k].get(metric, float('nan')):.3g}" for k in steps)
+                         + " |")
+    return lines
+
+
+if __name__ == "__main__":
+    main()
