@@ -315,7 +315,7 @@ def test_class_agnostic_predictions_scored_class_aware_get_a_warning(tmp_path: P
     capsys.readouterr()
     assert main(["evaluate", "--gt-json", str(s / "panoptic.json"), "--gt-dir", str(s / "panoptic"), "--pred-json",
                  str(tmp_path / "agnostic.json"), "--pred-dir", str(s / "panoptic"), "--workers", "1"]) == 0
-    assert "--class-agnostic" in capsys.readouterr().err
+    assert "Score it with --task instances" in capsys.readouterr().err
 
 
 def test_app_answers_each_task_of_the_model(tmp_path: Path) -> None:

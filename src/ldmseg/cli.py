@@ -23,6 +23,7 @@ from ldmseg.cli_flags import (
     Rename,
     RenamedFlag,
     RenamingParser,
+    add_device,
     add_precision,
     add_threads,
     alias,
@@ -49,14 +50,15 @@ def _cmd_evaluate(a: argparse.Namespace) -> None:
     if a.out:
         outputs.check_outputs_apart(a.out, {"--gt-json": a.gt_json, "--gt-dir": a.gt_dir,
                                             "--pred-json": a.pred_json, "--pred-dir": a.pred_dir}, is_file=True)
-    if a.task == "semantic":
+    metric = task_spec(a.task).metric
+    if metric == "miou":
         from ldmseg.metrics.semantic import evaluate_semantic_dirs, format_semantic, semantic_names
 
         checks.fits_classes(a.num_classes)
         results = evaluate_semantic_dirs(a.gt_dir, a.pred_dir, a.num_classes, a.ignore_label, a.classes)
         print(EVALUATE_TITLES["semantic"])
         print(format_semantic(results, semantic_names(a.pred_dir, a.classes)))
-    elif a.task == "depth":
+    elif metric == "rmse":
         from ldmseg.metrics.depth import evaluate_depth_dirs, format_depth
 
         results = evaluate_depth_dirs(a.gt_dir, a.pred_dir)
@@ -67,7 +69,7 @@ def _cmd_evaluate(a: argparse.Namespace) -> None:
 
         if not (a.gt_json and a.pred_json):
             raise LDMSegError(f"evaluate --task {a.task}: needs --gt-json and --pred-json (or --task semantic|depth)")
-        agnostic = a.class_agnostic or a.task == "instances"
+        agnostic = a.class_agnostic or not task_spec(a.task).class_aware
         results = evaluate_files(a.gt_json, a.gt_dir, a.pred_json, a.pred_dir, agnostic, a.workers,
                                  warn=lambda m: print(f"ldmseg: warning: {m}", file=sys.stderr))
         print(EVALUATE_TITLES["instances" if agnostic else "panoptic"])
@@ -81,7 +83,7 @@ def _cmd_visualize(a: argparse.Namespace) -> None:
 
     outputs.check_outputs_apart(a.out, {"--images": a.images, "--gt-json": a.gt_json, "--gt-dir": a.gt_dir,
                                         "--pred-json": a.pred_json, "--pred-dir": a.pred_dir})
-    if a.task in ("semantic", "depth"):
+    if "panoptic" not in task_spec(a.task).outputs:  # semantic or depth: PNG folders
         if a.gt_json or a.pred_json:
             raise LDMSegError(f"visualize --task {a.task}: draws PNG folders, give --gt-dir and/or --pred-dir "
                               "(--gt-json / --pred-json are COCO-panoptic, --task panoptic)")
@@ -96,7 +98,7 @@ def _cmd_visualize(a: argparse.Namespace) -> None:
 def _cmd_demo(a: argparse.Namespace) -> None:
     from ldmseg.commands.demo import run_demo
 
-    run_demo(Path(a.out), num=a.num, seed=a.seed, verbose=a.verbose)
+    run_demo(Path(a.out), num=a.num, seed=a.seed, verbose=a.verbose, device=a.device)
 
 
 def _training_config(cls: type, a: argparse.Namespace):
@@ -197,7 +199,7 @@ def _cmd_predict(a: argparse.Namespace) -> None:
     outputs.check_outputs_apart(a.out, {"--images": a.images, "--gt-json": a.gt_json, "--model": a.model})
     checks.fits_sampling(a.batch_size, a.ensemble_size, getattr(a, "resolution", None))
     out = predict_folder(a.model, a.images, a.out, a.gt_json, a.steps, a.scheduler, a.seed, a.batch_size,
-                         a.resolution, a.ensemble_size, a.task, a.precision, a.preset)
+                         a.resolution, a.ensemble_size, a.task, a.precision, a.preset, a.device)
     print(f"wrote predictions to {out}")
 
 
@@ -205,7 +207,7 @@ def _cmd_inpaint(a: argparse.Namespace) -> None:
     from ldmseg.commands import inpaint
 
     common = dict(num_inference_steps=a.steps, sampler=a.scheduler, seed=a.seed, mask_rule=a.mask_rule,
-                  ensemble_size=a.ensemble_size, precision=a.precision, task=a.task)
+                  ensemble_size=a.ensemble_size, precision=a.precision, task=a.task, device=a.device)
     outputs.check_outputs_apart(a.out, {"--image": a.image, "--partial": a.partial, "--valid": a.valid,
                                         "--images": a.images, "--gt-json": a.gt_json, "--gt-dir": a.gt_dir,
                                         "--model": a.model})
@@ -235,7 +237,8 @@ def _cmd_app(a: argparse.Namespace) -> None:
         raise LDMSegError('the app needs Gradio: pip install "ldmseg[app]"')
     from ldmseg.commands.app import serve
 
-    serve(a.model, a.host, a.port, a.steps, precision=a.precision, time_limit=a.time_limit, verbose=a.verbose)
+    serve(a.model, a.host, a.port, a.steps, precision=a.precision, time_limit=a.time_limit, verbose=a.verbose,
+          device=a.device)
 
 
 def _cmd_convert_original(a: argparse.Namespace) -> None:
@@ -315,6 +318,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     v.set_defaults(func=_cmd_visualize)
 
     d = sub.add_parser("demo", help="the main job on the embedded default: synthetic scenes end to end")
+    add_device(d)
     d.add_argument("--out", default="ldmseg-demo", help="output folder (default: ldmseg-demo)")
     d.add_argument("--num", type=checks.positive, default=50, help="held-out scenes (default 50)")
     d.add_argument("--seed", type=checks.seed, default=12345, help="scene seed (default 12345)")

@@ -93,9 +93,17 @@ def add_threads(parser: argparse.ArgumentParser) -> None:
 
 
 def add_precision(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--precision", default=None, choices=["fp32", "bf16", "auto"],
-                        help="network arithmetic: bf16 autocast, fp32, or auto = bf16 where the hardware has it "
-                             "(default: the model's; the demo's is auto)")
+    """--precision and --device: how and where a command runs its model."""
+    parser.add_argument("--precision", default=None, choices=["fp32", "bf16", "fp16", "auto"],
+                        help="network arithmetic: bf16 autocast, fp16 (GPUs), fp32, or auto = bf16 where the "
+                             "hardware has it natively, else fp32 (default: the model's; the demo's is auto)")
+    add_device(parser)
+
+
+def add_device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto",
+                        help="where the model runs: auto (a GPU where there is one, else the CPU), cpu, cuda, cuda:N "
+                             "or mps (default: auto)")
 
 
 ENSEMBLE_HELP = ("samples per image; the one the others agree with most is kept "

@@ -69,10 +69,10 @@ class Segmenter:
     """The model side of the app: holds the pipeline, turns editor values into results on disk."""
 
     def __init__(self, model: str = "demo", steps: int | None = None, precision: str | None = None,
-                 time_limit: float = TIME_LIMIT):
+                 time_limit: float = TIME_LIMIT, device: str = "auto"):
         from ldmseg.commands.predict import serve
 
-        self.pipe, self.serving = serve(model, num_inference_steps=steps, precision=precision)
+        self.pipe, self.serving = serve(model, device=device, num_inference_steps=steps, precision=precision)
         self.pipe.set_progress_bar_config(disable=True)
         self.time_limit = time_limit
         self.root = Path(tempfile.mkdtemp(prefix="ldmseg-app-"))  # every result below it, removed at exit
@@ -257,7 +257,8 @@ def build_app(segmenter: Segmenter, examples: list[str]):
 
 
 def serve(model: str = "demo", host: str = "127.0.0.1", port: int = 7860, steps: int | None = None,
-          block: bool = True, precision: str | None = None, time_limit: float = TIME_LIMIT, verbose: bool = False):
+          block: bool = True, precision: str | None = None, time_limit: float = TIME_LIMIT, verbose: bool = False,
+          device: str = "auto"):
     """Start the app; returns the Blocks (with block=False the server runs in a background thread). Gradio's own
     start-up lines (among them a `share=True` hint the command has no flag for) only with `verbose`; otherwise
     the command prints the page's address alone.
@@ -272,7 +273,7 @@ def serve(model: str = "demo", host: str = "127.0.0.1", port: int = 7860, steps:
         import sys
 
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    segmenter = Segmenter(model, steps, precision, time_limit)
+    segmenter = Segmenter(model, steps, precision, time_limit, device)
     folder = Path(tempfile.mkdtemp(prefix="ldmseg-examples-"))
     atexit.register(shutil.rmtree, folder, True)
     examples = example_images(folder)

@@ -34,7 +34,7 @@ def _write_predictions(root: Path, name: str, preds: dict) -> tuple[Path, Path]:
     return root / name / "panoptic.json", root / name / "panoptic"
 
 
-def run_demo(out: Path, num: int = 50, seed: int = 12345, verbose: bool = False) -> dict:
+def run_demo(out: Path, num: int = 50, seed: int = 12345, verbose: bool = False, device: str = "auto") -> dict:
     """Run the demo; returns the results of each method (pq_compute shape, class-agnostic). `verbose` also prints
     the mask AE's latent statistics."""
     from tqdm import tqdm
@@ -66,12 +66,13 @@ def run_demo(out: Path, num: int = 50, seed: int = 12345, verbose: bool = False)
     if (DEMO_DIR / "model_index.json").exists():  # the stage-2 demo model, when this installation ships one
         from ldmseg.commands.predict import predict_folder
 
-        pred = predict_folder("demo", str(data / "images"), str(out / "ldmseg"), str(data / "panoptic.json"))
+        pred = predict_folder("demo", str(data / "images"), str(out / "ldmseg"), str(data / "panoptic.json"),
+                              device=device)
         name = "LDMSeg (latent diffusion)"
         results[name] = evaluate_files(data / "panoptic.json", data / "panoptic", pred / "panoptic.json",
                                        pred / "panoptic", True)
         pred_dirs[name] = pred / "panoptic"
-        task_results, precision = _other_tasks(data, out, pred)
+        task_results, precision = _other_tasks(data, out, pred, device)
     recon = out / "ae_reconstruction"
     results[ae_name] = evaluate_files(data / "panoptic.json", data / "panoptic", recon / "panoptic.json",
                                       recon / "panoptic", True)
@@ -123,7 +124,7 @@ def write_results(path: Path, results: dict, task_results: dict, num: int, seed:
                               "class_agnostic": scores, **other}, indent=1)
 
 
-def _other_tasks(data: Path, out: Path, pred: Path) -> tuple[dict, str]:
+def _other_tasks(data: Path, out: Path, pred: Path, device: str = "auto") -> tuple[dict, str]:
     """The demo model's other tasks on the same scenes, where it has them: class-aware PQ of its panoptic
     output, mIoU of the semantic maps that were merged into it, depth RMSE; and the precision it served in."""
     from ldmseg.commands.predict import load_pipeline, predict_folder
@@ -138,7 +139,8 @@ def _other_tasks(data: Path, out: Path, pred: Path) -> tuple[dict, str]:
                                                        pred / "panoptic.json", pred / "panoptic")
         found["semantic"] = evaluate_semantic_dirs(data / "semantic", pred / "semantic")
     if "depth" in tasks:
-        depth = predict_folder("demo", str(data / "images"), str(out / "ldmseg-depth"), task="depth")
+        depth = predict_folder("demo", str(data / "images"), str(out / "ldmseg-depth"), task="depth",
+                               device=device)
         found["depth"] = evaluate_depth_dirs(data / "depth", depth / "depth")
     return found, precision
 

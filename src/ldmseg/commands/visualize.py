@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from ldmseg.data import coco_panoptic, formats, outputs
 from ldmseg.errors import LDMSegError
+from ldmseg.tasks import task_spec
 from ldmseg.viz import (
     blend,
     class_colours,
@@ -148,7 +149,8 @@ def visualize_maps(task: str, images: str, gt_dir: str | None, pred_dir: str | N
     source = ImageSource(images)
     pngs = source.select(pngs, lambda png: (None, png))
     pngs = pngs[:limit] if limit else pngs
-    convention = GTConvention.of(pred_dir if gt_dir else None, classes) if task == "semantic" else None
+    kind = task_spec(task).outputs[0]  # the map kind drawn: 'semantic' or 'depth'
+    convention = GTConvention.of(pred_dir if gt_dir else None, classes) if kind == "semantic" else None
     categories = map_categories(gt_dir, pred_dir, convention)
 
     def sized(labels: np.ndarray, path: Path, image: np.ndarray) -> np.ndarray:
@@ -163,7 +165,7 @@ def visualize_maps(task: str, images: str, gt_dir: str | None, pred_dir: str | N
             if not folder:
                 continue
             path = Path(folder) / png
-            if task == "depth":
+            if kind == "depth":
                 panels.append(colorize_depth(sized(formats.read_depth_png(path), path, image)))
                 titles.append(f"{name} depth")
                 continue
@@ -172,7 +174,7 @@ def visualize_maps(task: str, images: str, gt_dir: str | None, pred_dir: str | N
             panels += [blend(image, colours), colours]
             titles += [f"{name} overlay", name]
             drawn.append(labels.ravel())
-        if task == "depth":
+        if kind == "depth":
             return with_depth_bar(grid(panels, titles))
         return with_legend(grid(panels, titles), class_colours(np.concatenate(drawn), categories))
 

@@ -239,7 +239,7 @@ class DiffusionTask:
         cfg = self.cfg
         aes = self.autoencoders
         return LDMSegPipeline(model.unet, model.image_encoder, aes.get("instances"),
-                              make_sampler(cfg.sampler, cfg.prediction_type, cfg.timestep_spacing),
+                              make_sampler(cfg.sampler, self.prediction_type, cfg.timestep_spacing),
                               model.task_embeddings, semantic_autoencoder=aes.get("semantic"),
                               depth_autoencoder=aes.get("depth"), scale_factor=self.scales.get("instances", 1.0),
                               scale_factors=self.scales, categories=self.categories,
@@ -248,6 +248,12 @@ class DiffusionTask:
                               default_processing_resolution=cfg.size, final_x0=cfg.objective != "diffusion",
                               trained_on=self.trained_on, initial_noise=self.initial_noise,
                               **self.postprocess)
+
+    @property
+    def prediction_type(self) -> str:
+        """What the UNet outputs: the one-step and direct objectives train it to give x0 ('sample') whatever
+        --prediction-type says; the diffusion objective, --prediction-type."""
+        return self.cfg.prediction_type if self.cfg.objective == "diffusion" else "sample"
 
     @property
     def initial_noise(self) -> str:
