@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from tqdm import tqdm
 
 from ldmseg.data import coco_panoptic, formats, outputs
+from ldmseg.data.run_record import RunRecord
 from ldmseg.devices import image_generators
 from ldmseg.errors import LDMSegError
 from ldmseg.tasks import task_spec
@@ -139,7 +141,9 @@ def predict_folder(model: str, images: str, out: str, panoptic_json: str | None 
     ensemble_size: samples drawn per image (default: the model's); precision: fp32 | bf16 (default: the model's);
     preset: one of the model's named settings (`presets` in its config, e.g. the converted paper model's "fast"),
     under the flags given explicitly. Each image's noise comes from `seed` and its own key (image_id, else its file
-    stem; ldmseg.devices.image_seed): its outputs do not depend on --batch-size or on the other images."""
+    stem; ldmseg.devices.image_seed): its outputs do not depend on --batch-size or on the other images. Run again
+    on the same `out` with the same settings, it continues a killed run (data.run_record): finished images are
+    skipped, and the final outputs equal an uninterrupted run's."""
     jobs = _jobs(images, panoptic_json)
     log = outputs.SkipLog()
     jobs = [job for job in jobs if log.attempt(str(job[1]), lambda p=job[1]: formats.check_image(p))]
@@ -149,13 +153,14 @@ def predict_folder(model: str, images: str, out: str, panoptic_json: str | None 
                           processing_resolution=resolution, ensemble_size=ensemble_size, precision=precision)
     spec = task_spec(serving.task)
     hint_slow_default(pipe, serving)
+    out_dir = Path(out)
+    record = RunRecord(out_dir, {"model": model, "seed": seed, "images": images, **dataclasses.asdict(serving)})
+    todo = [job for job in jobs if str(job[0]) not in record.done]
     if spec.names_classes and max((c["id"] for c in pipe.categories), default=0) > 255:
         raise LDMSegError("this model's class ids go above 255: they do not fit uint8 semantic PNGs")
-    out_dir = Path(out)
-    annotations, pictures = [], []
-    for start in tqdm(range(0, len(jobs), batch_size), desc=f"predicting {spec.name}", unit="batch"):
+    for start in tqdm(range(0, len(todo), batch_size), desc=f"predicting {spec.name}", unit="batch"):
         chunk = [(job, log.attempt(str(job[1]), lambda p=job[1]: formats.read_rgb(p)))
-                 for job in jobs[start:start + batch_size]]
+                 for job in todo[start:start + batch_size]]
         chunk = [(job, rgb) for job, rgb in chunk if rgb is not None]
         if not chunk:
             continue
@@ -164,14 +169,19 @@ def predict_folder(model: str, images: str, out: str, panoptic_json: str | None 
         for i, ((image_id, path, png), rgb) in enumerate(chunk):
             for n, name in enumerate(spec.outputs):
                 WRITERS[name](out_dir, png, rgb, result, i, pipe.categories, with_overlay=n == 0)
+            entry = {}
             if "panoptic" in spec.outputs:
-                annotations.append({"image_id": image_id, "file_name": png, "segments_info": result.segments_info[i]})
-                pictures.append({"id": image_id, "file_name": image_name(path, images), "height": rgb.shape[0],
-                                 "width": rgb.shape[1]})
+                entry["annotation"] = {"image_id": image_id, "file_name": png,
+                                       "segments_info": result.segments_info[i]}
+                entry["picture"] = {"id": image_id, "file_name": image_name(path, images), "height": rgb.shape[0],
+                                    "width": rgb.shape[1]}
+            record.add(image_id, entry)
             log.succeeded()
-    if spec.names_classes and log.done:  # names the ids of OUT/semantic for evaluate and people
+    finished = [record.done[str(job[0])] for job in jobs if str(job[0]) in record.done]  # in input order
+    if spec.names_classes and finished:  # names the ids of OUT/semantic for evaluate and people
         formats.write_json(out_dir / "categories.json", {"categories": pipe.categories}, indent=1)
-    if "panoptic" in spec.outputs and log.done:
+    if "panoptic" in spec.outputs and finished:
+        annotations, pictures = [f["annotation"] for f in finished], [f["picture"] for f in finished]
         categories = pipe.categories if spec.class_aware else AGNOSTIC_CATEGORIES
         formats.write_json(out_dir / "panoptic.json", {"images": pictures, "annotations": annotations,
                                                       "categories": categories})
