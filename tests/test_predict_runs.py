@@ -4,6 +4,8 @@ settings."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -75,3 +77,24 @@ def test_a_resumed_out_refuses_settings_that_change_results(model_and_scenes: tu
     assert predict(model, images, tmp_path / "out", "--steps", "1") == 2
     assert "made by a run with num_inference_steps = None, this run has 1" in capsys.readouterr().err
     assert predict(model, images, tmp_path / "out", "--batch-size", "1") == 0  # batch size changes nothing
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_single_process_outputs(model_and_scenes: tuple[Path, Path], tmp_path: Path) -> None:
+    """`accelerate launch --multi_gpu --num_processes 2` on a machine without GPUs (torch.distributed over gloo; in
+    accelerate 1.x `--cpu` alone starts one process): each process predicts its share, the first writes the JSON
+    after a barrier; every output file is the single-process run's."""
+    model, images = model_and_scenes
+    assert predict(model, images, tmp_path / "single", "--batch-size", "2") == 0
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "ldmseg", "predict",
+           "--model", str(model),
+           "--images", str(images), "--out", str(tmp_path / "two"), "--task", "panoptic", "--seed", "3",
+           "--threads", "1", "--batch-size", "2"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    single, two = files_of(tmp_path / "single"), files_of(tmp_path / "two")
+    bookkeeping = {"records.jsonl", "records.rank0.jsonl", "records.rank1.jsonl"}
+    assert {k for k in two if k not in bookkeeping} == {k for k in single if k not in bookkeeping}
+    assert all(two[k] == single[k] for k in single if k not in bookkeeping)
+    assert {"records.rank0.jsonl", "records.rank1.jsonl"} <= set(two)

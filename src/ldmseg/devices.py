@@ -5,6 +5,7 @@ an image's prediction depends on neither its batch, nor its place in the run, no
 from __future__ import annotations
 
 import hashlib
+import os
 
 import torch
 
@@ -21,10 +22,33 @@ def available_devices() -> list[str]:
     return names
 
 
+def process_group() -> tuple[int, int]:
+    """(rank, number of processes) of a run started by `accelerate launch` or torchrun (their RANK / WORLD_SIZE),
+    else (0, 1)."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def distributed_state():
+    """accelerate's state of a multi-process run: torch.distributed over NCCL on GPUs, over gloo on a machine
+    without CUDA (launched with `accelerate launch --multi_gpu`, which there starts CPU processes)."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def wait_for_everyone() -> None:
+    """A barrier across the run's processes."""
+    if process_group()[1] > 1:
+        distributed_state().wait_for_everyone()
+
+
 def resolve_device(name: str | torch.device | None) -> torch.device:
-    """'auto' (or None): the accelerator where one is present (CUDA, then Apple's MPS), else the CPU; any other name
-    must be one this machine has (one line naming what was asked and what there is)."""
+    """'auto' (or None): the accelerator where one is present (CUDA, then Apple's MPS; in a multi-process run this
+    process's own GPU), else the CPU; any other name must be one this machine has (one line naming what was asked
+    and what there is)."""
     have = available_devices()
+    if (name is None or str(name) == "auto") and process_group()[1] > 1:
+        return distributed_state().device
     if name is None or str(name) == "auto":
         return torch.device(next((d for d in ("cuda", "mps") if d in have), "cpu"))
     text = str(name)

@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from ldmseg.data import coco_panoptic, formats, outputs
 from ldmseg.data.run_record import RunRecord
-from ldmseg.devices import image_generators
+from ldmseg.devices import image_generators, process_group, wait_for_everyone
 from ldmseg.errors import LDMSegError
 from ldmseg.tasks import task_spec
 from ldmseg.viz import (
@@ -153,31 +153,31 @@ def predict_folder(model: str, images: str, out: str, panoptic_json: str | None 
                           processing_resolution=resolution, ensemble_size=ensemble_size, precision=precision)
     spec = task_spec(serving.task)
     hint_slow_default(pipe, serving)
-    out_dir = Path(out)
-    record = RunRecord(out_dir, {"model": model, "seed": seed, "images": images, **dataclasses.asdict(serving)})
-    todo = [job for job in jobs if str(job[0]) not in record.done]
     if spec.names_classes and max((c["id"] for c in pipe.categories), default=0) > 255:
         raise LDMSegError("this model's class ids go above 255: they do not fit uint8 semantic PNGs")
-    for start in tqdm(range(0, len(todo), batch_size), desc=f"predicting {spec.name}", unit="batch"):
+    out_dir = Path(out)
+    rank, world = process_group()
+    record = RunRecord(out_dir, {"model": model, "seed": seed, "images": images, **dataclasses.asdict(serving)},
+                       rank, world)
+    todo = [job for job in jobs if str(job[0]) not in record.done]
+    wait_for_everyone()  # every process has read what earlier runs finished before any writes a record
+    bar = tqdm(total=len(todo), desc=f"predicting {spec.name}", unit="image", disable=rank != 0)
+    todo = todo[rank::world]  # `accelerate launch`: each process its share, one bar (the first's) for them all
+    for start in range(0, len(todo), batch_size):
         chunk = [(job, log.attempt(str(job[1]), lambda p=job[1]: formats.read_rgb(p)))
                  for job in todo[start:start + batch_size]]
         chunk = [(job, rgb) for job, rgb in chunk if rgb is not None]
-        if not chunk:
-            continue
-        gens = image_generators(seed, [job[0] for job, _ in chunk])
-        result = pipe([rgb for _, rgb in chunk], generator=gens, serving=serving)
-        for i, ((image_id, path, png), rgb) in enumerate(chunk):
-            for n, name in enumerate(spec.outputs):
-                WRITERS[name](out_dir, png, rgb, result, i, pipe.categories, with_overlay=n == 0)
-            entry = {}
-            if "panoptic" in spec.outputs:
-                entry["annotation"] = {"image_id": image_id, "file_name": png,
-                                       "segments_info": result.segments_info[i]}
-                entry["picture"] = {"id": image_id, "file_name": image_name(path, images), "height": rgb.shape[0],
-                                    "width": rgb.shape[1]}
-            record.add(image_id, entry)
-            log.succeeded()
-    finished = [record.done[str(job[0])] for job in jobs if str(job[0]) in record.done]  # in input order
+        if chunk:
+            predict_chunk(pipe, serving, chunk, seed, out_dir, record, images)
+            for _ in chunk:
+                log.succeeded()
+        bar.update(min(batch_size * world, bar.total - bar.n))
+    bar.close()
+    wait_for_everyone()
+    if rank != 0:  # the first process writes the set's JSON from every process's records
+        return out_dir
+    done = record.read()
+    finished = [done[str(job[0])] for job in jobs if str(job[0]) in done]  # in input order
     if spec.names_classes and finished:  # names the ids of OUT/semantic for evaluate and people
         formats.write_json(out_dir / "categories.json", {"categories": pipe.categories}, indent=1)
     if "panoptic" in spec.outputs and finished:
@@ -187,6 +187,22 @@ def predict_folder(model: str, images: str, out: str, panoptic_json: str | None 
                                                       "categories": categories})
     log.finish(out_dir)
     return out_dir
+
+
+def predict_chunk(pipe, serving, chunk: list, seed: int, out: Path, record: RunRecord, images: str) -> None:
+    """Predict one batch of (job, image) pairs, write every image's files, then note each as finished."""
+    spec = task_spec(serving.task)
+    result = pipe([rgb for _, rgb in chunk], generator=image_generators(seed, [job[0] for job, _ in chunk]),
+                  serving=serving)
+    for i, ((image_id, path, png), rgb) in enumerate(chunk):
+        for n, name in enumerate(spec.outputs):
+            WRITERS[name](out, png, rgb, result, i, pipe.categories, with_overlay=n == 0)
+        entry = {}
+        if "panoptic" in spec.outputs:
+            entry["annotation"] = {"image_id": image_id, "file_name": png, "segments_info": result.segments_info[i]}
+            entry["picture"] = {"id": image_id, "file_name": image_name(path, images), "height": rgb.shape[0],
+                                "width": rgb.shape[1]}
+        record.add(image_id, entry)
 
 
 def write_panoptic(out: Path, png: str, image, result, i: int, categories: list[dict], with_overlay: bool) -> None:

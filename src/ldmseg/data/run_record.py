@@ -17,15 +17,15 @@ from typing import Any
 from ldmseg.data.formats import read_json, write_json
 from ldmseg.errors import LDMSegError
 
-SETTINGS_FILE, RECORDS_FILE = "run.json", "records.jsonl"
+SETTINGS_FILE, RECORDS_FILE = "run.json", "records.jsonl"  # several processes: records.rank<R>.jsonl each
 
 
 class RunRecord:
     """The finished images of a run in `out`, by key (an image's id or file stem)."""
 
-    def __init__(self, out: Path, settings: dict[str, Any]):
+    def __init__(self, out: Path, settings: dict[str, Any], rank: int = 0, world: int = 1):
         self.out, self.settings = Path(out), json.loads(json.dumps(settings))
-        self.path = self.out / RECORDS_FILE
+        self.path = self.out / (RECORDS_FILE if world == 1 else f"records.rank{rank}.jsonl")
         self.done: dict[str, dict] = {}
         saved = self.out / SETTINGS_FILE
         if saved.exists():
@@ -36,18 +36,24 @@ class RunRecord:
                 raise LDMSegError(f"{self.out}: made by a run with {name} = {before.get(name)!r}, this run has "
                                   f"{self.settings.get(name)!r}; continue it with the same settings, or give a new "
                                   "--out")
-            self.done = self._read()
+            self.done = self.read()
         else:
+            self.out.mkdir(parents=True, exist_ok=True)
             write_json(saved, self.settings, indent=1)
 
-    def _read(self) -> dict[str, dict]:
+    def read(self) -> dict[str, dict]:
+        """Every finished image, from the records of all processes (of this and earlier runs)."""
         done = {}
-        if not self.path.exists():
-            return done
-        text = self.path.read_text()
-        if text and not text.endswith("\n"):  # a kill mid-append: drop the torn tail before appending again
+        for path in sorted(self.out.glob("records*.jsonl")):
+            done.update(self._read(path))
+        return done
+
+    def _read(self, path: Path) -> dict[str, dict]:
+        done = {}
+        text = path.read_text()
+        if text and not text.endswith("\n") and path == self.path:  # a kill mid-append: drop the torn tail
             text = text[:text.rfind("\n") + 1]
-            self.path.write_text(text)
+            path.write_text(text)
         for line in text.splitlines():
             try:
                 record = json.loads(line)
