@@ -98,3 +98,14 @@ def test_two_processes_give_the_single_process_outputs(model_and_scenes: tuple[P
     assert {k for k in two if k not in bookkeeping} == {k for k in single if k not in bookkeeping}
     assert all(two[k] == single[k] for k in single if k not in bookkeeping)
     assert {"records.rank0.jsonl", "records.rank1.jsonl"} <= set(two)
+
+
+def test_predict_evaluates_its_own_outputs_at_the_end(model_and_scenes: tuple[Path, Path], tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    model, images = model_and_scenes
+    gt = images.parent / "panoptic.json"
+    assert predict(model, images, tmp_path / "p", "--gt-json", str(gt), "--evaluate") == 0
+    printed = capsys.readouterr().out
+    assert "class-aware panoptic quality (--task panoptic)" in printed and "All" in printed
+    assert predict(model, images, tmp_path / "q", "--evaluate") == 2
+    assert "predict --evaluate: give --gt-json" in capsys.readouterr().err

@@ -197,10 +197,38 @@ def _cmd_predict(a: argparse.Namespace) -> None:
     from ldmseg.commands.predict import predict_folder
 
     outputs.check_outputs_apart(a.out, {"--images": a.images, "--gt-json": a.gt_json, "--model": a.model})
+    if a.evaluate and not a.gt_json:
+        raise LDMSegError("predict --evaluate: give --gt-json (and --gt-dir unless it lies beside the JSON)")
     checks.fits_sampling(a.batch_size, a.ensemble_size, getattr(a, "resolution", None))
     out = predict_folder(a.model, a.images, a.out, a.gt_json, a.steps, a.scheduler, a.seed, a.batch_size,
                          a.resolution, a.ensemble_size, a.task, a.precision, a.preset, a.device)
     print(f"wrote predictions to {out}")
+    from ldmseg.devices import process_group
+
+    if a.evaluate and process_group()[0] == 0:
+        _evaluate_predictions(a.gt_json, a.gt_dir or _gt_dir_of(a.gt_json), out)
+
+
+def _evaluate_predictions(gt_json: str, gt_dir: str | Path, out: Path) -> None:
+    """predict --evaluate: the PQ table of OUT against the GT set (class-aware or not as the task was)."""
+    from ldmseg.data.formats import read_json
+    from ldmseg.metrics.panoptic import evaluate_files, format_table
+
+    task = task_spec(read_json(out / "run.json")["task"])
+    if "panoptic" not in task.outputs:
+        raise LDMSegError(f"predict --evaluate: scores panoptic outputs; task {task.name} has none (use evaluate "
+                          f"--task {task.name})")
+    results = evaluate_files(gt_json, gt_dir, out / "panoptic.json", out / "panoptic", not task.class_aware,
+                             warn=lambda m: print(f"ldmseg: warning: {m}", file=sys.stderr))
+    print(EVALUATE_TITLES[task.name])
+    print(format_table(results))
+
+
+def _gt_dir_of(gt_json: str) -> Path:
+    """COCO's layout (panoptic_val2017.json beside panoptic_val2017/), else panoptic/ beside panoptic.json."""
+    path = Path(gt_json)
+    same = path.with_suffix("")
+    return same if same.is_dir() else path.parent / "panoptic"
 
 
 def _cmd_inpaint(a: argparse.Namespace) -> None:
@@ -352,6 +380,10 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     pr.add_argument("--gt-json", help="a COCO-panoptic GT JSON: keep its image_id / file_name, so that evaluate "
                                       "scores the output against it (default: none)")
     alias(pr, "--panoptic-json", "--gt-json")
+    pr.add_argument("--evaluate", action="store_true",
+                    help="with --gt-json: print the PQ table of the predictions at the end (default: off)")
+    pr.add_argument("--gt-dir", help="the GT PNG folder for --evaluate (default: the folder beside --gt-json named "
+                                     "like it, COCO's layout, or panoptic/ beside panoptic.json)")
     pr.add_argument("--out", required=True, help="output folder (created)")
     pr.add_argument("--steps", type=checks.sampling_steps, default=None,
                      help="sampling steps, 1-1000 (default: the model's)")
