@@ -4,6 +4,7 @@ settings."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -109,3 +110,18 @@ def test_predict_evaluates_its_own_outputs_at_the_end(model_and_scenes: tuple[Pa
     assert "class-aware panoptic quality (--task panoptic)" in printed and "All" in printed
     assert predict(model, images, tmp_path / "q", "--evaluate") == 2
     assert "predict --evaluate: give --gt-json" in capsys.readouterr().err
+
+
+def test_the_gpu_check_script_plans_its_runs_without_a_gpu() -> None:
+    """scripts/gpu_check.sh is kept ready for a lent GPU machine: its argument handling runs anywhere."""
+    root = Path(__file__).resolve().parents[1]
+    res = subprocess.run(["bash", str(root / "scripts" / "gpu_check.sh")], env={**os.environ, "DRY_RUN": "1"},
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    lines = res.stdout.strip().splitlines()
+    assert len(lines) == 12 and sum("--num_processes 4" in line for line in lines) == 6
+    assert {p for line in lines for p in ("fp32", "bf16", "fp16") if f"--precision {p}" in line} == {"fp32", "bf16",
+                                                                                                       "fp16"}
+    bad = subprocess.run([sys.executable, str(root / "bench" / "gpu_check.py"), "--dry-run", "--full-images", "0"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "must be >= 1" in bad.stderr
