@@ -15,7 +15,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from PIL import Image
 
 from ldmseg.cli import main
-from ldmseg.conversion import ORIGINAL_SERVING, autoencoder_from_original, pipeline_from_original
+from ldmseg.conversion import ORIGINAL_SERVING, autoencoder_from_original
 from ldmseg.diffusion.schedule import make_sampler
 from ldmseg.errors import LDMSegError
 from ldmseg.models.loading import load_mask_autoencoder
@@ -243,12 +243,12 @@ def test_ema_weights_are_served_unless_raw_is_asked(files: dict, stable_diffusio
     shadow = [files["unet_state"][k] + 1.0 for k in names]
     ema = {"decay": 0.9999, "optimization_step": 1000, "shadow_params": shadow}
     path = write_ldm(tmp_path / "ema.pt", files["ae_state"], files["unet_state"], ema)
-    served = pipeline_from_original(path, str(stable_diffusion)).unet.state_dict()
-    raw = pipeline_from_original(path, str(stable_diffusion), weights="raw").unet.state_dict()
+    served = LDMSegPipeline.from_original(path, str(stable_diffusion)).unet.state_dict()
+    raw = LDMSegPipeline.from_original(path, str(stable_diffusion), weights="raw").unet.state_dict()
     assert torch.equal(served[names[5]], shadow[5]) and torch.equal(raw[names[5]], files["unet_state"][names[5]])
     bad = write_ldm(tmp_path / "short.pt", files["ae_state"], files["unet_state"], {"shadow_params": shadow[:-1]})
     with pytest.raises(LDMSegError, match="'ema' holds"):
-        pipeline_from_original(bad, str(stable_diffusion))
+        LDMSegPipeline.from_original(bad, str(stable_diffusion))
 
 
 class NeedsCode:

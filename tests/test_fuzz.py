@@ -177,7 +177,7 @@ def runs_as_mask(counts: list[int], height: int, width: int) -> np.ndarray:
     return flat.reshape(width, height).T
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(instance_sets())
 def test_instance_records_give_a_checked_result_or_one_error(data: dict) -> None:
     from pycocotools import mask as mask_utils

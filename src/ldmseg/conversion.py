@@ -1,5 +1,5 @@
-"""The paper's own models in ldmseg: the authors' released checkpoints -> an `LDMSegPipeline` (or a mask AE) that
-every command loads, served with the authors' evaluation settings.
+"""The paper's own models in ldmseg: the authors' released checkpoints -> the parts of an `LDMSegPipeline` (or a
+mask AE) that every command loads, served with the authors' evaluation settings.
 
 Their evaluation (tools/scripts/eval.sh and their base config): 50 DDIM steps on timesteps 999, 979, ..., 19
 (diffusers' "trailing" spacing), the last step returning x0, self-conditioning on the previous step's x0, images
@@ -43,19 +43,19 @@ def autoencoder_from_original(ae_file: str | Path):
     return mask_autoencoder_from_state(state, Path(ae_file), config_of(data, "vae_model_kwargs"))
 
 
-def pipeline_from_original(ldm_file: str | Path, stable_diffusion: str, ae_file: str | Path | None = None,
-                           weights: str = "ema"):
-    """Their LDM file as an `LDMSegPipeline`: the UNet (`weights`: its EMA copy where the file has one, or the raw
-    weights) and the mask AE it was trained with (`vae_semseg`; an `ae_file` given beside must hold the same), the
-    image encoder and the UNet's configuration from `stable_diffusion` (an SD directory or hub id: their code used
-    CompVis/stable-diffusion-v1-4), served with their evaluation settings."""
+def original_components(ldm_file: str | Path, stable_diffusion: str, ae_file: str | Path | None = None,
+                        weights: str = "ema") -> dict:
+    """Their LDM file as the components and config of an `LDMSegPipeline` (`LDMSegPipeline.from_original` builds
+    it; this module does not import the pipeline, so the two do not import each other): the UNet (`weights`: its
+    EMA copy where the file has one, or the raw weights) and the mask AE it was trained with (`vae_semseg`; an
+    `ae_file` given beside must hold the same), the image encoder and the UNet's configuration from
+    `stable_diffusion` (an SD directory or hub id: their code used CompVis/stable-diffusion-v1-4), served with
+    their evaluation settings."""
     from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 
     from ldmseg.diffusion.schedule import make_sampler
     from ldmseg.models.denoiser import TaskEmbeddings
     from ldmseg.models.image_encoder import SDVAEImageEncoder, sd_subfolder
-    from ldmseg.pipeline import LDMSegPipeline
-
     if weights not in WEIGHTS:
         raise LDMSegError(f"--weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
     if not Path(stable_diffusion).exists() and (stable_diffusion.count("/") != 1 or stable_diffusion.startswith(".")):
@@ -89,7 +89,7 @@ def pipeline_from_original(ldm_file: str | Path, stable_diffusion: str, ae_file:
                           f"{2 * d + image_encoder.out_channels}")
     tokens = TaskEmbeddings(("instances",), 1, unet.config.cross_attention_dim).requires_grad_(False)
     tokens.embeddings.data.zero_()  # cross-attention is bypassed: the token reaches nothing
-    return LDMSegPipeline(unet, image_encoder, ae, make_sampler("ddim", "epsilon", "trailing"), tokens,
-                          scale_factor=ORIGINAL_MASK_SCALE, scale_factors={"instances": ORIGINAL_MASK_SCALE},
-                          self_condition=extra == d, trained_on=TRAINED_ON, presets={"fast": FAST_PRESET},
-                          **ORIGINAL_SERVING)
+    return dict(unet=unet, image_encoder=image_encoder, mask_autoencoder=ae,
+                scheduler=make_sampler("ddim", "epsilon", "trailing"), task_embeddings=tokens,
+                scale_factor=ORIGINAL_MASK_SCALE, scale_factors={"instances": ORIGINAL_MASK_SCALE},
+                self_condition=extra == d, trained_on=TRAINED_ON, presets={"fast": FAST_PRESET}, **ORIGINAL_SERVING)

@@ -111,9 +111,9 @@ class LDMSegPipeline(DiffusionPipeline):
         """The authors' released LDM checkpoint (a torch pickle, read with weights_only) with SD's configuration
         and image encoder, served with their evaluation settings (ldmseg.conversion); `save_pretrained` it once,
         then load the directory."""
-        from ldmseg.conversion import pipeline_from_original
+        from ldmseg.conversion import original_components
 
-        return pipeline_from_original(ldm_file, stable_diffusion, ae_file, weights).use_channels_last()
+        return cls(**original_components(ldm_file, stable_diffusion, ae_file, weights)).use_channels_last()
 
     def use_channels_last(self) -> LDMSegPipeline:
         """Every network's conv weights in channels_last (NHWC) layout, which from_pretrained does for serving:

@@ -13,7 +13,8 @@ from ldmseg.errors import LDMSegError
 def convert_original(out: str | Path, ldm: str | None = None, ae: str | None = None,
                      stable_diffusion: str | None = None, weights: str = "ema") -> str:
     """Convert and save; returns what was written, in words. Safetensors only."""
-    from ldmseg.conversion import autoencoder_from_original, pipeline_from_original
+    from ldmseg.conversion import autoencoder_from_original, original_components
+    from ldmseg.pipeline import LDMSegPipeline
 
     out = Path(out)
     check_out(out)
@@ -21,7 +22,7 @@ def convert_original(out: str | Path, ldm: str | None = None, ae: str | None = N
         if not stable_diffusion:
             raise LDMSegError("convert-original --ldm needs --stable-diffusion DIR|HUB_ID (the UNet's configuration "
                               "and the image encoder; their code used CompVis/stable-diffusion-v1-4)")
-        model = pipeline_from_original(ldm, stable_diffusion, ae, weights)
+        model = LDMSegPipeline(**original_components(ldm, stable_diffusion, ae, weights))
         what = f"an LDMSeg pipeline ({sum(p.numel() for p in model.unet.parameters()) / 1e6:.0f} M UNet parameters)"
     elif ae:
         model = autoencoder_from_original(ae)
