@@ -217,6 +217,8 @@ def test_their_timesteps_are_trailing_ddim() -> None:
 
 
 def test_converted_pipeline_serves_predict_inpaint_and_the_app(converted: Path, tmp_path: Path) -> None:
+    modes = {f.stat().st_mode & 0o777 for f in converted.rglob("*") if f.is_file()}
+    assert len(modes) == 1 and modes.pop() & 0o044  # weights readable like the configs beside them
     pipe = LDMSegPipeline.from_pretrained(converted)
     image = np.random.default_rng(0).integers(0, 255, (40, 56, 3), np.uint8)  # any size
     out = pipe(image, num_inference_steps=2, processing_resolution=64, generator=torch.Generator().manual_seed(0))

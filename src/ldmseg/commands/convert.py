@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+from ldmseg.data.formats import usual_permissions
 from ldmseg.errors import LDMSegError
 
 
@@ -32,6 +33,7 @@ def convert_original(out: str | Path, ldm: str | None = None, ae: str | None = N
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
         model.save_pretrained(tmp, safe_serialization=True)
+        usual_permissions(tmp)  # safetensors writes 0600 files; a model folder is read by others too
         if out.exists():
             out.rmdir()  # an empty folder (check_out refused anything else)
         os.replace(tmp, out)
