@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import NamedTuple
 
 from tqdm import tqdm
 
@@ -80,19 +81,30 @@ def model_domain(pipe) -> str:
     return text
 
 
-def _jobs(images: str, panoptic_json: str | None) -> list[tuple[object, Path, str]]:
-    """(image_id, image path, output PNG name) per image: from the JSON when given, else `images` (image_files)."""
+class Job(NamedTuple):
+    """One image of a run: its key (image_id, or file stem), where it is, its output PNG name and its `file_name`
+    in the output JSON."""
+
+    image_id: object
+    path: Path
+    png: str
+    name: str
+
+
+def _jobs(images: str, panoptic_json: str | None) -> list[Job]:
+    """One Job per image: from the JSON when given, else `images` (image_files)."""
     if panoptic_json:
         gt = coco_panoptic.load_panoptic_json(panoptic_json)
         from ldmseg.commands.visualize import find_image
 
-        return [(r.image_id, find_image(Path(images), r), r.png_file) for r in gt.records]
+        found = [(r.image_id, find_image(Path(images), r), r.png_file) for r in gt.records]
+        return [Job(key, path, png, image_name(path, images)) for key, path, png in found]
     files = image_files(images)
     stems = [p.stem for p in files]
     if len(set(stems)) != len(stems):
         twice = sorted({s for s in stems if stems.count(s) > 1})[0]
         raise LDMSegError(f"--images: two inputs are named {twice!r}; their outputs would collide")
-    return [(p.stem, p, p.with_suffix(".png").name) for p in files]
+    return [Job(p.stem, p, p.with_suffix(".png").name, image_name(p, images)) for p in files]
 
 
 def image_name(path: Path, images: str) -> str:
@@ -146,7 +158,7 @@ def predict_folder(model: str, images: str, out: str, panoptic_json: str | None 
     skipped, and the final outputs equal an uninterrupted run's."""
     jobs = _jobs(images, panoptic_json)
     log = outputs.SkipLog()
-    jobs = [job for job in jobs if log.attempt(str(job[1]), lambda p=job[1]: formats.check_image(p))]
+    jobs = [job for job in jobs if log.attempt(str(job.path), lambda p=job.path: formats.check_image(p))]
     if not jobs:
         log.finish(Path(out))
     pipe, serving = serve(model, preset, device=device, task=task, num_inference_steps=steps, sampler=scheduler,
@@ -159,16 +171,16 @@ def predict_folder(model: str, images: str, out: str, panoptic_json: str | None 
     rank, world = process_group()
     record = RunRecord(out_dir, {"model": model, "seed": seed, "images": images, **dataclasses.asdict(serving)},
                        rank, world)
-    todo = [job for job in jobs if str(job[0]) not in record.done]
+    todo = [job for job in jobs if str(job.image_id) not in record.done]
     wait_for_everyone()  # every process has read what earlier runs finished before any writes a record
     bar = tqdm(total=len(todo), desc=f"predicting {spec.name}", unit="image", disable=rank != 0)
     todo = todo[rank::world]  # `accelerate launch`: each process its share, one bar (the first's) for them all
     for start in range(0, len(todo), batch_size):
-        chunk = [(job, log.attempt(str(job[1]), lambda p=job[1]: formats.read_rgb(p)))
+        chunk = [(job, log.attempt(str(job.path), lambda p=job.path: formats.read_rgb(p)))
                  for job in todo[start:start + batch_size]]
         chunk = [(job, rgb) for job, rgb in chunk if rgb is not None]
         if chunk:
-            predict_chunk(pipe, serving, chunk, seed, out_dir, record, images)
+            predict_chunk(pipe, serving, chunk, seed, out_dir, record)
             for _ in chunk:
                 log.succeeded()
         bar.update(min(batch_size * world, bar.total - bar.n))
@@ -177,7 +189,7 @@ def predict_folder(model: str, images: str, out: str, panoptic_json: str | None 
     if rank != 0:  # the first process writes the set's JSON from every process's records
         return out_dir
     done = record.read()
-    finished = [done[str(job[0])] for job in jobs if str(job[0]) in done]  # in input order
+    finished = [done[str(job.image_id)] for job in jobs if str(job.image_id) in done]  # in input order
     if spec.names_classes and finished:  # names the ids of OUT/semantic for evaluate and people
         formats.write_json(out_dir / "categories.json", {"categories": pipe.categories}, indent=1)
     if "panoptic" in spec.outputs and finished:
@@ -189,39 +201,41 @@ def predict_folder(model: str, images: str, out: str, panoptic_json: str | None 
     return out_dir
 
 
-def predict_chunk(pipe, serving, chunk: list, seed: int, out: Path, record: RunRecord, images: str) -> None:
+def predict_chunk(pipe, serving, chunk: list[tuple[Job, object]], seed: int, out: Path, record: RunRecord) -> None:
     """Predict one batch of (job, image) pairs, write every image's files, then note each as finished."""
     spec = task_spec(serving.task)
-    result = pipe([rgb for _, rgb in chunk], generator=image_generators(seed, [job[0] for job, _ in chunk]),
+    result = pipe([rgb for _, rgb in chunk], generator=image_generators(seed, [job.image_id for job, _ in chunk]),
                   serving=serving)
-    for i, ((image_id, path, png), rgb) in enumerate(chunk):
+    for i, (job, rgb) in enumerate(chunk):
+        maps = {key: value[i] for key, value in result.items() if isinstance(value, list)}
         for n, name in enumerate(spec.outputs):
-            WRITERS[name](out, png, rgb, result, i, pipe.categories, with_overlay=n == 0)
+            WRITERS[name](out, job.png, rgb, maps, pipe.categories, n == 0)
         entry = {}
         if "panoptic" in spec.outputs:
-            entry["annotation"] = {"image_id": image_id, "file_name": png, "segments_info": result.segments_info[i]}
-            entry["picture"] = {"id": image_id, "file_name": image_name(path, images), "height": rgb.shape[0],
+            entry["annotation"] = {"image_id": job.image_id, "file_name": job.png,
+                                   "segments_info": maps["segments_info"]}
+            entry["picture"] = {"id": job.image_id, "file_name": job.name, "height": rgb.shape[0],
                                 "width": rgb.shape[1]}
-        record.add(image_id, entry)
+        record.add(job.image_id, entry)
 
 
-def write_panoptic(out: Path, png: str, image, result, i: int, categories: list[dict], with_overlay: bool) -> None:
-    ids = result.panoptic[i]
+def write_panoptic(out: Path, png: str, image, maps: dict, categories: list[dict], with_overlay: bool) -> None:
+    ids = maps["panoptic"]
     formats.write_panoptic_png(out / "panoptic" / png, ids)
     if with_overlay:
         formats.write_png(out / "overlays" / png, overlay(image, ids))
 
 
-def write_semantic(out: Path, png: str, image, result, i: int, categories: list[dict], with_overlay: bool) -> None:
-    labels = result.semantic[i]
+def write_semantic(out: Path, png: str, image, maps: dict, categories: list[dict], with_overlay: bool) -> None:
+    labels = maps["semantic"]
     formats.write_png(out / "semantic" / png, labels.astype("uint8"))
     if with_overlay:
         picture = blend(image, colorize_semantic(labels, categories))
         formats.write_png(out / "overlays" / png, with_legend(picture, class_colours(labels, categories)))
 
 
-def write_depth(out: Path, png: str, image, result, i: int, categories: list[dict], with_overlay: bool) -> None:
-    depth, uncertainty = result.depth[i], result.depth_uncertainty[i]
+def write_depth(out: Path, png: str, image, maps: dict, categories: list[dict], with_overlay: bool) -> None:
+    depth, uncertainty = maps["depth"], maps.get("depth_uncertainty")
     formats.write_depth_png(out / "depth" / png, depth)
     if uncertainty is not None and uncertainty.any():
         formats.write_depth_png(out / "depth_uncertainty" / png, uncertainty)
