@@ -88,3 +88,70 @@ def test_the_test_command_keeps_to_its_own_environment() -> None:
     assert f"`{default}`" in README.read_text().split("## Quickstart")[0]
     assert f"{default}/" in (root / ".gitignore").read_text().splitlines()
     assert "VENV=.ci-venv bash scripts/run_tests.sh" in (root / ".ci" / "run").read_text()
+
+
+BENCHMARKS = README.parent / "docs" / "benchmarks.md"
+SOURCE_NOTE = re.compile(r"Source: `(bench/\w+\.py)` -> `(bench/results/\w+\.json)`\.")
+
+
+def check_benchmark_sections(text: str, root: Path) -> list[str]:
+    """What is wrong with a benchmarks page: every `<!-- NAME:begin -->` needs its `<!-- NAME:end -->` after it and,
+    on the line right above it, a source note naming a script in bench/ that writes NAME with save_results (a literal
+    "NAME", an f-string whose fixed start begins NAME, or a name from an argument such as --name) and
+    bench/results/NAME.json, which must exist."""
+    problems = []
+    lines = text.splitlines()
+    begins = [(i, m.group(1)) for i, line in enumerate(lines) if (m := re.fullmatch(r"<!-- (\w+):begin -->", line))]
+    ends = re.findall(r"^<!-- (\w+):end -->$", text, re.M)
+    names = [name for _, name in begins]
+    problems += [f"{name}: more than one begin marker" for name in set(names) if names.count(name) > 1]
+    problems += [f"{name}: an end marker without a begin" for name in ends if name not in names]
+    for i, name in begins:
+        if f"<!-- {name}:end -->" not in "\n".join(lines[i + 1:]):
+            problems.append(f"{name}: no end marker after its begin")
+        note = SOURCE_NOTE.fullmatch(lines[i - 1].strip()) if i else None
+        if note is None:
+            problems.append(f"{name}: no source note (Source: `bench/X.py` -> `bench/results/{name}.json`.) above it")
+            continue
+        script, results = note.groups()
+        if results != f"bench/results/{name}.json" or not (root / results).exists():
+            problems.append(f"{name}: its note names {results}, not an existing bench/results/{name}.json")
+        code = (root / script).read_text() if (root / script).exists() else ""
+        calls = re.findall(r"save_results\(\s*(f?)\"([^\"{]*)|save_results\(\s*([A-Za-z_][\w.]*)\s*,", code)
+        writes = any((not f and literal == name) or (f and name.startswith(literal)) or variable
+                     for f, literal, variable in calls)
+        if not writes:
+            problems.append(f"{name}: {script} does not exist or does not write it with save_results(")
+    return problems
+
+
+def test_benchmark_sections_name_their_script_and_results() -> None:
+    """Every generated section of docs/benchmarks.md has both markers, a source note naming the bench/ script that
+    writes it and its results file, and that file exists (placeholder sections such as one_step, predict_many and
+    gpu_check are checked once they appear); and the check fails on a section without a note."""
+    root = README.parent
+    text = BENCHMARKS.read_text()
+    assert "<!-- multitask:begin -->" in text and check_benchmark_sections(text, root) == []
+    broken = text.replace("Source: `bench/multitask.py` -> `bench/results/multitask.json`.\n", "")
+    assert check_benchmark_sections(broken, root) == ["multitask: no source note (Source: `bench/X.py` -> "
+                                                      "`bench/results/multitask.json`.) above it"]
+    wrong = text.replace("`bench/multitask.py` -> `bench/results/multitask.json`",
+                         "`bench/precision.py` -> `bench/results/multitask.json`")
+    assert check_benchmark_sections(wrong, root) == ["multitask: bench/precision.py does not exist or does not write "
+                                                     "it with save_results("]
+    assert check_benchmark_sections(text + "\n<!-- nowhere:begin -->\n", root)  # unsourced, unended
+
+
+def test_quoted_benchmark_sections_exist() -> None:
+    """Where README.md, docs/usage.md, docs/experiments.md or the code point to a docs/benchmarks.md section by its
+    quoted title, a heading of docs/benchmarks.md holds that title."""
+    root = README.parent
+    headings = " | ".join(line for line in BENCHMARKS.read_text().splitlines() if line.startswith("#"))
+    files = [README, USAGE, root / "docs" / "experiments.md", *sorted((root / "src").rglob("*.py"))]
+    quoted = []
+    for path in files:
+        text = " ".join(path.read_text().split())  # titles broken across lines (and comment prefixes) join up
+        text = text.replace(" # ", " ")
+        quoted += [(path.name, title) for title in re.findall(r"docs/benchmarks\.md,? \(?\"([^\"]+)\"", text)]
+    assert len(quoted) >= 7  # Start-up time, bf16 at inference, eager vs torch.compile, ...
+    assert [(name, title) for name, title in quoted if title not in headings] == []

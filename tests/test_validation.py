@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import subprocess
+import sys
 import typing
 from pathlib import Path
 
@@ -313,3 +315,11 @@ def test_training_errors_name_the_flags_the_command_shows(tmp_path: Path, capsys
     err = capsys.readouterr().err.strip()
     assert "--resolution 64 differs from this run's 32" in err and len(err.splitlines()) == 1
     assert "--time-limit," in err and "--workers," in err and "--size" not in err
+
+
+def test_a_closed_output_pipe_is_not_reported_as_a_bug(tmp_path: Path) -> None:
+    """`ldmseg ... | head`: the reader leaves early; the command stops quietly (141, as shells report SIGPIPE)."""
+    script = (f"sleep 0.2 | {sys.executable} -m ldmseg data synth --out {tmp_path / 's'} --num 2 --resolution 32 "
+              "2>err.txt | true; echo ${PIPESTATUS[1]}")
+    res = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert res.stdout.strip() == "141" and "internal error" not in (tmp_path / "err.txt").read_text()

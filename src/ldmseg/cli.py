@@ -385,6 +385,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ldmseg: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of our output went away (`ldmseg evaluate ... | head`): not a bug
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush stays silent
+        return 141
     except Exception as e:
         if os.environ.get("LDMSEG_DEBUG", "") not in ("", "0"):
             raise
