@@ -10,7 +10,7 @@ two-layer per-pixel head, and the slot head (`head="slots"`): each latent cell d
 distributions ("slots") and each pixel at H/2 picks among the slots of its 3x3 cells. A pixel's
 distribution is then a mixture of a few candidate ids read off whole cells, so a boundary between ids
 a and b decodes to a mixture of a and b, not to a third id that a per-pixel N-way head, unsure
-between two blended codes, can let win a few pixels (the fragments of docs/benchmarks.md).
+between two blended codes, can let win a few pixels (docs/experiments.md, "Stage 1: where the mask AE fails").
 The pixel head is evaluated in training only at the loss's sampled points: it is
 per-pixel, so heading bilinearly sampled features equals sampling the logits (exactly, for the
 linear head), at a fraction of the cost of N logit maps at H/2.

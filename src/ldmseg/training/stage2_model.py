@@ -44,7 +44,7 @@ class Denoiser(nn.Module):
     With `task_balance` > 0 (several tasks), each example's loss is divided by its task's running mean loss (an
     EMA of that momentum, kept as a buffer so that checkpoints resume it exactly): every task then trains at one
     loss scale, instead of the task with the largest (noisiest) loss filling Adam's second moments. The tasks'
-    shares of examples are unchanged, so the compute per task is too. Measured in Table 3 (docs/benchmarks.md): on
+    shares of examples are unchanged, so the compute per task is too. Measured in Table 3 (docs/experiments.md): on
     the synthetic scenes semantic has the largest loss and depth the smallest, so it weights depth up, and it scored
     below plain multi-task training; it is not the default."""
 
