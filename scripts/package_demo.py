@@ -2,6 +2,7 @@
 
     python scripts/package_demo.py --pipeline runs/mt/model            # a pipeline with its own AEs (multi-task)
     python scripts/package_demo.py --ae runs/demo-ae/model [--pipeline runs/demo-ldmseg/model]  # swap in an AE
+    python scripts/package_demo.py --one-step runs/one-step/model     # `ldmseg distill`'s demo -> demo-one-step
 
 Weights are stored as float16 to halve the package (diffusers loads them back into float32 models).
 The pipeline is saved with the demo's serving defaults (SERVING: sampler, steps, per-task steps, ensemble
@@ -67,9 +68,17 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--ae", help="mask AE save_pretrained directory (replaces the pipeline's instances AE)")
     ap.add_argument("--pipeline", help="LDMSegPipeline save_pretrained directory")
+    ap.add_argument("--one-step", help="a one-step pipeline (`ldmseg distill`), packaged as demo-one-step with its "
+                                       "own serving settings (one call, no ensemble)")
     args = ap.parse_args()
+    if args.one_step:
+        tmp = WEIGHTS / "demo-one-step.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(args.one_step, tmp)
+        replace_directory(tmp, WEIGHTS / "demo-one-step")
+        return
     if not (args.ae or args.pipeline):
-        ap.error("give --pipeline, --ae, or both")
+        ap.error("give --pipeline, --ae, --one-step, or both of the first two")
     tmp = DEMO.with_name("demo.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     if args.pipeline:

@@ -1,5 +1,6 @@
-"""Shipped models, by name: `demo` (synthetic scenes; scripts/train_demo.sh) and `camvid` (CamVid road scenes,
-semantic; scripts/train_camvid.sh). Each is an LDMSegPipeline directory stored in float16."""
+"""Shipped models, by name: `demo` (synthetic scenes; scripts/train_demo.sh), `demo-one-step` (the demo distilled
+to one call per task; docs/usage.md, "One-step models") and `camvid` (CamVid road scenes, semantic;
+scripts/train_camvid.sh). Each is an LDMSegPipeline directory stored in float16."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from typing import Any
 from ldmseg.errors import LDMSegError
 
 DEMO_DIR = Path(__file__).parent / "demo"
-NAMED = {"demo": DEMO_DIR, "camvid": Path(__file__).parent / "camvid"}
+NAMED = {"demo": DEMO_DIR, "demo-one-step": Path(__file__).parent / "demo-one-step",
+         "camvid": Path(__file__).parent / "camvid"}  # demo-one-step: `ldmseg distill` of demo (one call per task)
 
 
 def demo_model_dir() -> Path:
