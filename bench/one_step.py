@@ -3,16 +3,19 @@ task's score, UNet calls per image and seconds per image, each model served at i
 multi-step model at one call (one sample, one step) for reference; then the wall time of a whole `ldmseg
 predict` on the same scenes for both models.
 
-    python bench/one_step.py [--one-step demo] [--ensemble demo-ensemble] [--num 100] [--log RUN.log]
+    python bench/one_step.py [--one-step demo] [--ensemble demo-ensemble] [--num 100]
+    python bench/one_step.py --curve 300=runs/ck300 1300=runs/ck1300 [--curve-only]   # the run's score vs step
 
 The scenes use a seed no training, tuning or other benchmark used (SEED). Writes bench/results/one_step.json and
-the `one_step` section of docs/benchmarks.md (with the distillation run's validation curve when --log is given).
+the `one_step` section of docs/benchmarks.md. --curve scores exported checkpoints of the distillation run (STEP=DIR,
+`ldmseg distill` exports one at its end; `scripts/export_checkpoint.py` any other) on the same scenes at one call per
+task; --curve-only adds that curve to the saved results without re-measuring the models.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
+import json
 import subprocess
 import sys
 import tempfile
@@ -21,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import bench_pipeline, machine, save_results
+from common import RESULTS, bench_pipeline, machine, save_results
 from multitask import NUM_CLASSES, scenes
 
 from ldmseg.data.formats import write_png
@@ -34,6 +37,7 @@ from ldmseg.training.autoencoder import VAL_SEED_OFFSET
 
 SEED = 9_407 + VAL_SEED_OFFSET  # fresh: no training, validation, tuning or other benchmark drew these scenes
 TASKS = ("instances", "panoptic", "semantic", "depth")
+RESULTS_FILE = RESULTS / "one_step.json"
 
 
 def served(pipe, data: list, task: str, batch: int, **settings) -> tuple[list, float, float]:
@@ -94,12 +98,13 @@ def predict_wall_time(model: str, images: Path, threads: int) -> float:
         return time.perf_counter() - start
 
 
-def validation_curve(log: str) -> dict[int, dict[str, float]]:
-    """'step N: pq X, ..., miou Y, ..., rmse Z' lines of the distillation run's console log."""
+def checkpoint_curve(points: list[str], data: list, batch: int) -> dict[int, dict[str, float]]:
+    """Every task's score of each STEP=DIR exported checkpoint, served at its own (one-call) defaults."""
     curve = {}
-    for step, rest in re.findall(r"step (\d+): ([^\n\r]*)", Path(log).read_text()):
-        curve[int(step)] = {m: float(v) for m, v in re.findall(r"\b(pq|miou|rmse) ([0-9.]+)", rest)}
-    return curve
+    for point in points:
+        step, directory = point.split("=", 1)
+        curve[int(step)] = {task: row["score"] for task, row in model_rows(directory, data, batch).items()}
+    return dict(sorted(curve.items()))
 
 
 def main() -> None:
@@ -109,9 +114,17 @@ def main() -> None:
     ap.add_argument("--num", type=int, default=100)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--log", default=None, help="the distillation run's console log (its validation curve)")
+    ap.add_argument("--curve", nargs="*", default=[], metavar="STEP=DIR",
+                    help="exported checkpoints of the distillation run, scored for its curve")
+    ap.add_argument("--curve-only", action="store_true", help="add --curve to the saved results; measure nothing else")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.curve_only:
+        res = json.loads(RESULTS_FILE.read_text())
+        res["curve"] = checkpoint_curve(args.curve, scenes(res["seed"], res["num"], res["size"]), args.batch)
+        args.one_step, args.ensemble = res["one_step_model"], res["ensemble_model"]
+        save_results("one_step", res, "\n".join(table(res, args)))
+        return
     size = bench_pipeline(args.one_step).config.default_processing_resolution
     data = scenes(SEED, args.num, size)
     res: dict = {"machine": machine(), "threads": args.threads, "num": args.num, "seed": SEED, "size": size,
@@ -124,8 +137,8 @@ def main() -> None:
             write_png(Path(folder) / f"{i:04d}.png", s.image)
         res["predict_wall_s"] = {m: predict_wall_time(m, Path(folder), args.threads)
                                  for m in (args.ensemble, args.one_step)}
-    if args.log:
-        res["validation_curve"] = validation_curve(args.log)
+    if args.curve:
+        res["curve"] = checkpoint_curve(args.curve, data, args.batch)
     save_results("one_step", res, "\n".join(table(res, args)))
     print("\n".join(table(res, args)))
 
@@ -148,13 +161,13 @@ def table(res: dict, args: argparse.Namespace) -> list[str]:
     wall = res["predict_wall_s"]
     lines += ["", "Whole `ldmseg predict` (default task, start-up included) over the same scenes: "
               + ", ".join(f"`{m}` {s:.1f} s" for m, s in wall.items()) + "."]
-    curve = res.get("validation_curve")
+    curve = {int(k): v for k, v in res.get("curve", {}).items()}
     if curve:
-        steps = sorted(curve)
-        lines += ["", "Distillation run, validation on 48 held-out scenes of its own seed (one call per task):", "",
-                  "| step | " + " | ".join(str(k) for k in steps) + " |", "|---" * (len(steps) + 1) + "|"]
-        for metric, label in (("pq", "instances PQ"), ("miou", "semantic mIoU"), ("rmse", "depth RMSE")):
-            lines.append(f"| {label} | " + " | ".join(f"{curve[k].get(metric, float('nan')):.3g}" for k in steps)
+        lines += ["", "The distillation run (`ldmseg distill --model demo`, 1 thread) by step, exported checkpoints "
+                  "on the same scenes, one call per task (two for panoptic):", "",
+                  "| step | " + " | ".join(names[t] for t in TASKS) + " |", "|---" * (len(TASKS) + 1) + "|"]
+        for step, scores in sorted(curve.items()):
+            lines.append(f"| {step} | " + " | ".join(f"{scores[t]:.{3 if t == 'depth' else 1}f}" for t in TASKS)
                          + " |")
     return lines
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from ldmseg.data import formats, transforms
 from ldmseg.data.bits import bits_to_ids, ids_to_bits
-from ldmseg.data.datasets import ADE20KDataset, PanopticDataset, SampleConfig, SyntheticDataset
+from ldmseg.data.datasets import ADE20KDataset, PanopticDataset, SampleConfig, SyntheticDataset, prepare_sample
 from ldmseg.data.synthetic import SceneConfig, categories, generate_scene, perspective_depth
 from ldmseg.errors import LDMSegError
 
@@ -168,6 +168,30 @@ def test_transforms() -> None:
     assert len(np.unique(new[new > 0])) == 3 and new.max() < 8
     for k in (1, 2, 3):  # a bijection between old and new ids
         assert len(np.unique(new[ids == k])) == 1
+
+
+def test_crop_and_colour_augmentation_keep_labels_aligned() -> None:
+    """A random crop shows a window of the frame (labels cut with the image, never resampled apart); colour jitter
+    changes the photo only; both are deterministic per rng and off by default."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(64)[None], 48, axis=0)  # each column its own label: the crop's columns say where
+    image = np.stack([labels * 4] * 3, axis=-1).astype(np.uint8)
+    plain = prepare_sample(image, labels + 1, [], SampleConfig(size=64, reassign=False), rng, semantic=labels)
+    assert plain["semantic"].unique().numel() == 64
+    cfg = SampleConfig(size=64, reassign=False, crop_scale=0.5, color_jitter=0.4)
+    a = prepare_sample(image, labels + 1, [], cfg, np.random.default_rng(5), semantic=labels)
+    b = prepare_sample(image, labels + 1, [], cfg, np.random.default_rng(5), semantic=labels)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    seen = a["semantic"].unique()
+    assert 32 <= seen.numel() < 64 and torch.equal(seen, torch.arange(int(seen[0]), int(seen[-1]) + 1))
+    assert torch.equal(a["ids"], a["semantic"] + 1)
+    brightness = (a["image"] + 1).mean() / (plain["image"] + 1)[:, :, int(seen[0]):int(seen[-1]) + 1].mean()
+    assert not torch.isclose(brightness, torch.tensor(1.0), atol=1e-3)
+    window = transforms.random_crop_box((48, 64), 0.5, np.random.default_rng(1))
+    h, w = window[0].stop - window[0].start, window[1].stop - window[1].start
+    assert 24 <= h <= 48 and abs(w / h - 64 / 48) < 0.1
+    jittered = transforms.jitter_colors(image, 0.0, np.random.default_rng(2))
+    assert np.array_equal(jittered, image)
 
 
 def test_keep_largest_warns_once() -> None:

@@ -31,6 +31,8 @@ class SampleConfig:
     num_ids: int = 128  # N: ids live in 1..N-1
     reassign: bool = True
     hflip: bool = False
+    crop_scale: float = 1.0  # < 1: a random crop (sides this to 1 x the frame's) before resizing
+    color_jitter: float = 0.0  # > 0: saturation, contrast, brightness scaled by U(1 - this, 1 + this)
     crowd_to_void: bool = True
     min_area: int = 0  # segments smaller than this (at the original size) become VOID
 
@@ -42,8 +44,15 @@ def _key(key: int | tuple[int, int]) -> tuple[int, int]:
 def prepare_sample(image: np.ndarray, ids: np.ndarray, segments: list[dict], cfg: SampleConfig,
                    rng: np.random.Generator, semantic: np.ndarray | None = None,
                    depth: np.ndarray | None = None) -> dict[str, torch.Tensor]:
-    """Apply the VOID rules, resize, flip and id reassignment; convert to tensors."""
+    """Apply the VOID rules, augment (crop, colours), resize, flip and reassign ids; convert to tensors."""
     ids = transforms.void_segments(ids.astype(np.int64), segments, cfg.min_area, cfg.crowd_to_void)
+    if cfg.crop_scale < 1:
+        window = transforms.random_crop_box(ids.shape, cfg.crop_scale, rng)
+        image, ids = image[window], ids[window]
+        semantic = None if semantic is None else semantic[window]
+        depth = None if depth is None else depth[window]
+    if cfg.color_jitter > 0:
+        image = transforms.jitter_colors(image, cfg.color_jitter, rng)
     target = transforms.fit_size(ids.shape, cfg.size, cfg.resize_mode)
     image = transforms.resize_image(image, target)
     ids = transforms.resize_labels(ids, target)

@@ -57,6 +57,28 @@ def hflip(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
     return tuple(np.ascontiguousarray(a[:, ::-1]) for a in arrays)
 
 
+def random_crop_box(shape: tuple[int, int], min_scale: float, rng: np.random.Generator) -> tuple[slice, slice]:
+    """A random window with the frame's aspect whose sides are a fraction in [min_scale, 1] of the frame's:
+    scale augmentation (objects seen larger than the frame shows them)."""
+    h, w = shape
+    scale = rng.uniform(min_scale, 1.0)
+    ch, cw = max(1, round(h * scale)), max(1, round(w * scale))
+    y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+    return slice(y, y + ch), slice(x, x + cw)
+
+
+def jitter_colors(image: np.ndarray, amount: float, rng: np.random.Generator) -> np.ndarray:
+    """Random saturation, contrast and brightness of an HxWx3 uint8 image, each scaled by a factor drawn from
+    [1 - amount, 1 + amount]: photometric augmentation (other cameras, light, weather)."""
+    saturation, contrast, brightness = rng.uniform(1 - amount, 1 + amount, 3)
+    pixels = image.astype(np.float32)
+    gray = pixels.mean(axis=2, keepdims=True)
+    pixels = gray + (pixels - gray) * saturation
+    mean = pixels.mean()
+    pixels = (mean + (pixels - mean) * contrast) * brightness
+    return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+
+
 def void_segments(ids: np.ndarray, segments: list[dict], min_area: int = 0, crowd: bool = True) -> np.ndarray:
     """Set crowd segments (training rule) and segments smaller than `min_area` px to VOID."""
     drop = [s["id"] for s in segments if (crowd and s.get("iscrowd", 0)) or s.get("area", min_area) < min_area]

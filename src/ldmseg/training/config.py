@@ -100,6 +100,7 @@ FIELD_CHECKS: dict[str, checks.Check] = {
     **dict.fromkeys(("size", "val_size", "scene_sizes"), checks.multiple_of(8)),
     **dict.fromkeys(("crop_focus", "importance_ratio", "self_condition_prob"), checks.probability),
     "task_balance": checks.between(0.0, 1.0, open_high=True),
+    "crop_scale": checks.between(0.1, 1.0), "color_jitter": checks.between(0.0, 1.0, open_high=True),
     "lr": checks.positive_float, "snr_gamma": checks.positive_float, "oversample": checks.at_least(1.0, float),
     "ema_decay": checks.between(0.0, 1.0, open_high=True), "num_bits": checks.between(1, 24, int),
     "crop": crop_size, "preset": preset_spec, "tasks": trainable_task,
@@ -138,7 +139,7 @@ def field_check(name: str, kind: type) -> checks.Check:
 # --help shows the flags in these groups, in this order; a field not named here is a model flag.
 HELP_GROUPS: dict[str, tuple[str, ...]] = {
     "data": ("data", "val_data", "classes", "preset", "size", "scene_sizes", "crop", "crops_per_mask", "crop_focus",
-             "hflip", "target", "tasks", "task_weights", "num_bits"),
+             "hflip", "crop_scale", "color_jitter", "target", "tasks", "task_weights", "num_bits"),
     "model": (),
     "optimisation": ("max_steps", "batch_size", "lr", "weight_decay", "warmup_steps", "lr_schedule", "grad_clip",
                      "grad_accum", "mixed_precision", "ema_decay", "objective", "prediction_type", "loss_weighting",
@@ -348,6 +349,8 @@ class DiffusionConfig(LoopConfig):
     scale_factor: float = 0.0  # 0 = 1 / std of the AE's latents on training masks
     gradient_checkpointing: bool = False
     hflip: bool = True
+    crop_scale: float = 1.0  # < 1: train on random crops, sides U(this, 1) x the image's (scale augmentation)
+    color_jitter: float = 0.0  # > 0: random saturation, contrast, brightness factors in 1 +- this
     sampler: str = "ddim"
     timestep_spacing: str = "trailing"
     inference_steps: int = 50

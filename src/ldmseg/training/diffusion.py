@@ -40,7 +40,8 @@ def image_dataset(source: str, cfg: DiffusionConfig, num_ids: int, seed: int, tr
                   length: int | None = None):
     """The training (or validation) images: synthetic scenes or a folder (labelled; the training set may be
     unlabelled images when a teacher gives the targets)."""
-    sample = SampleConfig(size=cfg.size, num_ids=num_ids, hflip=train and cfg.hflip, crowd_to_void=True)
+    sample = SampleConfig(size=cfg.size, num_ids=num_ids, hflip=train and cfg.hflip, crowd_to_void=True,
+                          crop_scale=cfg.crop_scale if train else 1.0, color_jitter=cfg.color_jitter if train else 0.0)
     if source == "synthetic":
         return SyntheticDataset(SceneConfig.presets(cfg.preset, cfg.size), sample, seed=seed, length=length)
     return labelled_folder(source, sample, seed, train, length, cfg.classes,
@@ -272,7 +273,6 @@ class DiffusionTask:
 
     def save_model(self, model: nn.Module, directory: Path) -> None:
         self.pipeline(model).save_pretrained(directory)
-
 
 
 def train_diffusion(cfg: DiffusionConfig) -> Path:
