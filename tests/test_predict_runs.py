@@ -5,8 +5,10 @@ settings."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -80,25 +82,97 @@ def test_a_resumed_out_refuses_settings_that_change_results(model_and_scenes: tu
     assert predict(model, images, tmp_path / "out", "--batch-size", "1") == 0  # batch size changes nothing
 
 
+LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
+          "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "ldmseg"]
+BOOKKEEPING = {"records.jsonl", "records.rank0.jsonl", "records.rank1.jsonl"}
+
+
+def same_outputs(single: Path, many: Path) -> None:
+    """Every output file of a multi-process run is the single-process run's (the record files aside)."""
+    one, two = files_of(single), files_of(many)
+    assert {k for k in two if k not in BOOKKEEPING} == {k for k in one if k not in BOOKKEEPING}
+    assert all(two[k] == one[k] for k in one if k not in BOOKKEEPING)
+
+
 @pytest.mark.slow
 def test_two_processes_give_the_single_process_outputs(model_and_scenes: tuple[Path, Path], tmp_path: Path) -> None:
     """`accelerate launch --multi_gpu --num_processes 2` on a machine without GPUs (torch.distributed over gloo; in
     accelerate 1.x `--cpu` alone starts one process): each process predicts its share, the first writes the JSON
-    after a barrier; every output file is the single-process run's."""
+    after a barrier; every output file is the single-process run's. The same for `inpaint` over a GT set."""
     model, images = model_and_scenes
     assert predict(model, images, tmp_path / "single", "--batch-size", "2") == 0
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "ldmseg", "predict",
-           "--model", str(model),
-           "--images", str(images), "--out", str(tmp_path / "two"), "--task", "panoptic", "--seed", "3",
-           "--threads", "1", "--batch-size", "2"]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    args = ["predict", "--model", str(model), "--images", str(images), "--out", str(tmp_path / "two"), "--task",
+            "panoptic", "--seed", "3", "--threads", "1", "--batch-size", "2"]
+    res = subprocess.run(LAUNCH + args, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
-    single, two = files_of(tmp_path / "single"), files_of(tmp_path / "two")
-    bookkeeping = {"records.jsonl", "records.rank0.jsonl", "records.rank1.jsonl"}
-    assert {k for k in two if k not in bookkeeping} == {k for k in single if k not in bookkeeping}
-    assert all(two[k] == single[k] for k in single if k not in bookkeeping)
-    assert {"records.rank0.jsonl", "records.rank1.jsonl"} <= set(two)
+    same_outputs(tmp_path / "single", tmp_path / "two")
+    assert {"records.rank0.jsonl", "records.rank1.jsonl"} <= set(files_of(tmp_path / "two"))
+    gt = images.parent
+    inpaint = ["inpaint", "--model", str(model), "--images", str(images), "--gt-json", str(gt / "panoptic.json"),
+               "--gt-dir", str(gt / "panoptic"), "--drop-rate", "0.5", "--block-size", "8", "--steps", "2",
+               "--threads", "1", "--seed", "5"]
+    assert main([*inpaint, "--out", str(tmp_path / "inpaint-single"), "--batch-size", "3"]) == 0
+    res = subprocess.run(LAUNCH + inpaint + ["--out", str(tmp_path / "inpaint-two"), "--batch-size", "1"],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    same_outputs(tmp_path / "inpaint-single", tmp_path / "inpaint-two")
+    assert "panoptic.json" in files_of(tmp_path / "inpaint-two")
+
+
+def worker_pid(launcher: subprocess.Popen, rank: int) -> int | None:
+    """The pid of one rank's worker process under an `accelerate launch` (Linux /proc: its environment's RANK)."""
+    for proc in Path("/proc").iterdir():
+        try:
+            status = (proc / "status").read_text()
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        ppid = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("PPid:"))
+        if ppid == launcher.pid and f"RANK={rank}".encode() in environ:
+            return int(proc.name)
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the rank's process through /proc")
+def test_a_rank_killed_mid_run_loses_nothing_and_the_run_continues(model_and_scenes: tuple[Path, Path],
+                                                                   tmp_path: Path) -> None:
+    """kill -9 of one of two processes mid-run ends the run (the launcher stops the other one); what every
+    process had recorded stays, and the same command again finishes with the uninterrupted run's outputs and no
+    temporary file left."""
+    model, images = model_and_scenes
+    many = tmp_path / "images"
+    many.mkdir()
+    for copy in range(4):  # 20 images: enough that the kill lands mid-run
+        for image in sorted(images.iterdir()):
+            (many / f"{copy}_{image.name}").write_bytes(image.read_bytes())
+    assert predict(model, many, tmp_path / "whole", "--batch-size", "1", "--steps", "3") == 0
+    out = tmp_path / "killed"
+    args = ["predict", "--model", str(model), "--images", str(many), "--out", str(out), "--task", "panoptic",
+            "--seed", "3", "--threads", "1", "--batch-size", "1", "--steps", "3"]
+    launcher = subprocess.Popen(LAUNCH + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / "records.rank1.jsonl").exists() or not (out / "records.rank1.jsonl").read_text():
+            assert launcher.poll() is None and time.monotonic() < deadline, "the run ended before a record"
+            time.sleep(0.05)
+        pid = worker_pid(launcher, 1)
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        _, err = launcher.communicate(timeout=300)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert launcher.returncode != 0
+    assert "ldmseg: stopped: another process of this run ended first" in err  # rank 0, in one line
+    assert "rank      : 1" in err and "SIGKILL" in err  # the launcher's report names the rank that died
+    assert "panoptic.json" not in files_of(out)
+    kept = sum(len(p.read_text().splitlines()) for p in out.glob("records*.jsonl"))
+    assert 1 <= kept < 20
+    res = subprocess.run(LAUNCH + args, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    same_outputs(tmp_path / "whole", out)
+    assert not list(out.rglob("*.tmp*"))
 
 
 def test_predict_evaluates_its_own_outputs_at_the_end(model_and_scenes: tuple[Path, Path], tmp_path: Path,

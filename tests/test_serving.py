@@ -154,3 +154,24 @@ def test_float16_on_a_cpu_is_refused_at_to_not_inside_the_call() -> None:
     with pytest.raises(LDMSegError, match="float16 does not run on a CPU: use precision bf16 or fp32"):
         pipe(image, precision="fp16")
     assert pipe.unet.dtype == torch.float32
+
+
+def test_every_model_command_names_a_missing_device_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture
+                                                                  ) -> None:
+    from ldmseg.cli import main
+
+    tiny_multitask_pipeline().save_pretrained(tmp_path / "m")
+    assert main(["data", "synth", "--out", str(tmp_path / "s"), "--num", "2", "--resolution", "32"]) == 0
+    s, m = tmp_path / "s", str(tmp_path / "m")
+    gt = ["--gt-json", str(s / "panoptic.json"), "--gt-dir", str(s / "panoptic")]
+    commands = {"predict": ["predict", "--model", m, "--images", str(s / "images")],
+                "inpaint": ["inpaint", "--model", m, "--images", str(s / "images"), *gt],
+                "reconstruct": ["reconstruct", "--ae", str(tmp_path / "m" / "mask_autoencoder"), *gt]}
+    capsys.readouterr()
+    for name, args in commands.items():
+        assert main([*args, "--out", str(tmp_path / name), "--device", "cuda:7", "--threads", "1"]) == 2, name
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "device cuda:7: not available on this machine" in err[0], (name, err)
+        assert not (tmp_path / name / "panoptic.json").exists()
+    assert main([*commands["reconstruct"], "--out", str(tmp_path / "r"), "--device", "cpu", "--threads", "1"]) == 0
+    assert (tmp_path / "r" / "panoptic.json").exists()

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import signal
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -162,7 +164,8 @@ def _cmd_reconstruct(a: argparse.Namespace) -> None:
                        checks.SAMPLING_BYTES_PER_PIXEL)
     tuned = {k: v for k, v in (("threshold", a.threshold), ("min_core_at_512", a.min_core)) if v is not None}
     reconstruct_set(a.ae, a.images, a.gt_json, a.gt_dir, a.out, a.resolution, a.batch_size,
-                    latent_noise=a.latent_noise, min_area_at_512=a.min_area, seed=a.seed, verbose=a.verbose, **tuned)
+                    latent_noise=a.latent_noise, min_area_at_512=a.min_area, seed=a.seed, verbose=a.verbose,
+                    device=a.device, **tuned)
 
 
 def _cmd_train(a: argparse.Namespace) -> None:
@@ -327,6 +330,7 @@ def build_parser(train_defaults: dict | None = None) -> argparse.ArgumentParser:
     r.add_argument("--min-core", type=checks.non_negative_float, default=None,
                    help="id pruning: ids that are the confident argmax at fewer px than this (at 512^2, scaled) "
                         "give their pixels to a neighbour; 0 = off (default 64, tuned for the shipped AE)")
+    add_device(r)
     add_threads(r)
     r.set_defaults(func=_cmd_reconstruct)
     return p
@@ -363,6 +367,19 @@ def _is_expected(e: BaseException) -> bool:
     return isinstance(e, EXPECTED_FAILURES) or isinstance(e, OSError) and e.errno in EXPECTED_ERRNOS
 
 
+class StoppedByLauncher(Exception):
+    """SIGTERM in a multi-process run: `accelerate launch` (torchrun) stops the other processes when one fails."""
+
+
+def _stop_quietly_when_the_launcher_does() -> None:
+    """In a process of an `accelerate launch` run, turn the launcher's SIGTERM into one line (not a traceback)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and threading.current_thread() is threading.main_thread():
+        def stop(signum: int, frame: object) -> None:
+            raise StoppedByLauncher
+
+        signal.signal(signal.SIGTERM, stop)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The error boundary. Bad input (LDMSegError, or a file the OS will not give) is one line naming it and exit 2;
     anything else is a bug in ldmseg, never dressed as an input error: one line asking for a report and exit 70.
@@ -377,6 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(done.code or 0)
         args.argv, args.config_keys = argv, list(defaults or {})
         _use_threads(args)
+        _stop_quietly_when_the_launcher_does()
         args.func(args)
     except LDMSegError as e:
         close_progress_bars()
@@ -385,6 +403,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ldmseg: interrupted", file=sys.stderr)
         return 130
+    except StoppedByLauncher:
+        close_progress_bars()
+        print("ldmseg: stopped: another process of this run ended first (the launcher's report below names its "
+              "rank); every finished image is kept: run the same command again to continue", file=sys.stderr)
+        return 143
     except BrokenPipeError:  # the reader of our output went away (`ldmseg evaluate ... | head`): not a bug
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush stays silent
         return 141

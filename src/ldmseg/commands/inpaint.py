@@ -3,6 +3,7 @@ COCO-panoptic set whose ground truth is partly hidden by a mask generator (the b
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,9 @@ from tqdm import tqdm
 from ldmseg.commands.predict import AGNOSTIC_CATEGORIES, serve
 from ldmseg.data import coco_panoptic, formats, outputs
 from ldmseg.data.masks import make_mask
+from ldmseg.data.run_record import RunRecord
 from ldmseg.data.transforms import resize_labels
-from ldmseg.devices import image_generators, image_seed
+from ldmseg.devices import image_generators, image_seed, process_group, wait_for_everyone
 from ldmseg.errors import LDMSegError
 from ldmseg.tasks import task_spec
 from ldmseg.viz import overlay
@@ -79,14 +81,21 @@ def inpaint_set(model: str, images: str, panoptic_json: str, panoptic_dir: str, 
     """Hide parts of every GT map (`hiding`: drop_rate, block_size, mask_type), complete them; write COCO-panoptic
     predictions (GT image_id / file_name) plus OUT/masks/*.png (the known pixels given, white). `settings`:
     ServingConfig fields and `device`. An image's hidden parts and noise come from `seed` and its image_id alone
-    (ldmseg.devices.image_seed). Returns summary statistics."""
+    (ldmseg.devices.image_seed), so, as `ldmseg predict`, a run splits over `accelerate launch` processes and
+    continues a killed run on the same `out` (data.run_record) with the uninterrupted run's outputs. Returns
+    summary statistics."""
     from ldmseg.commands.visualize import find_image
 
     gt = coco_panoptic.load_panoptic_json(panoptic_json)
     pipe, serving = _serve(model, settings)
-    resolution = serving.processing_resolution
-    out_dir = Path(out)
-    annotations, agreements, given_share, log = [], [], [], outputs.SkipLog()
+    out_dir, log = Path(out), outputs.SkipLog()
+    rank, world = process_group()
+    record = RunRecord(out_dir, {"model": model, "seed": seed, "images": images, "gt_json": panoptic_json, **hiding,
+                                 **dataclasses.asdict(serving)}, rank, world)
+    todo = [rec for rec in gt.records if str(rec.image_id) not in record.done]
+    wait_for_everyone()  # every process has read what earlier runs finished before any writes a record
+    bar = tqdm(total=len(todo), desc="inpainting", unit="image", disable=rank != 0)
+    todo = todo[rank::world]  # `accelerate launch`: each process its share, one bar (the first's) for them all
 
     def read(rec) -> tuple[np.ndarray, np.ndarray]:
         rgb, ids = formats.read_rgb(find_image(Path(images), rec)), coco_panoptic.read_panoptic_ids(panoptic_dir, rec)
@@ -94,30 +103,40 @@ def inpaint_set(model: str, images: str, panoptic_json: str, panoptic_dir: str, 
             raise LDMSegError(f"{Path(panoptic_dir) / rec.png_file}: size {ids.shape[::-1]} differs from its image")
         return rgb, ids
 
-    for start in tqdm(range(0, len(gt.records), batch_size), desc="inpainting", unit="batch"):
-        loaded = [(r, log.attempt(r.png_file, lambda r=r: read(r))) for r in gt.records[start:start + batch_size]]
-        loaded = [(r, pair) for r, pair in loaded if pair is not None]
-        if not loaded:
-            continue
-        chunk = [r for r, _ in loaded]
-        rgbs = [pair[0] for _, pair in loaded]
-        gts = [pair[1] for _, pair in loaded]
-        rngs = [np.random.default_rng(image_seed(seed, r.image_id)) for r in chunk]
-        valids = [hide_parts(g, hiding["mask_type"], hiding["drop_rate"], hiding["block_size"], resolution, rng)
-                  for g, rng in zip(gts, rngs, strict=True)]
-        partials = [np.where(v, g, 0) for g, v in zip(gts, valids, strict=True)]
-        result = pipe(rgbs, generator=image_generators(seed, [r.image_id for r in chunk]), partial_mask=partials,
-                      valid_mask=valids, serving=serving)
-        for rec, ids, segs, v in zip(chunk, result.panoptic, result.segments_info, valids, strict=True):
-            formats.write_panoptic_png(out_dir / "panoptic" / rec.png_file, ids)
-            formats.write_png(out_dir / "masks" / rec.png_file, v.astype(np.uint8) * 255)
-            annotations.append({"image_id": rec.image_id, "file_name": rec.png_file, "segments_info": segs})
-            given_share.append(float(v.mean()))
-            log.succeeded()
-        agreements += result.known_agreement
-    if log.done:
-        formats.write_json(out_dir / "panoptic.json", {"annotations": annotations,
+    for start in range(0, len(todo), batch_size):
+        loaded = [(rec, log.attempt(rec.png_file, lambda r=rec: read(r))) for rec in todo[start:start + batch_size]]
+        loaded = [(rec, pair) for rec, pair in loaded if pair is not None]
+        if loaded:
+            inpaint_chunk(pipe, serving, loaded, hiding, seed, out_dir, record)
+            for _ in loaded:
+                log.succeeded()
+        bar.update(min(batch_size * world, bar.total - bar.n))
+    bar.close()
+    wait_for_everyone()
+    done = record.read()
+    finished = [done[str(rec.image_id)] for rec in gt.records if str(rec.image_id) in done]  # in the GT's order
+    if rank == 0 and finished:
+        formats.write_json(out_dir / "panoptic.json", {"annotations": [f["annotation"] for f in finished],
                                                       "categories": categories_of(pipe, serving)})
     log.finish(out_dir)
-    return {"images": log.done, "known_share": float(np.mean(given_share)),
-            "known_agreement": float(np.mean(agreements))}
+    return {"images": len(finished), "known_share": float(np.mean([f["known_share"] for f in finished])),
+            "known_agreement": float(np.mean([f["known_agreement"] for f in finished]))}
+
+
+def inpaint_chunk(pipe, serving, loaded: list, hiding: dict, seed: int, out: Path, record: RunRecord) -> None:
+    """Hide parts of one batch of (GT record, (image, GT ids)) pairs, complete them, write every image's files,
+    then note each as finished."""
+    recs, rgbs, gts = [rec for rec, _ in loaded], [pair[0] for _, pair in loaded], [pair[1] for _, pair in loaded]
+    rngs = [np.random.default_rng(image_seed(seed, rec.image_id)) for rec in recs]
+    valids = [hide_parts(g, hiding["mask_type"], hiding["drop_rate"], hiding["block_size"],
+                         serving.processing_resolution, rng) for g, rng in zip(gts, rngs, strict=True)]
+    partials = [np.where(v, g, 0) for g, v in zip(gts, valids, strict=True)]
+    result = pipe(rgbs, generator=image_generators(seed, [rec.image_id for rec in recs]), partial_mask=partials,
+                  valid_mask=valids, serving=serving)
+    for rec, ids, segs, valid, agreement in zip(recs, result.panoptic, result.segments_info, valids,
+                                                result.known_agreement, strict=True):
+        formats.write_panoptic_png(out / "panoptic" / rec.png_file, ids)
+        formats.write_png(out / "masks" / rec.png_file, valid.astype(np.uint8) * 255)
+        record.add(rec.image_id, {"annotation": {"image_id": rec.image_id, "file_name": rec.png_file,
+                                                 "segments_info": segs},
+                                  "known_share": float(valid.mean()), "known_agreement": float(agreement)})

@@ -15,6 +15,7 @@ import torch
 from tqdm import tqdm
 
 from ldmseg.data import coco_panoptic, formats, outputs, transforms
+from ldmseg.devices import resolve_device
 from ldmseg.diffusion.postprocess import logits_to_panoptic, majority_categories, scaled_area
 from ldmseg.models.loading import load_mask_autoencoder
 from ldmseg.models.mask_autoencoder import add_latent_noise, resize_distribution
@@ -52,13 +53,16 @@ class LatentStats:
 def reconstruct_set(ae_path: str, images: str | None, panoptic_json: str, panoptic_dir: str, out: str,
                     size: int = 512, batch_size: int = 8, latent_noise: float = 0.0, min_area_at_512: float = 0.0,
                     seed: int = 0, threshold: float = DEFAULT_THRESHOLD,
-                    min_core_at_512: float = DEFAULT_MIN_CORE_AT_512, verbose: bool = False) -> dict:
+                    min_core_at_512: float = DEFAULT_MIN_CORE_AT_512, verbose: bool = False,
+                    device: str | None = None) -> dict:
     """Reconstruct the GT masks of `images` (a folder or None: all; one file, a glob or '-': theirs alone,
     visualize.ImageSource); write OUT/panoptic.json, OUT/panoptic/*.png and OUT/latent_stats.json, and with
-    `verbose` print the latent statistics."""
+    `verbose` print the latent statistics. `device`: where the AE runs ('auto': a GPU where there is one); the
+    results do not depend on it beyond float rounding (the ids' reassignment and the noise are drawn on the CPU)."""
     from ldmseg.commands.visualize import ImageSource
 
-    ae = load_mask_autoencoder(resolve_model_path(ae_path, "mask_autoencoder"))
+    where = resolve_device(device)
+    ae = load_mask_autoencoder(resolve_model_path(ae_path, "mask_autoencoder")).to(where)
     gt = coco_panoptic.load_panoptic_json(panoptic_json)
     records = gt.records
     if images:
@@ -80,10 +84,10 @@ def reconstruct_set(ae_path: str, images: str | None, panoptic_json: str, panopt
             ids = transforms.keep_largest(ids, ae.num_ids - 1)
             ids = transforms.reassign_ids(ids, ae.num_ids, rng)
             batch.append(torch.from_numpy(transforms.resize_labels(ids, (size, size))))
-        z = ae.encode_ids(torch.stack(batch))
+        z = ae.encode_ids(torch.stack(batch).to(where)).cpu()
         stats.update(z)
         z = add_latent_noise(z, latent_noise, gen, per_sample_random=False)
-        logits = ae.decode(z)  # at H/2, resampled once below, straight to each mask's own size
+        logits = ae.decode(z.to(where)).cpu()  # at H/2, resampled once below, straight to each mask's own size
         for rec, gt_ids, lg in zip(chunk, originals, logits, strict=True):
             full = resize_distribution(lg[None], gt_ids.shape)
             min_area, min_core = (scaled_area(a, *gt_ids.shape) for a in (min_area_at_512, min_core_at_512))
