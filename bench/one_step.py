@@ -3,7 +3,7 @@ task's score, UNet calls per image and seconds per image, each model served at i
 multi-step model at one call (one sample, one step) for reference; then the wall time of a whole `ldmseg
 predict` on the same scenes for both models.
 
-    python bench/one_step.py [--one-step demo] [--ensemble demo-ensemble] [--num 100]
+    python bench/one_step.py [--one-step demo-one-step] [--ensemble demo] [--num 100]
     python bench/one_step.py --curve 300=runs/ck300 1300=runs/ck1300 [--curve-only]   # the run's score vs step
 
 The scenes use a seed no training, tuning or other benchmark used (SEED). Writes bench/results/one_step.json and
@@ -109,8 +109,8 @@ def checkpoint_curve(points: list[str], data: list, batch: int) -> dict[int, dic
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--one-step", default="demo")
-    ap.add_argument("--ensemble", default="demo-ensemble")
+    ap.add_argument("--one-step", default="demo-one-step")
+    ap.add_argument("--ensemble", default="demo")
     ap.add_argument("--num", type=int, default=100)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1)

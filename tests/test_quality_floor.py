@@ -17,6 +17,7 @@ from ldmseg.pipeline import LDMSegPipeline
 SEED, NUM = 31_337, 8
 FLOORS = {  # model: {task: minimum score}; PQ / mIoU x100 on the NUM scenes at the model's serving defaults
     "demo": {"instances": 40.0, "semantic": 50.0},  # measured 46.2 / 57.3 (ensemble of 8, fp32, AMD EPYC)
+    "demo-one-step": {"instances": 43.0, "semantic": 46.0},  # measured 49.2 / 51.3 (one call, fp32, AMD EPYC)
 }
 
 
@@ -44,3 +45,20 @@ def test_shipped_models_keep_their_quality(model: str, task: str, scenes: list) 
     pipe = LDMSegPipeline.from_pretrained(model)
     pipe.set_progress_bar_config(disable=True)
     assert score(pipe, scenes, task) >= FLOORS[model][task]
+
+
+def test_the_one_step_demo_serves_every_task_in_one_call_per_image(scenes: list) -> None:
+    """demo-one-step's defaults are one UNet call per task and image (panoptic: instances + semantic), no
+    ensemble, from the zero input it was trained on."""
+    pipe = LDMSegPipeline.from_pretrained("demo-one-step")
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.config.initial_noise == "zeros" and pipe.scheduler.config.prediction_type == "sample"
+    calls: list[int] = []
+    hook = pipe.unet.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    try:
+        for task, per_image in (("instances", 1), ("semantic", 1), ("depth", 1), ("panoptic", 2)):
+            calls.clear()
+            pipe([s.image for s in scenes[:3]], task=task)
+            assert sum(calls) == 3 * per_image, task
+    finally:
+        hook.remove()
