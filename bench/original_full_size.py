@@ -42,6 +42,10 @@ MEMORY_SETTINGS = {  # --memory-only: one sampling step each, for the peak RSS o
     "bf16 autocast over float32 weights (before)": (1, "bf16", 1, False),
     "bf16, UNet weights kept in bf16 (predict / inpaint / app now)": (1, "bf16", 1, True),
 }
+ONE_CALL_SETTINGS = {  # --one-call: what a one-step model (`ldmseg distill`) costs per image: one UNet call
+    "one call, fp32": (1, "fp32", 1, False),
+    "one call, bf16 (where native)": (1, "bf16", 1, True),
+}
 
 
 def peak_rss_gb() -> float:
@@ -114,7 +118,7 @@ def test_image():
 
 @torch.no_grad()
 def predict(work: Path, name: str, device: str) -> dict:
-    steps, precision, k, keep_bf16 = {**SETTINGS, **MEMORY_SETTINGS}[name]
+    steps, precision, k, keep_bf16 = {**SETTINGS, **MEMORY_SETTINGS, **ONE_CALL_SETTINGS}[name]
     pipe = load(work, device)
     if keep_bf16:
         pipe.keep_unet_in_bf16()
@@ -246,6 +250,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--child", default=None)
     ap.add_argument("--memory-only", action="store_true", help="one step per way of serving: peak RSS only")
+    ap.add_argument("--one-call", action="store_true",
+                    help="one 512x512 prediction at one UNet call (a one-step model's cost), fp32 and native bf16")
     ap.add_argument("--compile-only", action="store_true",
                     help="one UNet call per layout and eager / torch.compile, in one process at this thread count")
     args = ap.parse_args()
@@ -269,6 +275,9 @@ def main() -> None:
         return
     if args.compile_only:
         compile_only(base, args.device)
+        return
+    if args.one_call:
+        one_call(base, args.device)
         return
     results = {"machine": machine() if args.device == "cpu" else torch.cuda.get_device_name(),
                "threads": torch.get_num_threads(), "convert": run_child([*base, "--child", "convert"]),
@@ -296,6 +305,27 @@ def memory_only(base: list[str], device: str) -> None:
                     "without native bf16 (AVX512-BF16 / AMX) bf16 is emulated and slower than fp32.", "",
                     "| serving | peak RSS, GB | s (1 step) |", "|---|---|---|", *rows])
     save_results(f"original_memory_{device}", results, md)
+    print(md)
+
+
+def one_call(base: list[str], device: str) -> None:
+    """A whole 512x512 prediction at one UNet call (what a one-step model serves), fp32 and, where the hardware has
+    it natively, bf16, each in its own process; writes the original_one_call_<device> section."""
+    from ldmseg.models.layers import native_bf16
+
+    names = [n for n in ONE_CALL_SETTINGS if "bf16" not in n or native_bf16(torch.device(device))]
+    results = {"machine": machine() if device == "cpu" else torch.cuda.get_device_name(),
+               "threads": torch.get_num_threads(), "convert": run_child([*base, "--child", "convert"]),
+               "predict": {name: run_child([*base, "--child", name]) for name in names}}
+    rows = [f"| {name} | {p['seconds']:.2f} | {p['unet_seconds']:.2f} | {p['peak_rss_gb']:.2f} |" if "error" not in p
+            else f"| {name} | failed: {p['error']} | | |" for name, p in results["predict"].items()]
+    md = "\n".join([f"## The authors' model, full size, at one UNet call ({results['machine']}, "
+                    f"{results['threads']} threads)", "",
+                    "`bench/original_full_size.py --one-call`: the converted full-size model (random weights of the "
+                    "released shapes) served as a one-step model serves (`ldmseg distill`): one 512x512 image, one "
+                    "UNet call, each setting in its own process (bf16 only where the CPU has it natively).", "",
+                    "| setting | whole prediction, s | the UNet call, s | peak RSS, GB |", "|---|---|---|---|", *rows])
+    save_results(f"original_one_call_{device}", results, md)
     print(md)
 
 

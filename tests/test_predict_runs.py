@@ -4,6 +4,7 @@ settings."""
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -35,13 +36,20 @@ def files_of(out: Path) -> dict[str, bytes]:
     return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
 
 
-def test_outputs_do_not_depend_on_the_batch_size(model_and_scenes: tuple[Path, Path], tmp_path: Path) -> None:
+def test_outputs_do_not_depend_on_the_batch_size_or_the_input_order(model_and_scenes: tuple[Path, Path], tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     model, images = model_and_scenes
     assert predict(model, images, tmp_path / "one", "--batch-size", "1") == 0
     assert predict(model, images, tmp_path / "three", "--batch-size", "3") == 0
     one, three = files_of(tmp_path / "one"), files_of(tmp_path / "three")
     assert "panoptic.json" in one and len(one) > 10
     assert one == three
+    listed = "\n".join(str(p) for p in sorted(images.iterdir(), reverse=True))  # the same images, reversed
+    monkeypatch.setattr("sys.stdin", io.StringIO(listed))
+    assert predict(model, Path("-"), tmp_path / "reversed", "--batch-size", "2") == 0
+    reversed_run = files_of(tmp_path / "reversed")
+    assert {k: v for k, v in reversed_run.items() if k not in ("records.jsonl", "run.json")} == \
+        {k: v for k, v in one.items() if k not in ("records.jsonl", "run.json")}
 
 
 def test_a_killed_run_continues_to_the_uninterrupted_result(model_and_scenes: tuple[Path, Path], tmp_path: Path,

@@ -92,7 +92,8 @@ class Job(NamedTuple):
 
 
 def _jobs(images: str, panoptic_json: str | None) -> list[Job]:
-    """One Job per image: from the JSON when given, else `images` (image_files)."""
+    """One Job per image: from the JSON when given (in its order), else `images` (image_files) in the order of their
+    file stems, so that the outputs do not depend on the order the inputs came in."""
     if panoptic_json:
         gt = coco_panoptic.load_panoptic_json(panoptic_json)
         from ldmseg.commands.visualize import find_image
@@ -104,7 +105,8 @@ def _jobs(images: str, panoptic_json: str | None) -> list[Job]:
     if len(set(stems)) != len(stems):
         twice = sorted({s for s in stems if stems.count(s) > 1})[0]
         raise LDMSegError(f"--images: two inputs are named {twice!r}; their outputs would collide")
-    return [Job(p.stem, p, p.with_suffix(".png").name, image_name(p, images)) for p in files]
+    return sorted((Job(p.stem, p, p.with_suffix(".png").name, image_name(p, images)) for p in files),
+                  key=lambda job: job.image_id)
 
 
 def image_name(path: Path, images: str) -> str:
