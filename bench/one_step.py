@@ -9,7 +9,9 @@ predict` on the same scenes for both models.
 The scenes use a seed no training, tuning or other benchmark used (SEED). Writes bench/results/one_step.json and
 the `one_step` section of docs/benchmarks.md. --curve scores exported checkpoints of the distillation run (STEP=DIR,
 `ldmseg distill` exports one at its end; `scripts/export_checkpoint.py` any other) on the same scenes at one call per
-task; --curve-only adds that curve to the saved results without re-measuring the models.
+task; --curve-only adds that curve to the saved results without re-measuring the models. --camvid DIR (CamVid's
+folder: val/, valannot/) adds the CamVid val rows of --camvid-served and --camvid-one-step (mIoU, seconds per photo,
+a whole `ldmseg predict` of the 101 photos); with --curve-only, to the saved results.
 """
 
 from __future__ import annotations
@@ -107,6 +109,17 @@ def checkpoint_curve(points: list[str], data: list, batch: int) -> dict[int, dic
     return dict(sorted(curve.items()))
 
 
+def camvid_rows(root: str, served: str, one_step: str, threads: int) -> dict:
+    """CamVid val: each model at its serving defaults (mIoU at the labels' size, seconds per photo), and a whole
+    `ldmseg predict` of the val photos."""
+    from camvid import pipeline_scores, val_set
+
+    data = val_set(root)
+    rows = {m: pipeline_scores(m, data, len(data.classes.names), None, None) for m in (served, one_step)}
+    wall = {m: predict_wall_time(m, Path(root) / "val", threads) for m in (served, one_step)}
+    return {"rows": rows, "predict_wall_s": wall, "photos": len(data)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--one-step", default="demo-one-step")
@@ -116,12 +129,19 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--curve", nargs="*", default=[], metavar="STEP=DIR",
                     help="exported checkpoints of the distillation run, scored for its curve")
-    ap.add_argument("--curve-only", action="store_true", help="add --curve to the saved results; measure nothing else")
+    ap.add_argument("--curve-only", action="store_true",
+                    help="add --curve / --camvid to the saved results; measure nothing else")
+    ap.add_argument("--camvid", default=None, help="CamVid's folder (val/, valannot/): the CamVid val rows")
+    ap.add_argument("--camvid-served", default="camvid-diffusion")
+    ap.add_argument("--camvid-one-step", default="camvid")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.curve_only:
         res = json.loads(RESULTS_FILE.read_text())
-        res["curve"] = checkpoint_curve(args.curve, scenes(res["seed"], res["num"], res["size"]), args.batch)
+        if args.curve:
+            res["curve"] = checkpoint_curve(args.curve, scenes(res["seed"], res["num"], res["size"]), args.batch)
+        if args.camvid:
+            res["camvid"] = camvid_rows(args.camvid, args.camvid_served, args.camvid_one_step, args.threads)
         args.one_step, args.ensemble = res["one_step_model"], res["ensemble_model"]
         save_results("one_step", res, "\n".join(table(res, args)))
         return
@@ -139,6 +159,8 @@ def main() -> None:
                                  for m in (args.ensemble, args.one_step)}
     if args.curve:
         res["curve"] = checkpoint_curve(args.curve, data, args.batch)
+    if args.camvid:
+        res["camvid"] = camvid_rows(args.camvid, args.camvid_served, args.camvid_one_step, args.threads)
     save_results("one_step", res, "\n".join(table(res, args)))
     print("\n".join(table(res, args)))
 
@@ -161,6 +183,16 @@ def table(res: dict, args: argparse.Namespace) -> list[str]:
     wall = res["predict_wall_s"]
     lines += ["", "Whole `ldmseg predict` (default task, start-up included) over the same scenes: "
               + ", ".join(f"`{m}` {s:.1f} s" for m, s in wall.items()) + "."]
+    camvid = res.get("camvid")
+    if camvid:
+        lines += ["", f"CamVid val ({camvid['photos']} photos, 11 classes, at the labels' 480x360), the served model "
+                  "against its one-step fine-tune; `ldmseg predict` of the photos, start-up included:", "",
+                  "| model | mIoU | pixel acc. | steps x samples | s per photo | whole predict, s |",
+                  "|---|---|---|---|---|---|"]
+        for model, row in camvid["rows"].items():
+            wall = camvid["predict_wall_s"][model]
+            lines.append(f"| `{model}` | {row['miou']:.1f} | {row['pixel_accuracy']:.1f} | {row['steps']} x "
+                         f"{row['ensemble']} | {row['seconds_per_image']:.3f} | {wall:.1f} |")
     curve = {int(k): v for k, v in res.get("curve", {}).items()}
     if curve:
         lines += ["", "The distillation run (`ldmseg distill --model demo`, 1 thread) by step, exported checkpoints "
