@@ -5,6 +5,7 @@ app, the components compute what the authors' model code computes, and broken fi
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -278,6 +279,58 @@ def broken_files(files: dict, root: Path) -> dict[str, tuple[list[str], str]]:
     }
 
 
+def ae_file(name: str, ae: dict, root: Path, p: object = None, **changed: torch.Tensor) -> list[str]:
+    """--ae FILE: their AE file with `changed` tensors (and `p` as its norm_num_groups where given)."""
+    path = write_ae(root / f"{name}.pt", {**ae, **changed})
+    if p is not None:
+        torch.save({**torch.load(path, weights_only=True), "p": {"vae_model_kwargs": {"norm_num_groups": p}}}, path)
+    return ["--ae", str(path)]
+
+
+def ldm_conv_in(name: str, ae: dict, unet: dict, root: Path, conv_in: torch.Tensor) -> list[str]:
+    """--ldm FILE: their LDM file with another conv_in (stored twice, as theirs is)."""
+    return ["--ldm", str(write_ldm(root / f"{name}.pt", ae, {**unet, "conv_in.weight": conv_in,
+                                                              "new_conv.weight": conv_in}))]
+
+
+# Tensors of a wrong rank, size or dtype, non-finite weights and config numbers out of range: each refused before a
+# model is built (they used to divide by zero, index out of range, or convert into nonsense). name: (flags from
+# (ae, unet, root), what the line says)
+BAD_TENSORS: dict[str, tuple[Callable[[dict, dict, Path], list[str]], str]] = {
+    **{f"groups {g!r}": (lambda ae, u, r, g=g: ae_file("groups", ae, r, g),
+                         f"norm_num_groups: expected a positive integer, got {g!r}")
+       for g in [0, -1, float("inf"), float("nan"), "32", True]},
+    "zero-size": (lambda ae, u, r: ae_file("empty", ae, r, **{"encoder.0.weight": torch.zeros(0, 7, 3, 3)}),
+                  "tensor 'module.encoder.0.weight': expected weights, got an empty tensor"),
+    "0 latent channels": (lambda ae, u, r: ae_file("latent0", ae, r, **{"decoder.0.weight": torch.zeros(256, 0, 3, 3)}),
+                          "tensor 'module.decoder.0.weight': expected weights, got an empty tensor"),
+    "1-D decoder.0.weight": (lambda ae, u, r: ae_file("flat", ae, r, **{"decoder.0.weight": torch.zeros(256)}),
+                             "'decoder.0.weight' has shape (256,); expected a 4-D conv weight"),
+    "complex": (lambda ae, u, r: ae_file("complex", ae, r, **{"encoder.2.weight": ae["encoder.2.weight"].to(
+        torch.complex64)}), "tensor 'module.encoder.2.weight': expected floating-point weights, got complex64"),
+    "integer": (lambda ae, u, r: ae_file("int", ae, r, **{"encoder.2.bias": torch.zeros(32, dtype=torch.int64)}),
+                "expected floating-point weights, got int64"),
+    "all-NaN": (lambda ae, u, r: ae_file("nan", ae, r, **{k: torch.full_like(v, float("nan")) for k, v in ae.items()}),
+                "expected finite weights, got NaN or infinity"),
+    "inf conv_in": (lambda ae, u, r: ldm_conv_in("inf", ae, u, r, torch.full((320, 12, 3, 3), float("inf"))),
+                    "tensor 'conv_in.weight': expected finite weights"),
+    "1-D conv_in.weight": (lambda ae, u, r: ldm_conv_in("flat", ae, u, r, torch.zeros(320)),
+                           "unet tensor 'conv_in.weight' has shape (320,); expected a 4-D conv weight"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_TENSORS))
+def test_bad_tensors_and_config_numbers_are_one_line_before_a_model_is_built(
+        case: str, files: dict, stable_diffusion: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    build, message = BAD_TENSORS[case]
+    out = tmp_path / "out"
+    code = main(["convert-original", *build(files["ae_state"], files["unet_state"], tmp_path), "--stable-diffusion",
+                 str(stable_diffusion), "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and len(err.splitlines()) == 1, err
+    assert not out.exists() and not list(tmp_path.glob(".out.tmp-*"))
+
+
 @pytest.mark.parametrize("case", ["truncated", "ae as ldm", "ldm as ae", "needs code", "missing ae key",
                                   "extra unet key", "wrong shape", "no file"])
 def test_bad_checkpoints_are_one_line_and_write_nothing(case: str, files: dict, stable_diffusion: Path,
@@ -300,6 +353,58 @@ def test_out_is_never_an_existing_folder_or_file(files: dict, tmp_path: Path, ca
     assert files["ae"].read_bytes() == before and "already exists" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     assert main(["convert-original", "--ae", str(files["ae"]), "--out", str(tmp_path / "empty")]) == 0
+
+
+def test_out_is_never_the_current_folder(files: dict, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty current folder passed the 'new or empty' rule and failed only after the whole conversion."""
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    for out in (".", "./", str(tmp_path / "here")):
+        assert main(["convert-original", "--ae", str(files["ae"]), "--out", out]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "the current folder" in err and f"--out {Path(out)}" in err, err
+    assert not list(tmp_path.rglob("*.tmp-*")) and not list((tmp_path / "here").iterdir())
+
+
+@pytest.mark.parametrize(("given", "message"), [
+    ("sd/vae", "--stable-diffusion {sd}/vae: expected a Stable Diffusion folder holding unet/config.json and vae/ "
+               "(diffusers' layout); it has no unet/config.json and no vae/config.json; this looks like one of its "
+               "subfolders"),
+    ("sd/unet", "it has no unet/config.json and no vae/config.json; this looks like one of its subfolders"),
+    ("sd/missing", "sd/missing: Stable Diffusion directory (--stable-diffusion) not found (sd/ is a folder here, so "
+                   "this names a local path, not a hub id)"),
+    ("owner/x/y", "owner/x/y: Stable Diffusion directory (--stable-diffusion) not found"),
+])
+def test_stable_diffusion_that_is_not_an_sd_folder_is_named(given: str, message: str, files: dict,
+                                                            stable_diffusion: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A component folder (SD/vae) was read as the UNet's config and the error blamed the LDM file; a missing
+    local path was looked up on the hub."""
+    import shutil
+
+    shutil.copytree(stable_diffusion, tmp_path / "sd")
+    monkeypatch.chdir(tmp_path)
+    assert main(["convert-original", "--ldm", str(files["ldm"]), "--stable-diffusion", given, "--out", "o"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message.format(sd="sd") in err and str(files["ldm"]) not in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_silent_hub_for_stable_diffusion_is_one_line_within_its_timeouts(files: dict, tmp_path: Path,
+                                                                           capsys: pytest.CaptureFixture,
+                                                                           silent_hub: list) -> None:
+    import time
+
+    start = time.perf_counter()
+    assert main(["convert-original", "--ldm", str(files["ldm"]), "--stable-diffusion", "owner/silent", "--out",
+                 str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert time.perf_counter() - start < 15 and len(err.splitlines()) == 1 and silent_hub, err
+    assert err.startswith("ldmseg: error: owner/silent: cannot download it from http://127.0.0.1:") and \
+        "no reply in time" in err, err
+    assert not (tmp_path / "o").exists()
 
 
 def test_authors_defaults_hint_at_the_fast_preset_on_a_cpu(converted: Path, tmp_path: Path,

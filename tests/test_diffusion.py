@@ -195,6 +195,34 @@ def test_vit_image_encoder_loads_a_transformers_checkpoint(tmp_path: Path) -> No
         ViTImageEncoder.from_vit(str(tmp_path / "missing"))
 
 
+def vit_with_bin(path: Path, weights: dict) -> Path:
+    """tiny_vit's folder with `weights` pickled as transformers' old pytorch_model.bin instead of safetensors."""
+    tiny_vit(path)
+    (path / "model.safetensors").unlink()
+    torch.save(weights, path / "pytorch_model.bin")
+    return path
+
+
+def test_a_pretrained_vit_pickle_is_refused_or_read_whole(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A .bin whose pickle needs code was an internal error carrying torch's advice to load it with
+    weights_only=False; a .bin without the ViT's tensors trained from random ones, with a warning."""
+    from safetensors.torch import load_file
+
+    weights = load_file(tiny_vit(tmp_path / "plain") / "model.safetensors")
+    assert ViTImageEncoder.from_vit(str(vit_with_bin(tmp_path / "bin", weights))).vit.config.patch_size == 8
+    needs_code = vit_with_bin(tmp_path / "code", {**weights, "extra": np.zeros(3)})
+    with pytest.raises(LDMSegError, match=r"--pretrained-vit .*code: refused, its pickle needs code to load"):
+        ViTImageEncoder.from_vit(str(needs_code))
+    with pytest.raises(LDMSegError, match=r"expected weights for every tensor of its ViT, \d+ missing"):
+        ViTImageEncoder.from_vit(str(vit_with_bin(tmp_path / "none", {})))
+    capsys.readouterr()
+    assert main(["train", "--out", str(tmp_path / "run"), "--unet", "tiny", "--image-encoder", "vit",
+                 "--pretrained-vit", str(needs_code), "--threads", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "refused, its pickle needs code" in err and "weights_only" not in err, err
+    assert not (tmp_path / "run").exists()
+
+
 def test_training_with_the_vit_encoder_exports_a_pipeline_that_predicts(tmp_path: Path,
                                                                         capsys: pytest.CaptureFixture) -> None:
     ae_dir = tmp_path / "ae"

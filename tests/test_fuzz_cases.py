@@ -185,7 +185,8 @@ BOUNDS: dict[str, tuple[Callable[..., list[str]], list[tuple[str, ...]]]] = {
         ("--ensemble-size", "1000000"), ("--batch-size", "0"), ("--preset", "nope"),
         ("--task", "nope"), ("--precision", "nope"), ("--scheduler", "bogus")]),
     "inpaint": (inpaint_set, [
-        ("--block-size", "100000000"), ("--block-size", "0"), ("--block-size", "-4"), ("--drop-rate", "1.5"),
+        ("--block-size", "100000000"), ("--block-size", "60000"), ("--block-size", "0"), ("--block-size", "-4"),
+        ("--drop-rate", "1.5"),
         ("--drop-rate", "-0.1"), ("--drop-rate", "nan"), ("--ensemble-size", "1000000"), ("--steps", "1001"),
         ("--batch-size", "0"), ("--seed", str(2**64)), ("--threads", "100000"), ("--mask-type", "nope")]),
     "reconstruct": (reconstruct, [
@@ -329,6 +330,8 @@ case("inpaint/valid-missing", lambda w: inpaint_one(w, "--valid", str(w.gt / "va
      names=under("in", "valid.png"))
 case("inpaint/drop-everything", lambda w: inpaint_set(w, "--drop-rate", "1"), names=said("--drop-rate"))
 case("inpaint/image-and-set-both", lambda w: inpaint_one(w, "--images", str(w.images)), names=said("--image"))
+for flag, value in (("--drop-rate", "0.9"), ("--block-size", "8"), ("--mask-type", "beit")):  # hide nothing there
+    case(f"inpaint/image-with-{flag[2:]}", lambda w, f=flag, v=value: inpaint_one(w, f, v), names=said(flag))
 
 
 # --- training: bad data, bad runs -----------------------------------------------------------------------------------

@@ -79,6 +79,59 @@ def test_images_of_every_kind(pipe: LDMSegPipeline, tmp_path: Path) -> None:
         pipe(torch.zeros(1, 3, 8, 8))
 
 
+def test_float_images_in_0_1_are_read_as_the_uint8_image(pipe: LDMSegPipeline) -> None:
+    """A float array was scaled as if it held 0..255: the map of an image in [0, 1] agreed with the uint8
+    image's on a quarter of its pixels."""
+    arr = image()
+    outs = [pipe(a, task="instances", num_inference_steps=1, processing_resolution=64,
+                 generator=torch.Generator().manual_seed(0)).panoptic[0]
+            for a in (arr, arr.astype(np.float32) / 255, arr / 255.0, arr[..., 0], arr[..., 0] / 255.0)]
+    assert (outs[0] == outs[1]).mean() > 0.99 and (outs[0] == outs[2]).mean() > 0.99
+    assert (outs[3] == outs[4]).mean() > 0.99
+
+
+NAN = np.full((32, 40, 3), np.nan, np.float32)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (image().astype(np.uint16) * 257, "an image array must be uint8 in 0..255 or floating point in [0, 1], got dtype "
+                                      "uint16"),
+    (image().astype(np.int64), "got dtype int64"),
+    (image() > 100, "got dtype bool"),
+    (image().astype(np.complex64), "got dtype complex64"),
+    (image().astype(np.float32), "an image array must be uint8 in 0..255 or floating point in [0, 1], got values in "
+                                 "[0, "),
+    (NAN, "got values in [nan, nan] (NaN or infinity)"),
+    (np.where(np.arange(3) == 1, np.inf, image() / 255), "(NaN or infinity)"),
+    (torch.from_numpy(image()).permute(2, 0, 1), "an image tensor must be floating point in [-1, 1], got dtype uint8"),
+    (torch.from_numpy(image()).permute(2, 0, 1).float(), "an image tensor must be floating point in [-1, 1], got "
+                                                         "values in [0, "),
+    (torch.from_numpy(NAN).permute(2, 0, 1), "got values in [nan, nan]"),
+    (Image.fromarray(image()[..., 0].astype(np.uint16) * 257), "a PIL image of mode 'I;16'"),
+    (torch.zeros(3, 0, 8), "must be [3, H, W]"),
+])
+def test_image_dtypes_and_ranges_other_than_documented_are_one_line(pipe: LDMSegPipeline, bad: object,
+                                                                    message: str) -> None:
+    with pytest.raises(LDMSegError) as err:
+        pipe(bad, num_inference_steps=1, processing_resolution=64)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"processing_resolution": 0}, "processing_resolution: must be a positive multiple of 8, got 0"),
+    ({"processing_resolution": 8 * 10**5}, "2 image(s) x ensemble_size 8 at processing_resolution 800000 needs ~"),
+    ({"output_type": "foo"}, "output_type must be one of np, pil, got 'foo'"),
+    ({"min_area": -5}, "min_area: must be >= 0, got -5"),
+    ({"min_area": float("nan")}, "min_area: expected an integer, got nan"),
+    ({"num_inference_steps": True}, "num_inference_steps: must be a number, got True"),
+    ({"generator": [torch.Generator()] * 3}, "generator: give one torch.Generator, or a list of one per image (2)"),
+])
+def test_call_settings_out_of_range_are_one_line(pipe: LDMSegPipeline, kwargs: dict, message: str) -> None:
+    with pytest.raises(LDMSegError) as err:
+        pipe([image(), image()], **kwargs)
+    assert message in str(err.value)
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"num_inference_steps": 0}, "num_inference_steps: must be in [1, 1000], got 0"),
     ({"num_inference_steps": 1001}, "num_inference_steps: must be in [1, 1000], got 1001"),

@@ -214,6 +214,49 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path: Path) ->
     assert not [p for p in (part / "checkpoints").iterdir() if not p.name[5:].isdigit()]
 
 
+def edit_part(step: Path, name: str, change) -> None:
+    """Rewrite one part of a checkpoint (its JSON skeleton and tensors) through `change(tree) -> tree`."""
+    from safetensors.torch import save_file
+
+    tree = change(checkpoint.load_tree(step, name))
+    tensors: dict[str, torch.Tensor] = {}
+    (step / f"{name}.json").write_text(json.dumps(checkpoint._split(tree, name, tensors)))
+    save_file(tensors, str(step / f"{name}.safetensors"))
+
+
+DAMAGED_PARTS = {  # the part a damaged, hand-edited or foreign checkpoint gets wrong, and the change (None: garbage)
+    "state-not-json": ("state", None),
+    "state": ("state", lambda t: [1]),
+    "state-step": ("state", lambda t: {**t, "step": "1"}),
+    "state-scheduler": ("state", lambda t: {**t, "scheduler": {"x": 1}}),
+    "rng": ("rng_0", lambda t: {"torch": torch.zeros(3)}),
+    "model-shape": ("model", lambda t: {**t, next(iter(t)): torch.zeros(1)}),
+    "model-extra": ("model", lambda t: {**t, "extra.weight": torch.zeros(1)}),
+    "optimizer": ("optimizer", lambda t: {**t, "param_groups": t["param_groups"][:0]}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DAMAGED_PARTS))
+def test_a_damaged_checkpoint_part_is_one_line_before_anything_is_written(
+        case: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from ldmseg.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train-ae", "--out", str(run), "--max-steps", "1", "--checkpoint-every", "1", "--val-every", "0",
+                 *TINY]) == 0
+    part, change = DAMAGED_PARTS[case]
+    if change is None:
+        (run / "checkpoints" / "step_00000001" / f"{part}.json").write_text("{not json")
+    else:
+        edit_part(run / "checkpoints" / "step_00000001", part, change)
+    config = (run / "config.json").read_bytes()
+    capsys.readouterr()
+    assert main(["train-ae", "--out", str(run), "--resume", "latest", "--max-steps", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"step_00000001: broken checkpoint ({part.split('_')[0]}: " in err[0], err
+    assert (run / "config.json").read_bytes() == config and not (run / "checkpoints" / "step_00000002").exists()
+
+
 KILL_POINTS = 3  # bench/kill_resume.py runs the same check at 20+ random points
 
 

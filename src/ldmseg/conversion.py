@@ -58,8 +58,7 @@ def original_components(ldm_file: str | Path, stable_diffusion: str, ae_file: st
     from ldmseg.models.image_encoder import SDVAEImageEncoder, sd_subfolder
     if weights not in WEIGHTS:
         raise LDMSegError(f"--weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
-    if not Path(stable_diffusion).exists() and (stable_diffusion.count("/") != 1 or stable_diffusion.startswith(".")):
-        raise LDMSegError(f"{stable_diffusion}: Stable Diffusion directory not found (nor a hub id owner/name)")
+    check_stable_diffusion(stable_diffusion)
     source = Path(ldm_file)
     data = read_checkpoint(source, "ldm")
     if not Path(stable_diffusion).exists():
@@ -93,3 +92,21 @@ def original_components(ldm_file: str | Path, stable_diffusion: str, ae_file: st
                 scheduler=make_sampler("ddim", "epsilon", "trailing"), task_embeddings=tokens,
                 scale_factor=ORIGINAL_MASK_SCALE, scale_factors={"instances": ORIGINAL_MASK_SCALE},
                 self_condition=extra == d, trained_on=TRAINED_ON, presets={"fast": FAST_PRESET}, **ORIGINAL_SERVING)
+
+
+def check_stable_diffusion(path: str) -> None:
+    """--stable-diffusion, before any checkpoint is read: a local folder must hold SD's unet/config.json and vae/
+    (a component folder such as SD/vae, given for the whole, would be read as the UNet's config); a path that is
+    not here must be a hub id (`weights.check_hub_id`)."""
+    from ldmseg.weights import check_hub_id
+
+    local = Path(path)
+    if not local.exists():
+        check_hub_id(path, "Stable Diffusion directory (--stable-diffusion)")
+        return
+    missing = [name for name in ("unet/config.json", "vae/config.json") if not (local / name).is_file()]
+    if missing:
+        component = (local / "config.json").is_file()
+        hint = "; this looks like one of its subfolders: give the folder above it" if component else ""
+        raise LDMSegError(f"--stable-diffusion {path}: expected a Stable Diffusion folder holding unet/config.json "
+                          f"and vae/ (diffusers' layout); it has no {' and no '.join(missing)}{hint}")

@@ -43,7 +43,7 @@ from ldmseg.models import vae_mask_autoencoder as _vae_mask_autoencoder  # noqa:
 from ldmseg.models.denoiser import task_prediction
 from ldmseg.models.layers import native_bf16
 from ldmseg.models.mask_autoencoder import resize_probabilities
-from ldmseg.pipeline_call import PipelineCall, check_generators, repeat_each
+from ldmseg.pipeline_call import PipelineCall, check_generators, check_memory, repeat_each
 from ldmseg.pipeline_instances import InstanceRules, completions, instances_at_resolution
 from ldmseg.pipeline_output import LDMSegOutput, as_pictures
 from ldmseg.serving import ServingConfig, resolve_serving
@@ -234,6 +234,7 @@ class LDMSegPipeline(DiffusionPipeline):
             raise LDMSegError(f"partial_mask (inpainting) completes instance maps; task {serving.task!r} does not "
                               "take one")
         check_generators(generator, len(images))
+        check_memory(len(images), serving)
         if self.unet.dtype == torch.bfloat16 and serving.precision == "fp32":
             raise LDMSegError("precision fp32: this pipeline's UNet holds bf16 weights only (keep_unet_in_bf16); "
                               "load it again to run in fp32")
@@ -280,7 +281,8 @@ class LDMSegPipeline(DiffusionPipeline):
                  serving: ServingConfig | None = None) -> LDMSegOutput | tuple:
         """Predict `task` for images (default: class-aware `panoptic` where the model can, else its task).
 
-        Images: paths, PIL images, HxW[x3|4] uint8 arrays or [3, H, W] tensors in [-1, 1], or a list of them.
+        Images: paths, 8-bit PIL images, HxW[x3|4] arrays (uint8 in 0..255, or float in [0, 1]) or [3, H, W] float
+        tensors in [-1, 1], or a list of them; any other dtype or range, and NaN, is one line (ldmseg.data.images).
         instances: panoptic ids; with `partial_mask` (HxW ids, 0 = unknown unless `valid_mask` says which pixels are
         given), complete it instead (Algorithm 3), keeping the given ids. semantic: class ids. depth: relative depth.
         panoptic: instances and semantic sampled from the same image latents and merged (diffusion.merge).

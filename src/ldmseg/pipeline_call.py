@@ -54,6 +54,17 @@ def check_generators(generator: object, num_images: int) -> None:
         raise LDMSegError(f"generator: expected a torch.Generator, got {type(generator).__name__}")
 
 
+def check_memory(num_images: int, serving: ServingConfig) -> None:
+    """The call's samples (images x ensemble) at the processing resolution must fit in this machine's memory: one
+    line before anything is allocated (the CLI's check, `checks.fits_sampling`, with the API's names)."""
+    from ldmseg import checks
+
+    k, res = serving.ensemble_size, serving.processing_resolution
+    checks.fits_memory(f"{num_images} image(s) x ensemble_size {k} at processing_resolution {res}", num_images * k,
+                       res**2, checks.SAMPLING_BYTES_PER_PIXEL,
+                       "lower processing_resolution or ensemble_size, or give fewer images per call")
+
+
 def repeat_each(items: list, k: int) -> list:
     """Each item k times in a row: [a, b] -> [a, a, b, b] for k = 2."""
     return [item for item in items for _ in range(k)]

@@ -45,8 +45,13 @@ def convert_original(out: str | Path, ldm: str | None = None, ae: str | None = N
 
 
 def check_out(out: Path) -> None:
-    """--out must be new or an empty folder: nothing of the user's (the checkpoints included) is ever replaced."""
+    """--out must be new or an empty folder: nothing of the user's (the checkpoints included) is ever replaced,
+    and never the current folder or one above it (the result replaces the folder: `--out .` would pull it away from
+    under the shell that runs the command)."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise LDMSegError(f"{out}: already exists and is not an empty folder; choose a new --out")
+    if Path.cwd().resolve().is_relative_to(out.resolve()):
+        raise LDMSegError(f"--out {out}: the current folder (or one above it); name a new folder, e.g. --out "
+                          "converted")
     if not out.resolve().parent.is_dir():
         raise LDMSegError(f"{out.parent}: folder not found")

@@ -14,6 +14,10 @@ from ldmseg.errors import LDMSegError
 from ldmseg.tasks import TASKS, task_spec
 
 IMAGES_HELP = "a folder, one image file, a quoted glob ('photos/*.jpg') or - (paths on stdin)"
+# inpaint --images: how parts of each GT map are hidden. The flags default to None so that one given with --image
+# (which hides nothing: --partial says what is given) is refused instead of ignored.
+HIDING = {"drop_rate": 0.5, "block_size": 4, "mask_type": "blocks"}
+HIDING_FLAGS = {"drop_rate": "--drop-rate", "block_size": "--block-size", "mask_type": "--mask-type"}
 
 EVALUATE_TITLES = {
     "panoptic": "class-aware panoptic quality (--task panoptic): PQ / SQ / RQ per GT category, averaged, x100",
@@ -75,12 +79,13 @@ def add_model_commands(sub) -> None:
                     "none)")
     alias(ip, "--panoptic-json", "--gt-json")
     alias(ip, "--panoptic-dir", "--gt-dir")
-    ip.add_argument("--mask-type", default="blocks", choices=["blocks", "beit", "strokes"],
-                    help="how parts of the GT are hidden (default: blocks)")
-    ip.add_argument("--drop-rate", type=checks.between(0.0, 1.0, open_high=True), default=0.5,
-                    help="share of the image hidden (default 0.5)")
-    ip.add_argument("--block-size", type=checks.positive, default=4,
-                    help="block size in px at the processing resolution (default 4)")
+    ip.add_argument("--mask-type", default=None, choices=["blocks", "beit", "strokes"],
+                    help=f"with --images: how parts of the GT are hidden (default: {HIDING['mask_type']})")
+    ip.add_argument("--drop-rate", type=checks.between(0.0, 1.0, open_high=True), default=None,
+                    help=f"with --images: share of the image hidden (default {HIDING['drop_rate']})")
+    ip.add_argument("--block-size", type=checks.positive, default=None,
+                    help=f"with --images: block size in px at the processing resolution (default "
+                         f"{HIDING['block_size']})")
     ip.add_argument("--batch-size", type=checks.positive, default=4, help="images per batch (default 4)")
     ip.add_argument("--steps", type=checks.sampling_steps, default=None,
                      help="sampling steps, 1-1000 (default: the model's)")
@@ -159,16 +164,20 @@ def cmd_inpaint(a: argparse.Namespace) -> None:
     checks.fits_sampling(a.batch_size, a.ensemble_size, getattr(a, "resolution", None))
     if bool(a.image) == bool(a.images):
         raise LDMSegError("inpaint: give either --image with --partial, or --images with --gt-json and --gt-dir")
+    given = {flag: getattr(a, key) for key, flag in HIDING_FLAGS.items() if getattr(a, key) is not None}
     if a.image:
         if not a.partial:
             raise LDMSegError("inpaint: --image needs --partial PARTIAL.png")
+        if given:
+            raise LDMSegError(f"inpaint: {next(iter(given))} hides parts of a GT set (--images); with --image, "
+                              "--partial (and --valid) say what is given")
         ann = inpaint.inpaint_image(a.model, a.image, a.partial, a.out, a.valid, **common)
         print(f"wrote {a.out}: {len(ann['segments_info'])} segments, "
               f"{100 * ann['known_agreement']:.1f}% of given pixels kept by the model itself")
         return
     if not (a.gt_json and a.gt_dir):
         raise LDMSegError("inpaint: --images needs --gt-json and --gt-dir (the ground truth to hide)")
-    hiding = {"drop_rate": a.drop_rate, "block_size": a.block_size, "mask_type": a.mask_type}
+    hiding = {key: HIDING[key] if getattr(a, key) is None else getattr(a, key) for key in HIDING}
     stats = inpaint.inpaint_set(a.model, a.images, a.gt_json, a.gt_dir, a.out, hiding, batch_size=a.batch_size,
                                 **common)
     print(f"wrote {a.out}: {stats['images']} images, {100 * stats['known_share']:.1f}% of pixels given, "

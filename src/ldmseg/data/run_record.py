@@ -1,10 +1,11 @@
 """What a batch job has finished, kept as it goes, so that running the same command again on the same --out
 continues where a killed run stopped.
 
-OUT/run.json holds the settings that decide the results (model, task, steps, seed, ...): a run on an --out made
-with other settings is refused in one line. OUT/records.jsonl gets one JSON line per finished image, appended
-(and flushed to disk) only after every file of that image is written, so a record means a complete image: a kill
-at any moment loses at most the images in flight. A torn last line (a kill mid-append) is ignored.
+OUT/run.json holds the settings that decide the results (model, task, steps, seed, ...), written with the first
+finished image: a run on an --out made with other settings is refused in one line. OUT/records.jsonl gets one
+JSON line per finished image, appended (and flushed to disk) only after every file of that image is written, so a
+record means a complete image: a kill at any moment loses at most the images in flight. A torn last line (a kill
+mid-append) is ignored.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class RunRecord:
         self.path = self.out / (RECORDS_FILE if world == 1 else f"records.rank{rank}.jsonl")
         self.done: dict[str, dict] = {}
         saved = self.out / SETTINGS_FILE
+        self.settings_saved = saved.exists()
         if saved.exists():
             before = read_json(saved)
             changed = sorted(k for k in set(before) | set(self.settings) if before.get(k) != self.settings.get(k))
@@ -37,9 +39,6 @@ class RunRecord:
                                   f"{self.settings.get(name)!r}; continue it with the same settings, or give a new "
                                   "--out")
             self.done = self.read()
-        else:
-            self.out.mkdir(parents=True, exist_ok=True)
-            write_json(saved, self.settings, indent=1)
 
     def read(self) -> dict[str, dict]:
         """Every finished image, from the records of all processes (of this and earlier runs)."""
@@ -64,7 +63,12 @@ class RunRecord:
         return done
 
     def add(self, key: object, record: dict[str, Any]) -> None:
-        """Note one finished image (after its files are written)."""
+        """Note one finished image (after its files are written). The settings file comes with the first: a run
+        that stops before any image is done (a bad flag found at its first batch) leaves no output behind."""
+        if not self.settings_saved:
+            self.out.mkdir(parents=True, exist_ok=True)
+            write_json(self.out / SETTINGS_FILE, self.settings, indent=1)
+            self.settings_saved = True
         entry = {"key": str(key), **record}
         with open(self.path, "a") as f:
             f.write(json.dumps(entry, allow_nan=False) + "\n")

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -110,6 +112,51 @@ def _transformers_vit():
     return ViTConfig, ViTModel
 
 
+def _pretrained_vit(pretrained: str):
+    """transformers' ViTModel with every tensor from `pretrained` (--pretrained-vit): a pickle that needs code
+    (transformers reads .bin weights with torch's weights_only), an unreadable file, or weights that lack some of
+    the ViT's tensors (transformers would start those from random values) are one line naming the flag."""
+    import pickle
+
+    _, vit_model = _transformers_vit()
+    if not Path(pretrained).exists():  # a hub id: its downloads under connect and read timeouts
+        from ldmseg.weights import bound_hub_timeouts
+
+        bound_hub_timeouts()
+    where = f"--pretrained-vit {pretrained}"
+    try:
+        with _quiet_transformers():
+            vit, info = vit_model.from_pretrained(pretrained, add_pooling_layer=False, output_loading_info=True)
+    except pickle.UnpicklingError:
+        raise LDMSegError(f"{where}: refused, its pickle needs code to load; only weights are read (give "
+                          "safetensors weights)") from None
+    except (OSError, ValueError) as err:  # missing directory, unknown hub id, no network, not a ViT, truncated
+        raise LDMSegError(f"{where}: cannot load it as a transformers ViT ({str(err).strip().splitlines()[0]})"
+                          ) from None
+    missing = sorted(info.get("missing_keys") or ())
+    if missing:
+        raise LDMSegError(f"{where}: expected weights for every tensor of its ViT, {len(missing)} missing (e.g. "
+                          f"{missing[0]!r})")
+    return vit
+
+
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """transformers' warnings and progress bars off while a checkpoint loads: its report of missing weights becomes
+    one error line here, and nothing else should print."""
+    from transformers.utils import logging
+
+    verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(verbosity)
+        if bars:
+            logging.enable_progress_bar()
+
+
 def _normalisation(pretrained: str) -> tuple[list[float], list[float]]:
     """The image mean / std the ViT was trained with: its preprocessor_config.json where one is at hand
     (local directory or hub id), else 0.5 / 0.5 (google/vit-base-patch16-224's), i.e. images in [-1, 1]."""
@@ -146,16 +193,9 @@ class ViTImageEncoder(ModelMixin, ConfigMixin):
 
     @classmethod
     def from_vit(cls, pretrained: str, out_channels: int = 64, downsample_factor: int = 8) -> ViTImageEncoder:
-        """A transformers ViT checkpoint (a directory or hub id, e.g. google/vit-base-patch16-224-in21k)."""
-        _, vit_model = _transformers_vit()
-        if not Path(pretrained).exists():  # a hub id: its downloads under connect and read timeouts
-            from ldmseg.weights import bound_hub_timeouts
-
-            bound_hub_timeouts()
-        try:
-            vit = vit_model.from_pretrained(pretrained, add_pooling_layer=False)
-        except (OSError, ValueError) as err:  # missing directory, unknown hub id, no network, not a ViT
-            raise LDMSegError(f"--pretrained-vit {pretrained}: {str(err).strip().splitlines()[0]}") from err
+        """A transformers ViT checkpoint (a directory or hub id, e.g. google/vit-base-patch16-224-in21k), checked
+        as `_pretrained_vit` and `_normalisation` say."""
+        vit = _pretrained_vit(pretrained)
         mean, std = _normalisation(pretrained)
         enc = cls(vit_config=vit.config.to_dict(), out_channels=out_channels, downsample_factor=downsample_factor,
                   image_mean=tuple(mean), image_std=tuple(std))

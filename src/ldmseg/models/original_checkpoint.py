@@ -64,7 +64,8 @@ def _load(path: Path):
 
 
 def tensor_dict(data: dict, key: str, source: Path) -> dict[str, torch.Tensor]:
-    """`data[key]` as a state dict without DDP's `module.` prefixes; anything but name -> tensor is an error."""
+    """`data[key]` as a state dict without DDP's `module.` prefixes, every tensor checked (`check_tensor`);
+    anything but name -> tensor is an error."""
     state = data.get(key)
     if not isinstance(state, dict) or not state:
         raise LDMSegError(f"{source}: entry {key!r} is not a state dict of tensors")
@@ -72,8 +73,23 @@ def tensor_dict(data: dict, key: str, source: Path) -> dict[str, torch.Tensor]:
     for name, value in state.items():
         if not isinstance(name, str) or not isinstance(value, torch.Tensor):
             raise LDMSegError(f"{source}: entry {key!r}, key {name!r}: not a named tensor")
-        out[name.removeprefix("module.")] = value
+        out[name.removeprefix("module.")] = check_tensor(value, f"{source}: entry {key!r}, tensor {name!r}")
     return out
+
+
+WEIGHT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def check_tensor(value: torch.Tensor, where: str) -> torch.Tensor:
+    """A weight as a checkpoint may hold one: real floating point, not empty, every value finite. Anything else
+    (integers, complex, zero-size, NaN or infinity) is one line naming it: it would load, and serve nonsense."""
+    if value.dtype not in WEIGHT_DTYPES:
+        raise LDMSegError(f"{where}: expected floating-point weights, got {str(value.dtype).removeprefix('torch.')}")
+    if value.numel() == 0:
+        raise LDMSegError(f"{where}: expected weights, got an empty tensor of shape {tuple(value.shape)}")
+    if not bool(torch.isfinite(value).all()):
+        raise LDMSegError(f"{where}: expected finite weights, got NaN or infinity")
+    return value
 
 
 def config_of(data: dict, *keys: str) -> dict:
@@ -87,26 +103,54 @@ def config_of(data: dict, *keys: str) -> dict:
 def mask_autoencoder_from_state(state: dict[str, torch.Tensor], source: Path, p_kwargs: dict | None = None
                                 ) -> OriginalMaskAutoencoder:
     """Their `GeneralVAESeg` weights in an `OriginalMaskAutoencoder`, its config read off the tensor shapes (and
-    the group count from their config where the file has it)."""
-    convs = [state[k] for k in _ordered(state, "encoder.") if state[k].ndim == 4]
-    ups = [state[k] for k in _ordered(state, "decoder.") if state[k].ndim == 4 and state[k].shape[-1] == 2]
-    if len(convs) < 5 or (len(convs) - 3) % 2 or "decoder.0.weight" not in state:
-        raise LDMSegError(f"{source}: not their mask AE layout (encoder convs {len(convs)}, "
-                          f"decoder.0.weight {'present' if 'decoder.0.weight' in state else 'missing'})")
-    widths = [int(convs[0].shape[0])] + [int(c.shape[0]) for c in convs[2:-2:2]]
-    latent = int(state["decoder.0.weight"].shape[1])
-    config = dict(num_bits=int(convs[0].shape[1]), block_out_channels=tuple(widths),
-                  int_channels=int(convs[-2].shape[0]), latent_channels=latent,
-                  num_latents=int(convs[-1].shape[0]) // latent, num_upscalers=len(ups),
-                  upscale_channels=int(ups[0].shape[1]) if ups else int(convs[-2].shape[0]),
-                  norm_num_groups=int((p_kwargs or {}).get("norm_num_groups", 32)),
-                  downsample_factor=2 ** (len(widths) - 1))
+    the group count from their config where the file has it), checked before the model is built."""
     try:
-        model = OriginalMaskAutoencoder(**config)
+        model = OriginalMaskAutoencoder(**_mask_autoencoder_config(state, source, p_kwargs or {}))
     except ValueError as e:
         raise LDMSegError(f"{source}: unsupported mask AE ({e})") from None
     load_strict(model, state, source, "mask AE")
     return model.eval()
+
+
+MAX_NUM_BITS = 24  # ids of a COCO-RGB PNG: the decoder's logits are 2**num_bits channels
+
+
+def _mask_autoencoder_config(state: dict[str, torch.Tensor], source: Path, p_kwargs: dict) -> dict:
+    """The layout their AE's tensors describe (encoder convs, latent width, upscalers, logits), every number in
+    range; the group count `norm_num_groups` from their config, a positive integer."""
+    convs = [state[k] for k in _ordered(state, "encoder.") if state[k].ndim == 4]
+    ups = [state[k] for k in _ordered(state, "decoder.") if state[k].ndim == 4 and state[k].shape[-1] == 2]
+    first = state.get("decoder.0.weight")
+    if first is None or first.ndim != 4:
+        shown = "is missing" if first is None else f"has shape {tuple(first.shape)}"
+        raise LDMSegError(f"{source}: mask AE tensor 'decoder.0.weight' {shown}; expected a 4-D conv weight")
+    if len(convs) < 5 or (len(convs) - 3) % 2:
+        raise LDMSegError(f"{source}: not their mask AE layout ({len(convs)} 4-D encoder.<i>.weight conv weights; "
+                          "expected an odd number, at least 5)")
+    latent, num_bits = int(first.shape[1]), int(convs[0].shape[1])
+    last = [state[k] for k in _ordered(state, "decoder.") if state[k].ndim == 4][-1]  # decoder.0 at least
+    if not 1 <= num_bits <= MAX_NUM_BITS or int(last.shape[0]) != 2**num_bits:
+        raise LDMSegError(f"{source}: mask AE tensor 'encoder.0.weight' takes {num_bits} bit planes and the last "
+                          f"decoder conv gives {int(last.shape[0])} logits; expected 1..{MAX_NUM_BITS} bit planes "
+                          "and 2**bits logits")
+    if int(convs[-1].shape[0]) not in (latent, 2 * latent):
+        raise LDMSegError(f"{source}: mask AE tensor 'decoder.0.weight' takes {latent} latent channels, the "
+                          f"encoder gives {int(convs[-1].shape[0])}; expected the same or twice (mean, log-variance)")
+    widths = [int(convs[0].shape[0])] + [int(c.shape[0]) for c in convs[2:-2:2]]
+    return dict(num_bits=num_bits, block_out_channels=tuple(widths), int_channels=int(convs[-2].shape[0]),
+                latent_channels=latent, num_latents=int(convs[-1].shape[0]) // latent, num_upscalers=len(ups),
+                upscale_channels=int(ups[0].shape[1]) if ups else int(convs[-2].shape[0]),
+                norm_num_groups=_group_count(p_kwargs, source), downsample_factor=2 ** (len(widths) - 1))
+
+
+def _group_count(p_kwargs: dict, source: Path) -> int:
+    """Their config's `norm_num_groups` (32 where it has none): a positive integer; whether it divides the
+    widths is the model's check."""
+    groups = p_kwargs.get("norm_num_groups", 32)
+    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
+        raise LDMSegError(f"{source}: entry 'p', vae_model_kwargs.norm_num_groups: expected a positive integer, "
+                          f"got {groups!r}")
+    return groups
 
 
 def _ordered(state: dict, prefix: str) -> list[str]:
@@ -163,7 +207,7 @@ def ema_weights(ema: object, state: dict[str, torch.Tensor], source: Path) -> di
         if tuple(tensor.shape) != tuple(state[name].shape):
             raise LDMSegError(f"{source}: entry 'ema' tensor for {name!r} has shape {tuple(tensor.shape)}, expected "
                               f"{tuple(state[name].shape)}")
-        out[name] = tensor
+        out[name] = check_tensor(tensor, f"{source}: entry 'ema' tensor for {name!r}")
     return out
 
 
@@ -173,10 +217,12 @@ def original_unet(state: dict[str, torch.Tensor], unet_config: dict, source: Pat
     from accelerate import init_empty_weights
     from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 
-    if "conv_in.weight" not in state:
-        raise LDMSegError(f"{source}: unet tensor 'conv_in.weight' is missing")
+    conv_in = state.get("conv_in.weight")
+    if conv_in is None or conv_in.ndim != 4:
+        shown = "is missing" if conv_in is None else f"has shape {tuple(conv_in.shape)}"
+        raise LDMSegError(f"{source}: unet tensor 'conv_in.weight' {shown}; expected a 4-D conv weight")
     config = {k: v for k, v in unet_config.items() if not k.startswith("_")}
-    config["in_channels"] = int(state["conv_in.weight"].shape[1])
+    config["in_channels"] = int(conv_in.shape[1])
     with init_empty_weights():
         unet = UNet2DConditionModel.from_config(config)
     full = dict(state)

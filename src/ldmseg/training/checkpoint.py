@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +57,69 @@ def load_tree(path: Path, name: str) -> Any:
         tensors = load_file(str(path / f"{name}.safetensors"))
         skeleton = json.loads((path / f"{name}.json").read_text())
         return _join(skeleton, tensors)
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError, OSError, SafetensorError, KeyError) as e:
+    except (OSError, ValueError, SafetensorError, KeyError, TypeError, RecursionError) as e:  # unreadable, not ours
         raise LDMSegError(f"{path}: broken checkpoint ({name}: {str(e).splitlines()[0] if str(e) else e!r})") from None
+
+
+@dataclass(frozen=True)
+class RunShape:
+    """What a checkpoint must hold to fit the run resuming from it: the model's tensor shapes by name, the number
+    of parameters in each optimizer group, the keys of the LR schedule's state, the EMA's tensor count (None: no
+    EMA)."""
+
+    model: dict[str, tuple[int, ...]]
+    groups: list[int]
+    scheduler_keys: frozenset[str]
+    ema_params: int | None
+
+
+def check_parts(path: Path, parts: dict[str, Any], run: RunShape) -> None:
+    """A read checkpoint fits `run` before any part of it is applied: one line naming the part and what it should
+    hold (a file damaged or edited by hand, or a checkpoint of another run), never a crash half-way through."""
+    state, rng = parts["state"], parts[next(k for k in parts if k.startswith("rng"))]
+    if not (isinstance(state, dict) and _is_count(state.get("step")) and isinstance(state.get("scheduler"), dict)
+            and set(state["scheduler"]) == run.scheduler_keys):
+        raise _broken(path, "state", "{'step': an integer >= 0, 'scheduler': this run's LR schedule state}")
+    if not (isinstance(rng, dict) and isinstance(rng.get("torch"), torch.Tensor) and rng["torch"].dtype == torch.uint8):
+        raise _broken(path, "rng", "{'torch': the RNG state, a uint8 tensor}")
+    wrong = _differing_tensor(parts["model"], run.model)
+    if wrong is not None:
+        raise _broken(path, "model", f"this run's model tensors, by name and shape (tensor {wrong!r} differs)")
+    if _group_sizes(parts["optimizer"]) != run.groups:
+        raise _broken(path, "optimizer", f"this run's optimizer state ({len(run.groups)} parameter group(s) of "
+                      f"{', '.join(map(str, run.groups))} parameters)")
+    ema = parts.get("ema")
+    if run.ema_params is not None and not (isinstance(ema, dict) and isinstance(ema.get("shadow_params"), list)
+                                           and len(ema["shadow_params"]) == run.ema_params):
+        raise _broken(path, "ema", f"{{'shadow_params': {run.ema_params} tensors, ...}}")
+
+
+def _differing_tensor(model: object, expected: dict[str, tuple[int, ...]]) -> str | None:
+    """The first name whose tensor is missing, extra, not a tensor or of another shape; None when all match."""
+    if not isinstance(model, dict):
+        return "(all)"
+    names = sorted(set(model) | set(expected), key=str)
+    return next((k for k in names if not isinstance(model.get(k), torch.Tensor)
+                 or tuple(model[k].shape) != expected.get(k)), None)
+
+
+def _group_sizes(optimizer: object) -> list[int] | None:
+    """The parameter count of each group of an optimizer's state dict; None when it is not one."""
+    if not isinstance(optimizer, dict) or not isinstance(optimizer.get("state"), dict):
+        return None
+    groups = optimizer.get("param_groups")
+    if not isinstance(groups, list) or not all(isinstance(g, dict) and isinstance(g.get("params"), list)
+                                               for g in groups):
+        return None
+    return [len(g["params"]) for g in groups]
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _broken(path: Path, part: str, expected: str) -> LDMSegError:
+    return LDMSegError(f"{path}: broken checkpoint ({part}: expected {expected})")
 
 
 def write_checkpoint(directory: Path, parts: dict[str, Any], extra_files: list[Path] = ()) -> Path:

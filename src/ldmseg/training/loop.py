@@ -107,25 +107,37 @@ def _save(out: Path, step: int, accelerator: Accelerator, model: torch.nn.Module
     accelerator.wait_for_everyone()
 
 
-def _read(path: Path, process: int, with_ema: bool) -> dict[str, Any]:
-    """Every part of a checkpoint, read (and so checked) before anything is applied."""
+def _read(path: Path, process: int, run: checkpoint.RunShape) -> dict[str, Any]:
+    """Every part of a checkpoint, read and checked against the run (`checkpoint.check_parts`) before anything is
+    applied."""
     parts = {name: checkpoint.load_tree(path, name) for name in ("model", "optimizer", "state")}
-    if with_ema:
+    if run.ema_params is not None:
         parts["ema"] = checkpoint.load_tree(path, "ema")
     if not (path / f"rng_{process}.safetensors").exists():
         raise LDMSegError(f"{path}: no RNG state for process {process} (was it written by a run with another "
                           "number of processes?)")
     parts["rng"] = checkpoint.load_tree(path, f"rng_{process}")
+    checkpoint.check_parts(path, parts, run)
     return parts
+
+
+def _run_shape(model: torch.nn.Module, optimizer: Any, scheduler: Any, ema: EMAModel | None
+               ) -> checkpoint.RunShape:
+    """What this run's checkpoints hold (`checkpoint.RunShape`), from the live model, optimizer, schedule and EMA."""
+    return checkpoint.RunShape(model={k: tuple(v.shape) for k, v in model.state_dict().items()},
+                               groups=[len(g["params"]) for g in optimizer.param_groups],
+                               scheduler_keys=frozenset(scheduler.state_dict()),
+                               ema_params=len(ema.shadow_params) if ema is not None else None)
 
 
 def _load(candidates: list[Path], accelerator: Accelerator, model: torch.nn.Module, optimizer: Any,
           scheduler: Any, ema: EMAModel | None) -> tuple[int, Path | None]:
     """Restore the first readable checkpoint of `candidates` (newest first): a corrupt or partial one is skipped
     with a warning. Returns (step, the checkpoint used)."""
+    run = _run_shape(accelerator.unwrap_model(model), optimizer, scheduler.scheduler, ema)
     for k, path in enumerate(candidates):
         try:
-            parts = _read(path, accelerator.process_index, ema is not None)
+            parts = _read(path, accelerator.process_index, run)
         except LDMSegError as e:
             if k == len(candidates) - 1:
                 raise

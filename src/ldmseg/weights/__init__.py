@@ -39,13 +39,19 @@ def _resolve(path: str, marker: str, what: str, component: str = "") -> Path:
         if not (local / marker).exists():
             raise LDMSegError(f"{local}: not a {what} directory (no {marker})")
         return local
-    in_local_folder = not local.is_absolute() and len(local.parts) > 1 and Path(local.parts[0]).is_dir()
-    if HUB_ID.fullmatch(path) and not in_local_folder:
-        return hub_model(path, MODEL_FILES)
-    if in_local_folder:
-        raise LDMSegError(f"{path}: model directory not found ({local.parts[0]}/ is a folder here, so this names a "
-                          "local path, not a hub id)")
-    raise LDMSegError(f"{path}: model directory not found")
+    check_hub_id(path, "model directory")
+    return hub_model(path, MODEL_FILES)
+
+
+def check_hub_id(path: str, what: str) -> None:
+    """A path that does not exist here is a hub id only if it is spelled owner/name and its first folder is not a
+    folder here (`models/camvidx` names a missing local path); otherwise one line saying which it is."""
+    local = Path(path)
+    if not local.is_absolute() and len(local.parts) > 1 and Path(local.parts[0]).is_dir():
+        raise LDMSegError(f"{path}: {what} not found ({local.parts[0]}/ is a folder here, so this names a local "
+                          "path, not a hub id)")
+    if not HUB_ID.fullmatch(path):
+        raise LDMSegError(f"{path}: {what} not found")
 
 
 def hub_model(repo_id: str, patterns: Sequence[str] | None = None, timeout: float = 3.0) -> Path:
@@ -76,10 +82,23 @@ def hub_model(repo_id: str, patterns: Sequence[str] | None = None, timeout: floa
     try:
         return Path(snapshot_download(repo_id, allow_patterns=patterns))
     except hub_errors() as e:
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200].removeprefix("Got: ")
+        reason = _plain_reason(e)
         raise LDMSegError(f"{repo_id}: cannot download it from {constants.ENDPOINT}: {reason} (waited up to "
                           f"{connect:g} s to connect, {read:g} s for each reply: HF_HUB_ETAG_TIMEOUT, "
                           "HF_HUB_DOWNLOAD_TIMEOUT)") from None
+
+
+def _plain_reason(e: BaseException) -> str:
+    """The first line of a download error without the names of exception classes that libraries put in front
+    ("Got: ..." -> "..."); a timeout is "no reply in time"."""
+    text = (str(e).strip().splitlines() or [""])[0][:200]
+    while (found := CLASS_PREFIX.match(text)) is not None:
+        text = text[found.end():]
+    timeout = "Timeout" in type(e).__name__ or "timed out" in text.lower()
+    return "no reply in time" if timeout else text or "the download failed"
+
+
+CLASS_PREFIX = re.compile(r"(Got|[A-Z]\w*(Error|Exception|Timeout|Warning)): ")  # "ReadTimeout: ", "Got: "
 
 
 def _resolves(socket, host: str) -> bool:
