@@ -4,7 +4,7 @@ predicting the label latents in one step, cross-entropy through the same AE deco
 ceiling (GT labels encoded and decoded at the processing resolution). Scored at the labels' full size: per-class
 IoU, mIoU, pixel accuracy, seconds per image.
 
-    python bench/camvid.py --data ../shared/data/camvid --model camvid --direct runs/camvid-direct/model \
+    python bench/camvid.py --data ../shared/data/camvid --model camvid-diffusion --direct runs/camvid-direct/model \
         --settings 2x1 4x1 8x1 1x4
 """
 
@@ -83,7 +83,7 @@ def ae_ceiling(model: str, data, num_classes: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", required=True, help="the CamVid folder (val/, valannot/)")
-    ap.add_argument("--model", default="camvid")
+    ap.add_argument("--model", default="camvid-diffusion")
     ap.add_argument("--direct", default=None, help="the discriminative baseline's pipeline directory")
     ap.add_argument("--settings", nargs="*", default=[],
                     help="extra settings to score the model at, STEPSxSAMPLES each (e.g. 4x1 1x4)")
@@ -123,7 +123,7 @@ def plot_curves(curves: dict[str, dict[int, float]], path) -> None:
 
 def table(r: dict) -> str:
     names = r["classes"]
-    lines = [f"## CamVid val: the shipped `camvid` model ({r['machine']}, {r['threads']} threads)", "",
+    lines = [f"## CamVid val: the diffusion model, `camvid-diffusion` ({r['machine']}, {r['threads']} threads)", "",
              "`bench/camvid.py`: the 101 val photos at their 480x360 labels, 11 classes, Unlabelled ignored; "
              "seconds per image in batches of 4.", "",
              "| | mIoU | pixel acc. | s / image | steps x samples | " + " | ".join(names) + " |",

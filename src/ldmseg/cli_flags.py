@@ -83,7 +83,8 @@ class RenamingParser:
         return getattr(self._target, name)
 
 
-MODEL_HELP = "a shipped model (demo, demo-one-step, camvid), a pipeline directory or a hub id (default: demo)"
+MODEL_HELP = ("a shipped model (demo, demo-one-step, camvid, camvid-diffusion), a pipeline directory or a hub id "
+              "(default: demo)")
 SCHEDULERS = ["ddim", "dpm++", "unipc", "euler", "ddpm"]
 THREADS_HELP = "torch CPU threads (default: torch's, one per core)"
 

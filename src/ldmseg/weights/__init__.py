@@ -1,6 +1,7 @@
 """Shipped models, by name: `demo` (synthetic scenes; scripts/train_demo.sh), `demo-one-step` (the demo distilled
-to one call per task; docs/usage.md, "One-step models") and `camvid` (CamVid road scenes, semantic;
-scripts/train_camvid.sh). Each is an LDMSegPipeline directory stored in float16."""
+to one call per task; docs/usage.md, "One-step models"), `camvid` (CamVid road scenes, semantic, one-step) and
+`camvid-diffusion` (the diffusion model it was fine-tuned from; scripts/train_camvid.sh). Each is an LDMSegPipeline
+directory stored in float16."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from ldmseg.errors import LDMSegError
 
 DEMO_DIR = Path(__file__).parent / "demo"
 NAMED = {"demo": DEMO_DIR, "demo-one-step": Path(__file__).parent / "demo-one-step",
-         "camvid": Path(__file__).parent / "camvid"}  # demo-one-step: `ldmseg distill` of demo (one call per task)
+         "camvid": Path(__file__).parent / "camvid", "camvid-diffusion": Path(__file__).parent / "camvid-diffusion"}
 
 
 def demo_model_dir() -> Path:
