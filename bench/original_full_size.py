@@ -288,22 +288,38 @@ def main() -> None:
     save_results(f"original_full_size_{args.device}", results, table(results))
 
 
+def run_settings(base: list[str], device: str, names: list[str]) -> dict:
+    """Convert once, then one 512x512 prediction per named setting, each in its own process (its own peak RSS)."""
+    results = {"machine": machine() if device == "cpu" else torch.cuda.get_device_name(),
+               "threads": torch.get_num_threads(), "convert": run_child([*base, "--child", "convert"]), "predict": {}}
+    for name in names:
+        results["predict"][name] = run_child([*base, "--child", name])
+        print(name, results["predict"][name], file=sys.stderr)
+    return results
+
+
+def setting_rows(results: dict, cells) -> list[str]:
+    """One table row per setting: its `cells(prediction)`, or the error it failed with."""
+    return [f"| {name} | {cells(p)} |" if "error" not in p else f"| {name} | failed: {p['error']} |"
+            for name, p in results["predict"].items()]
+
+
+def section(title: str, intro: str, header: str, rows: list[str]) -> str:
+    """A benchmarks section: its title, what it measured, and its table."""
+    return "\n".join([f"## {title}", "", intro, "", header, "|---" * (header.count("|") - 1) + "|", *rows])
+
+
 def memory_only(base: list[str], device: str) -> None:
     """Peak RSS of one 1-step 512x512 prediction per way of serving (fp32, bf16 autocast, bf16 weights), each in
     its own process; writes the original_memory_<device> section."""
-    results = {"machine": machine() if device == "cpu" else torch.cuda.get_device_name(),
-               "convert": run_child([*base, "--child", "convert"]), "predict": {}}
-    for name in MEMORY_SETTINGS:
-        results["predict"][name] = run_child([*base, "--child", name])
-        print(name, results["predict"][name], file=sys.stderr)
-    rows = [f"| {name} | {p['peak_rss_gb']:.2f} | {p['seconds']:.1f} |" if "error" not in p
-            else f"| {name} | failed: {p['error']} | |" for name, p in results["predict"].items()]
-    md = "\n".join([f"## The authors' model, full size: peak memory per way of serving ({results['machine']})", "",
-                    "`bench/original_full_size.py --memory-only`: the converted full-size model (random weights of "
-                    "the released shapes, 860 M-parameter UNet), one 512x512 prediction with one sampling step, "
-                    "each way in its own process; peak RSS includes loading. Time is not comparable across CPUs: "
-                    "without native bf16 (AVX512-BF16 / AMX) bf16 is emulated and slower than fp32.", "",
-                    "| serving | peak RSS, GB | s (1 step) |", "|---|---|---|", *rows])
+    results = run_settings(base, device, list(MEMORY_SETTINGS))
+    rows = setting_rows(results, lambda p: f"{p['peak_rss_gb']:.2f} | {p['seconds']:.1f}")
+    md = section(f"The authors' model, full size: peak memory per way of serving ({results['machine']})",
+                 "`bench/original_full_size.py --memory-only`: the converted full-size model (random weights of the "
+                 "released shapes, 860 M-parameter UNet), one 512x512 prediction with one sampling step, each way in "
+                 "its own process; peak RSS includes loading. Time is not comparable across CPUs: without native "
+                 "bf16 (AVX512-BF16 / AMX) bf16 is emulated and slower than fp32.",
+                 "| serving | peak RSS, GB | s (1 step) |", rows)
     save_results(f"original_memory_{device}", results, md)
     print(md)
 
@@ -314,17 +330,14 @@ def one_call(base: list[str], device: str) -> None:
     from ldmseg.models.layers import native_bf16
 
     names = [n for n in ONE_CALL_SETTINGS if "bf16" not in n or native_bf16(torch.device(device))]
-    results = {"machine": machine() if device == "cpu" else torch.cuda.get_device_name(),
-               "threads": torch.get_num_threads(), "convert": run_child([*base, "--child", "convert"]),
-               "predict": {name: run_child([*base, "--child", name]) for name in names}}
-    rows = [f"| {name} | {p['seconds']:.2f} | {p['unet_seconds']:.2f} | {p['peak_rss_gb']:.2f} |" if "error" not in p
-            else f"| {name} | failed: {p['error']} | | |" for name, p in results["predict"].items()]
-    md = "\n".join([f"## The authors' model, full size, at one UNet call ({results['machine']}, "
-                    f"{results['threads']} threads)", "",
-                    "`bench/original_full_size.py --one-call`: the converted full-size model (random weights of the "
-                    "released shapes) served as a one-step model serves (`ldmseg distill`): one 512x512 image, one "
-                    "UNet call, each setting in its own process (bf16 only where the CPU has it natively).", "",
-                    "| setting | whole prediction, s | the UNet call, s | peak RSS, GB |", "|---|---|---|---|", *rows])
+    results = run_settings(base, device, names)
+    rows = setting_rows(results, lambda p: f"{p['seconds']:.2f} | {p['unet_seconds']:.2f} | {p['peak_rss_gb']:.2f}")
+    title = f"The authors' model, full size, at one UNet call ({results['machine']}, {results['threads']} threads)"
+    md = section(title,
+                 "`bench/original_full_size.py --one-call`: the converted full-size model (random weights of the "
+                 "released shapes) served as a one-step model serves (`ldmseg distill`): one 512x512 image, one UNet "
+                 "call, each setting in its own process (bf16 only where the CPU has it natively).",
+                 "| setting | whole prediction, s | the UNet call, s | peak RSS, GB |", rows)
     save_results(f"original_one_call_{device}", results, md)
     print(md)
 
