@@ -11,7 +11,7 @@ import torch
 from test_multitask import tiny_multitask_pipeline
 
 from ldmseg.cli import main
-from ldmseg.diffusion.one_step import OneStepObjective, instance_loss, matched_targets
+from ldmseg.diffusion.one_step import OneStepObjective, canonical_targets, instance_loss, matched_targets
 from ldmseg.models.denoiser import task_prediction
 from ldmseg.pipeline import LDMSegPipeline
 from ldmseg.training.teacher import TeacherTargets
@@ -44,6 +44,17 @@ def test_the_instance_loss_does_not_depend_on_which_ids_the_ground_truth_uses() 
     assert losses == pytest.approx([losses[0]] * 3)
     merged = torch.where(ids == 2, 1, ids)  # a prediction that splits what GT calls one segment scores worse
     assert float(instance_loss(log_probs, merged)[0]) > losses[0] + 0.5
+
+
+def test_canonical_ids_number_segments_in_raster_order_whatever_ids_the_ground_truth_uses() -> None:
+    ids = torch.tensor([[[0, 7, 7], [3, 3, 9], [3, 9, 9]]])
+    target, pairs = canonical_targets(ids)
+    assert target.tolist() == [[[0, 1, 1], [2, 2, 3], [2, 3, 3]]]
+    assert torch.equal(canonical_targets(torch.where(ids == 7, 40, ids))[0], target)  # ids renamed: same target
+    assert pairs[0][1].tolist() == [1, 2, 3] and pairs[0][0].sum(1).tolist() == [2, 3, 3]
+    decoded = torch.randn(1, 8, 3, 3)
+    loss, logs = instance_loss(decoded, ids, canonical=True)
+    assert torch.isfinite(loss) and set(logs) == {"ce/instances", "dice/instances"}
 
 
 def test_the_one_step_objective_learns_a_fixed_batch() -> None:

@@ -8,7 +8,9 @@ model regressed to random ids learns their average: no mask at all. The instance
 permutation-invariant: each GT segment is matched to the decoder's id channel that already covers it best
 (Hungarian matching on cross-entropy + Dice cost, as set-prediction segmenters match queries), and the
 cross-entropy and Dice losses are taken under that matching. The model picks its own ids; the loss only asks
-that each segment gets one id of its own.
+that each segment gets one id of its own. The alternative it was measured against (`instance_ids="canonical"`,
+docs/benchmarks.md "One-step models") fixes the ids instead: segments numbered 1..K in the raster order of their
+first pixel, so the target is a function of the image.
 """
 
 from __future__ import annotations
@@ -57,6 +59,27 @@ def matched_targets(log_probs: torch.Tensor, ids: torch.Tensor) -> tuple[torch.T
     return target, pairs
 
 
+def canonical_targets(ids: torch.Tensor) -> tuple[torch.Tensor, list[tuple]]:
+    """Per image, segments renumbered 1..K in the raster order of their first pixel (VOID stays 0): ids that are a
+    function of the image. Same outputs as matched_targets."""
+    target = torch.zeros_like(ids)
+    pairs = []
+    for b in range(ids.shape[0]):
+        flat = ids[b].flatten()
+        segs = flat[flat != 0].unique()
+        if len(segs) == 0:
+            pairs.append((None, None))
+            continue
+        first = torch.stack([(flat == s).nonzero()[0, 0] for s in segs])
+        ordered = segs[first.argsort()]
+        channels = torch.arange(1, len(ordered) + 1, dtype=ids.dtype, device=ids.device)
+        lut = torch.zeros(int(ids[b].max()) + 1, dtype=ids.dtype, device=ids.device)
+        lut[ordered] = channels
+        target[b] = lut[ids[b]]
+        pairs.append(((flat[None] == ordered[:, None]).float(), channels))
+    return target, pairs
+
+
 def _match_cost(masks: torch.Tensor, log_probs: torch.Tensor) -> torch.Tensor:
     """[K, N] cost of giving segment k the id n: mean CE over its pixels + soft Dice loss."""
     area = masks.sum(1, keepdim=True)
@@ -80,10 +103,12 @@ def matched_dice(log_probs: torch.Tensor, pairs: list[tuple]) -> torch.Tensor:
     return torch.cat(losses).mean() if losses else log_probs.sum() * 0
 
 
-def instance_loss(decoded: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-    """Permutation-invariant instance loss: CE + Dice under the Hungarian matching of segments to ids."""
+def instance_loss(decoded: torch.Tensor, ids: torch.Tensor, canonical: bool = False
+                  ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Permutation-invariant instance loss: CE + Dice under the Hungarian matching of segments to ids (or, with
+    `canonical`, under the canonical numbering)."""
     log_probs = decoded.float().log_softmax(1)
-    target, pairs = matched_targets(log_probs, ids)
+    target, pairs = canonical_targets(ids) if canonical else matched_targets(log_probs, ids)
     if not bool((target != 0).any()):
         return decoded.sum() * 0, {}
     ce = F.nll_loss(log_probs, target.long(), ignore_index=0)
@@ -113,8 +138,9 @@ class OneStepObjective:
     its x0 decoded by the task's frozen AE at the label size, the task's loss there. `attach` gives it the AEs and
     latent scales once the trainer has them."""
 
-    def __init__(self, self_condition: bool, num_timesteps: int = 1000):
+    def __init__(self, self_condition: bool, num_timesteps: int = 1000, instance_ids: str = "matched"):
         self.self_condition, self.num_timesteps = self_condition, num_timesteps
+        self.canonical = instance_ids == "canonical"  # the measured alternative to matching (module docstring)
         self.autoencoders: dict[str, torch.nn.Module] = {}
         self.scales: dict[str, float] = {}
 
@@ -138,7 +164,8 @@ class OneStepObjective:
             key, loss_fn = LOSSES[task]
             target = labels[key][sel]
             decoded = self.autoencoders[task].decode(x0[sel].float() / self.scales[task], size=tuple(target.shape[-2:]))
-            loss, extra = loss_fn(decoded, target)
+            loss, extra = (instance_loss(decoded, target, self.canonical) if task == "instances"
+                           else loss_fn(decoded, target))
             share = float(sel.float().mean())
             total = total + share * loss
             logs.update(extra)

@@ -112,7 +112,7 @@ FIELD_CHOICES: dict[str, tuple[str, ...]] = {
     "image_encoder": ("learned", "sd-vae", "vit"), "unet": ("tiny", "base", "small", "sd15"),
     "conditioning": ("task-embedding", "task-embedding+time", "none"),
     "prediction_type": ("epsilon", "v_prediction", "sample"), "objective": ("diffusion", "direct", "one-step"),
-    "targets": ("labels", "teacher"),
+    "targets": ("labels", "teacher"), "instance_ids": ("matched", "canonical"),
     "loss_weighting": ("paper", "min-snr", "none"), "reduction": ("sum", "mean"),
     "sampler": ("ddim", "dpm++", "unipc", "euler", "ddpm"), "timestep_spacing": ("trailing", "leading", "linspace"),
 }
@@ -338,6 +338,8 @@ class DiffusionConfig(LoopConfig):
     objective: str = "diffusion"  # 'diffusion' (the paper), 'direct': the discriminative baseline (semantic only;
     # the same networks predict the labels' latents in one step, cross-entropy through the frozen AE decoder), or
     # 'one-step': fine-tune an --init-from model to one deterministic call per task (diffusion.one_step)
+    instance_ids: str = "matched"  # one-step instances: 'matched' (Hungarian, permutation-invariant) or
+    # 'canonical' (segments numbered in raster order: the alternative it was measured against)
     targets: str = "labels"  # one-step: 'labels' (the data's own) or 'teacher' (the --init-from model's served
     # predictions: --data may then be unlabelled images)
     prediction_type: str = "epsilon"  # epsilon (paper) | v_prediction | sample

@@ -134,7 +134,7 @@ class DiffusionTask:
         if cfg.objective == "one-step":
             if base is None:
                 raise LDMSegError("--objective one-step fine-tunes a trained model: give --init-from MODEL")
-            return OneStepObjective(bool(base.config.self_condition))
+            return OneStepObjective(bool(base.config.self_condition), instance_ids=self.cfg.instance_ids)
         return DiffusionObjective(ObjectiveConfig(cfg.prediction_type, cfg.loss_weighting, cfg.snr_gamma,
                                                   cfg.self_condition_prob, cfg.mask_void, cfg.reduction))
 
