@@ -9,8 +9,9 @@ predict` on the same scenes for both models.
 The scenes use a seed no training, tuning or other benchmark used (SEED). Writes bench/results/one_step.json and
 the `one_step` section of docs/benchmarks.md. --curve scores exported checkpoints of the distillation run (STEP=DIR,
 `ldmseg distill` exports one at its end; `scripts/export_checkpoint.py` any other) on the same scenes at one call per
-task; --curve-only adds that curve to the saved results without re-measuring the models. --camvid DIR (CamVid's
-folder: val/, valannot/) adds the CamVid val rows of --camvid-served and --camvid-one-step (mIoU, seconds per photo,
+task; --curve-only adds that curve to the saved results without re-measuring the models. --id-ways
+LABEL=DIR ... scores one-step models trained alike but for how instance ids are targeted. --camvid DIR (CamVid's
+folder: val/, valannot/) adds the CamVid val rows of --camvid-models (mIoU, seconds per photo,
 a whole `ldmseg predict` of the 101 photos); with --curve-only, to the saved results.
 """
 
@@ -109,6 +110,16 @@ def checkpoint_curve(points: list[str], data: list, batch: int) -> dict[int, dic
     return dict(sorted(curve.items()))
 
 
+def id_ways(points: list[str], data: list, batch: int) -> dict[str, float]:
+    """Instances PQ of each LABEL=DIR one-step model (served at its one-call defaults)."""
+    found = {}
+    for point in points:
+        label, directory = point.split("=", 1)
+        outs, _, _ = served(bench_pipeline(directory), data, "instances", batch)
+        found[label] = score("instances", data, outs)
+    return found
+
+
 def camvid_rows(root: str, models: list[str], threads: int) -> dict:
     """CamVid val: each model ('LABEL=MODEL' or 'MODEL') at its serving defaults (mIoU at the labels' size, seconds
     per photo), and a whole `ldmseg predict` of the val photos."""
@@ -133,6 +144,8 @@ def main() -> None:
                     help="exported checkpoints of the distillation run, scored for its curve")
     ap.add_argument("--curve-only", action="store_true",
                     help="add --curve / --camvid to the saved results; measure nothing else")
+    ap.add_argument("--id-ways", nargs="*", default=[], metavar="LABEL=DIR",
+                    help="one-step models trained alike but for how instance ids are targeted: instances PQ of each")
     ap.add_argument("--camvid", default=None, help="CamVid's folder (val/, valannot/): the CamVid val rows")
     ap.add_argument("--camvid-models", nargs="+", metavar="[LABEL=]MODEL",
                     default=["camvid-diffusion", "camvid"], help="the models of the CamVid rows")
@@ -144,6 +157,8 @@ def main() -> None:
             res["curve"] = checkpoint_curve(args.curve, scenes(res["seed"], res["num"], res["size"]), args.batch)
         if args.camvid:
             res["camvid"] = camvid_rows(args.camvid, args.camvid_models, args.threads)
+        if args.id_ways:
+            res["id_ways"] = id_ways(args.id_ways, scenes(res["seed"], res["num"], res["size"]), args.batch)
         args.one_step, args.ensemble = res["one_step_model"], res["ensemble_model"]
         save_results("one_step", res, "\n".join(table(res, args)))
         return
@@ -195,6 +210,12 @@ def table(res: dict, args: argparse.Namespace) -> list[str]:
         for model, row in camvid["rows"].items():
             lines.append(f"| {model} | {row['miou']:.1f} | {row['pixel_accuracy']:.1f} | {row['steps']} x "
                          f"{row['ensemble']} | {row['seconds_per_image']:.3f} | {row['predict_wall_s']:.1f} |")
+    ways = res.get("id_ways")
+    if ways:
+        lines += ["", "How the instance ids are targeted, one-step from `demo` on instances alone (the same run "
+                  "otherwise: batch 16, lr 1e-4, one thread each, side by side); instances PQ, one call:", "",
+                  "| ids | " + " | ".join(ways) + " |", "|---" * (len(ways) + 1) + "|",
+                  "| PQ | " + " | ".join(f"{v:.1f}" for v in ways.values()) + " |"]
     curve = {int(k): v for k, v in res.get("curve", {}).items()}
     if curve:
         lines += ["", "The distillation run (`ldmseg distill --model demo`, 1 thread) by step, exported checkpoints "
