@@ -266,6 +266,11 @@ def test_semantic_gt_in_another_convention_is_refused_never_scored(tmp_path: Pat
     formats.write_png(gt / "f0.png", np.zeros((12, 16), np.uint8))
     assert main([*semantic, "--ignore-label", "255"]) == 2  # 0 used as a class, but the predictions' 0 is none
     assert "GT value 0 is neither" in capsys.readouterr().err
+    for broken in ({"categories": [{"id": "x", "name": "Sky"}]}, {"categories": 3}, [1]):  # never silently skipped
+        formats.write_json(tmp_path / "pred" / "categories.json", broken)
+        assert main([*semantic, "--classes", "camvid"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "categories.json: expected" in err
 
 
 def test_evaluate_task_instances_titles_and_out(synth_set: Path, tmp_path: Path,

@@ -15,6 +15,8 @@ first pixel, so the target is a function of the image.
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
@@ -140,7 +142,8 @@ class OneStepObjective:
 
     def __init__(self, self_condition: bool, num_timesteps: int = 1000, instance_ids: str = "matched"):
         self.self_condition, self.num_timesteps = self_condition, num_timesteps
-        self.canonical = instance_ids == "canonical"  # the measured alternative to matching (module docstring)
+        canonical = instance_ids == "canonical"  # the measured alternative to matching (module docstring)
+        self.losses = {**LOSSES, "instances": ("ids", partial(instance_loss, canonical=canonical))}
         self.autoencoders: dict[str, torch.nn.Module] = {}
         self.scales: dict[str, float] = {}
 
@@ -161,11 +164,10 @@ class OneStepObjective:
         for task, sel in groups.items():
             if not bool(sel.any()):
                 continue
-            key, loss_fn = LOSSES[task]
+            key, loss_fn = self.losses[task]
             target = labels[key][sel]
             decoded = self.autoencoders[task].decode(x0[sel].float() / self.scales[task], size=tuple(target.shape[-2:]))
-            loss, extra = (instance_loss(decoded, target, self.canonical) if task == "instances"
-                           else loss_fn(decoded, target))
+            loss, extra = loss_fn(decoded, target)
             share = float(sel.float().mean())
             total = total + share * loss
             logs.update(extra)

@@ -172,16 +172,22 @@ def _described(ids: dict[int, str]) -> str:
 
 def predicted_categories(pred_dir: str | Path) -> list[dict] | None:
     """The categories of a prediction folder: the categories.json `ldmseg predict` writes beside OUT/semantic (None
-    where there is none or it does not read as {"categories": [{"id", "name"}, ...]}); colours kept where given."""
+    where there is none); colours kept where given. It decides which label convention is scored, so one that does
+    not read as {"categories": [{"id": int, "name": str}, ...]} is one line naming it, never silently skipped."""
     path = Path(pred_dir).parent / "categories.json"
     if not path.is_file():
         return None
-    try:
-        listed = formats.read_json(path).get("categories", [])
-        return [{"id": int(c["id"]), "name": str(c["name"]), **({"color": list(c["color"])} if "color" in c else {})}
-                for c in listed] or None
-    except (LDMSegError, AttributeError, KeyError, TypeError, ValueError):
-        return None
+    data = formats.read_json(path)
+    listed = data.get("categories") if isinstance(data, dict) else None
+    if not isinstance(listed, list) or not all(_is_category(c) for c in listed):
+        raise LDMSegError(f'{path}: expected {{"categories": [{{"id": integer, "name": text}}, ...]}}')
+    return [{"id": c["id"], "name": c["name"], **({"color": list(c["color"])} if "color" in c else {})}
+            for c in listed] or None
+
+
+def _is_category(c: object) -> bool:
+    return (isinstance(c, dict) and isinstance(c.get("id"), int) and not isinstance(c["id"], bool)
+            and isinstance(c.get("name"), str) and (isinstance(c.get("color"), list) or "color" not in c))
 
 
 def predicted_names(pred_dir: str | Path) -> dict[int, str] | None:
